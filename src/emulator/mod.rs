@@ -1,0 +1,126 @@
+//! Faithful emulators of the remote APIs, served with axum on loopback.
+//!
+//! Each API has one router file (`mix.rs`, ...) that owns its paths, JSON shapes, status codes and
+//! error envelopes. What every API shares lives beside them: the on-disk object store
+//! (`store.rs`), the fault-injection and network-simulation layer (`faults.rs`), and [`spawn`],
+//! which binds a listener and serves a router until the returned handle is shut down.
+//!
+//! `sessionfs serve` runs one emulator in the foreground; `sessionfs mount` without `--endpoint`
+//! runs one inside the mount process, so the README's first command needs nothing else.
+
+pub mod faults;
+pub mod mix;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use faults::FaultSpec;
+
+/// Which API an emulator speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Mix sessions and session files.
+    Mix,
+}
+
+/// Everything `serve` needs to start an emulator; also built by the mount command and tests.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// Directory that holds the emulator's objects; survives restarts.
+    pub data_dir: PathBuf,
+    /// Address to bind; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Injected failures (`--faults`), off by default.
+    pub faults: FaultSpec,
+    /// Seed for the fault RNG, so a failing fault test can be replayed.
+    pub fault_seed: u64,
+    /// Delay added before each response (`--latency`).
+    pub latency: Duration,
+    /// Per-connection cap on response body bytes per second (`--bandwidth`); `None` = unlimited.
+    pub bandwidth_bytes_per_sec: Option<u64>,
+    /// Largest accepted upload (`--max-upload-size`); `None` = no limit, as the real Mix server.
+    pub max_upload_bytes: Option<u64>,
+}
+
+impl EmulatorConfig {
+    /// A config for `dir` on an ephemeral loopback port with no faults and no limits.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            faults: FaultSpec::default(),
+            fault_seed: 0,
+            latency: Duration::ZERO,
+            bandwidth_bytes_per_sec: None,
+            max_upload_bytes: None,
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct RunningEmulator {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    /// Base URL for clients, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Builds the router for `backend` over the store in `config.data_dir`, wrapped in the fault and
+/// network-simulation layer.
+pub fn router(backend: Backend, config: &EmulatorConfig) -> std::io::Result<axum::Router> {
+    let app = match backend {
+        Backend::Mix => mix::router(mix::MixState::open(config)?),
+    };
+    Ok(faults::layer(app, config))
+}
+
+/// Binds `config.listen` and serves `backend` on the current tokio runtime until the returned
+/// handle is shut down or dropped.
+pub async fn spawn(backend: Backend, config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
+    let app = router(backend, &config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(err) = served {
+            log::error!("emulator on {addr} stopped: {err}");
+        }
+    });
+    Ok(RunningEmulator {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}

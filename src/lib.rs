@@ -1,0 +1,8 @@
+//! sessionfs: mount remote file APIs as a local drive with FUSE.
+//!
+//! Module map (see `DEVELOPMENT.md`): `cli` parses the command line, `run` owns the mount
+//! lifecycle, `fs` is the filesystem core and its thin fuser adapter, `remote` speaks to the
+//! APIs, `write` stages and uploads, `cache` holds what was read, and `emulator` serves faithful
+//! copies of the APIs for tests and for the zero-setup mount.
+
+pub mod emulator;
