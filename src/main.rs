@@ -1,1 +1,20 @@
-fn main() {}
+//! CLI entry: parse, set up logging, dispatch.
+
+use clap::Parser;
+
+use sessionfs::cli::{Cli, Command};
+use sessionfs::run;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) => run::mount(args),
+        Command::Serve(args) => run::serve(args),
+        Command::Unmount { mountpoint } => run::unmount(&mountpoint),
+    };
+    if let Err(message) = result {
+        eprintln!("sessionfs: {message}");
+        std::process::exit(1);
+    }
+}

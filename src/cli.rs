@@ -1,0 +1,164 @@
+//! The command line: clap types and the rules between options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::emulator::{Backend, FaultSpec};
+
+/// Mount remote file APIs as a local drive.
+#[derive(Debug, Parser)]
+#[command(name = "sessionfs", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount a remote (or, without --endpoint, an embedded emulator) at MOUNTPOINT.
+    Mount(MountArgs),
+    /// Run the emulator of one API in the foreground.
+    Serve(ServeArgs),
+    /// Unmount a sessionfs mount point.
+    Unmount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+}
+
+/// Options of `mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Which API the endpoint speaks.
+    #[arg(long, value_enum, default_value = "mix")]
+    pub backend: Backend,
+    /// Base URL of the server; without it an emulator is started in this process.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// API token (for APIs that need one).
+    #[arg(long, env = "SESSIONFS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of the embedded emulator (used only without --endpoint).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Directory for staged writes [default: $XDG_CACHE_HOME/sessionfs].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// How long a directory listing answers lookups before it is fetched again.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub metadata_ttl: Duration,
+    /// Refuse every change.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users see the mount (needs user_allow_other for non-root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner shown for files [default: the mounting user].
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group shown for files [default: the mounting user's group].
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, in octal.
+    #[arg(long, default_value = "644", value_parser = parse_mode)]
+    pub file_mode: u16,
+    /// Permission bits of directories, in octal.
+    #[arg(long, default_value = "755", value_parser = parse_mode)]
+    pub dir_mode: u16,
+    /// Comma-separated name patterns kept local and never uploaded (editor scratch files);
+    /// an empty value keeps nothing local.
+    #[arg(long, value_delimiter = ',')]
+    pub local_only: Option<Vec<String>>,
+    /// Extra mount options (`-o ro,noexec`).
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Which API to emulate.
+    #[arg(long, value_enum, default_value = "mix")]
+    pub backend: Backend,
+    /// Directory that holds the emulator's objects.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Address to listen on (loopback by default; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    pub listen: SocketAddr,
+    /// Inject faults: comma-separated KIND=PROBABILITY, KIND one of 500, 503, 429, reset,
+    /// truncate, slow.
+    #[arg(long, default_value = "")]
+    pub faults: FaultSpec,
+    /// Seed for fault injection, so a run can be replayed.
+    #[arg(long, default_value_t = 1)]
+    pub fault_seed: u64,
+    /// Delay added to every request, e.g. 20ms.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// Cap per connection, e.g. 100MiB (per second).
+    #[arg(long)]
+    pub bandwidth: Option<bytesize::ByteSize>,
+    /// Reject uploads larger than this with 413 (the real Mix server has no limit).
+    #[arg(long)]
+    pub max_upload_size: Option<bytesize::ByteSize>,
+}
+
+fn parse_mode(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode such as 644"))
+}
+
+/// Where an emulator keeps its data when no `--data` is given: a directory that survives
+/// restarts, under `$XDG_DATA_HOME` (or `~/.local/share`).
+pub fn default_data_dir(backend: Backend) -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("sessionfs").join(format!("{backend:?}").to_lowercase())
+}
+
+/// Where staged writes go when no `--cache-dir` is given.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("sessionfs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn mount_defaults_to_the_embedded_mix_emulator() {
+        let cli = Cli::parse_from(["sessionfs", "mount", "/mnt/x"]);
+        let Command::Mount(args) = cli.command else { panic!("not mount") };
+        assert_eq!(args.backend, Backend::Mix);
+        assert!(args.endpoint.is_none());
+        assert_eq!(args.metadata_ttl, Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,497 @@
+//! The thin fuser adapter: translate each kernel request, run it on tokio, reply.
+//!
+//! Every callback has one shape: copy what it needs out of the request, clone the
+//! `Arc<SessionFs>`, spawn on the runtime, and answer `Ok` with the matching reply and `Err`
+//! through [`failed`], which logs the error once at its level and returns its errno. No fuser
+//! thread waits on the network. Unsupported operations get a deliberate errno here.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use log::log;
+
+use super::ops::SetAttr;
+use super::{Attr, Error, FileKind, SessionFs};
+use crate::remote::Remote;
+
+/// Largest readahead we ask the kernel for.
+const MAX_READAHEAD_BYTES: u32 = 16 << 20;
+/// Requests the kernel may keep in flight to us.
+const MAX_BACKGROUND: u16 = 64;
+
+/// Adapts [`SessionFs`] to `fuser::Filesystem`.
+pub struct FuseAdapter<R: Remote> {
+    fs: Arc<SessionFs<R>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<R: Remote> FuseAdapter<R> {
+    /// Serves `fs`, running its operations on `runtime`.
+    pub fn new(fs: Arc<SessionFs<R>>, runtime: tokio::runtime::Handle) -> Self {
+        Self { fs, runtime }
+    }
+
+    fn spawn<F>(&self, task: impl FnOnce(Arc<SessionFs<R>>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(task(self.fs.clone()));
+    }
+}
+
+/// Logs a failed operation once, at the error's level, and returns the errno to reply with.
+fn failed(op: &str, err: &Error) -> Errno {
+    log!(err.level, "{op} failed: {}", err.message);
+    Errno::from_i32(err.errno)
+}
+
+fn name_of(name: &OsStr) -> Result<String, Errno> {
+    name.to_str().map(str::to_string).ok_or(Errno::EINVAL)
+}
+
+fn to_file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.atime,
+        mtime: attr.mtime,
+        ctime: attr.ctime,
+        crtime: attr.mtime,
+        kind: match attr.kind {
+            FileKind::Dir => FileType::Directory,
+            FileKind::File => FileType::RegularFile,
+        },
+        perm: attr.perm,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn to_system_time(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl<R: Remote> Filesystem for FuseAdapter<R> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_BIG_WRITES;
+        let supported = wanted & config.capabilities();
+        let _ = config.add_capabilities(supported);
+        let _ = config.set_max_readahead(MAX_READAHEAD_BYTES).or_else(|max| config.set_max_readahead(max));
+        let _ = config.set_max_write(1 << 20).or_else(|max| config.set_max_write(max));
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let fs = self.fs.clone();
+        match self.runtime.block_on(async move { fs.drain().await }) {
+            Ok(0) => {}
+            Ok(n) => log::info!("uploaded {n} pending file(s) at unmount"),
+            Err(err) => log::error!("some files could not be uploaded at unmount: {}", err.message),
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        self.spawn(move |fs| async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+                Err(err) => reply.error(failed("lookup", &err)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ttl = self.fs.config.metadata_ttl;
+        self.spawn(move |fs| async move {
+            match fs.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ttl, &to_file_attr(&attr)),
+                Err(err) => reply.error(failed("getattr", &err)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ttl = self.fs.config.metadata_ttl;
+        let changes = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(to_system_time),
+            mtime: mtime.map(to_system_time),
+        };
+        self.spawn(move |fs| async move {
+            match fs.setattr(ino.0, changes).await {
+                Ok(attr) => reply.attr(&ttl, &to_file_attr(&attr)),
+                Err(err) => reply.error(failed("setattr", &err)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            log::warn!("mknod {name:?}: device nodes, fifos and sockets cannot be stored remotely");
+            return reply.error(Errno::EPERM);
+        }
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        self.spawn(move |fs| async move {
+            let created = fs.create(parent.0, &name, mode, false).await;
+            match created {
+                Ok((entry, opened)) => {
+                    let _ = fs.release(entry.attr.ino, opened.fh).await;
+                    reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0));
+                }
+                Err(err) => reply.error(failed("mknod", &err)),
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        self.spawn(move |fs| async move {
+            match fs.mkdir(parent.0, &name, mode).await {
+                Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+                Err(err) => reply.error(failed("mkdir", &err)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        self.spawn(move |fs| async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(failed("unlink", &err)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        self.spawn(move |fs| async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(failed("rmdir", &err)),
+            }
+        });
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        log::warn!("symlink {link_name:?}: symbolic links are not stored yet");
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_of(name), name_of(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            log::warn!("rename {name:?}: exchanging two names atomically is not supported");
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        self.spawn(move |fs| async move {
+            match fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(failed("rename", &err)),
+            }
+        });
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        log::warn!("link {newname:?}: hard links cannot be stored remotely");
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        self.spawn(move |fs| async move {
+            match fs.open(ino.0, writable, truncate).await {
+                Ok(opened) => {
+                    let flags = if opened.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(opened.fh), flags)
+                }
+                Err(err) => reply.error(failed("open", &err)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.read(ino.0, fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(err) => reply.error(failed("read", &err)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |fs| async move {
+            match fs.write(ino.0, fh.0, offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(err) => reply.error(failed("write", &err)),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move {
+            match fs.flush(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(failed("flush", &err)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.release(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(failed("release", &err)),
+            }
+        });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move {
+            match fs.fsync(ino.0).await {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(failed("fsync", &err)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs| async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(err) => reply.error(failed("opendir", &err)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.fs.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for (next, name, attr) in entries {
+                    let kind = to_file_attr(&attr).kind;
+                    if reply.add(INodeNo(attr.ino), next, kind, &name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(err) => reply.error(failed("readdir", &err)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let ttl = self.fs.config.metadata_ttl;
+        match self.fs.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for (next, name, attr) in entries {
+                    // `.` and `..` must not carry attributes the kernel would cache as lookups.
+                    let ttl = if name == "." || name == ".." { Duration::ZERO } else { ttl };
+                    if reply.add(INodeNo(attr.ino), next, &name, &ttl, &to_file_attr(&attr), Generation(0)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(err) => reply.error(failed("readdirplus", &err)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Directory changes are made on the remote before the call that made them returns.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let stats = self.fs.statfs();
+        reply.statfs(
+            stats.blocks,
+            stats.blocks_free,
+            stats.blocks_free,
+            stats.files,
+            stats.files_free,
+            stats.block_size,
+            stats.name_max,
+            stats.block_size,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permissions are checked by the kernel (`default_permissions`).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        let truncate = flags & libc::O_TRUNC != 0;
+        self.spawn(move |fs| async move {
+            match fs.create(parent.0, &name, mode, truncate).await {
+                Ok((entry, opened)) => reply.created(
+                    &entry.ttl,
+                    &to_file_attr(&entry.attr),
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(err) => reply.error(failed("create", &err)),
+            }
+        });
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _offset: u64, _length: u64, _mode: i32, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+}

@@ -1,0 +1,329 @@
+//! The filesystem core: `SessionFs<R: Remote>`, with async methods named after FUSE operations
+//! that return plain structs. It knows nothing of fuser; `fuse.rs` adapts it.
+//!
+//! Design: one inode tree ([`tree::Tree`]) fed by whole-scope listings under a TTL, so one
+//! `LIST` answers every `lookup` and `getattr` in a directory (and a miss in a fresh listing is
+//! a cached negative answer). Reads of unmodified files are ranged GETs with read-ahead; writes go
+//! to a staging file and the whole file is uploaded on flush, fsync or close, with the error
+//! returned there. Our own changes update the tree at once; other clients' changes show up when
+//! the TTL runs out.
+//!
+//! Locks: the tree is a std mutex, never held across an await. A file's content lock (async) is
+//! held across its upload, so writes, renames and unlinks of that file wait for the upload.
+//! Order: content lock, then tree lock; never the other way.
+
+pub mod error;
+pub mod fuse;
+pub mod handles;
+pub mod names;
+mod ops;
+pub mod scratch;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use error::{Error, Result};
+use handles::Handles;
+use scratch::ScratchPatterns;
+use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
+
+use crate::remote::Remote;
+use crate::write::StagingArea;
+
+/// What kind of inode an [`Attr`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+}
+
+/// Attributes of an inode, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: Ino,
+    /// Directory or file.
+    pub kind: FileKind,
+    /// Length in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub perm: u16,
+    /// Number of links (2 for directories, 1 for files).
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Access time.
+    pub atime: SystemTime,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Change time.
+    pub ctime: SystemTime,
+}
+
+/// A looked-up or created name: its attributes and how long the kernel may cache them.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The attributes.
+    pub attr: Attr,
+    /// How long the kernel may trust them.
+    pub ttl: Duration,
+}
+
+/// An opened file.
+#[derive(Clone, Copy, Debug)]
+pub struct Opened {
+    /// The handle number.
+    pub fh: u64,
+    /// The kernel may keep its page cache: the object is unchanged since it was last read.
+    pub keep_cache: bool,
+}
+
+/// Numbers for `statfs`.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub blocks_free: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub files_free: u64,
+    /// Longest name.
+    pub name_max: u32,
+}
+
+/// Settings of the filesystem core.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// How long a listing answers lookups before it is fetched again.
+    pub metadata_ttl: Duration,
+    /// Owner shown for every inode (unless chown'd).
+    pub uid: u32,
+    /// Group shown for every inode.
+    pub gid: u32,
+    /// Permission bits of files.
+    pub file_mode: u16,
+    /// Permission bits of directories.
+    pub dir_mode: u16,
+    /// Where staging files go.
+    pub staging_dir: PathBuf,
+    /// Names kept local.
+    pub scratch: ScratchPatterns,
+    /// Refuse every change.
+    pub read_only: bool,
+}
+
+impl FsConfig {
+    /// Defaults for the current user, staging under `staging_dir`.
+    pub fn new(staging_dir: impl Into<PathBuf>) -> Self {
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            metadata_ttl: Duration::from_secs(1),
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            staging_dir: staging_dir.into(),
+            scratch: ScratchPatterns::default(),
+            read_only: false,
+        }
+    }
+}
+
+/// The filesystem over one remote.
+pub struct SessionFs<R: Remote> {
+    remote: Arc<R>,
+    config: FsConfig,
+    staging: StagingArea,
+    mounted_at: SystemTime,
+    /// The inode tree. Never held across an await.
+    tree: Mutex<Tree>,
+    handles: Handles,
+    /// One lock per scope so concurrent lookups share one listing request.
+    refresh_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<R: Remote> SessionFs<R> {
+    /// A filesystem over `remote`.
+    pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
+        let staging = StagingArea::new(&config.staging_dir)?;
+        let containers = remote.capabilities().containers;
+        Ok(Self {
+            remote,
+            config,
+            staging,
+            mounted_at: SystemTime::now(),
+            tree: Mutex::new(Tree::new(containers)),
+            handles: Handles::default(),
+            refresh_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The remote this filesystem shows.
+    pub fn remote(&self) -> &R {
+        &self.remote
+    }
+
+    fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry(&self, attr: Attr) -> Entry {
+        Entry {
+            attr,
+            ttl: self.config.metadata_ttl,
+        }
+    }
+
+    /// Attributes of `node`.
+    fn attr_of(&self, node: &Node) -> Attr {
+        let (kind, size, perm, nlink, remote_time) = match &node.kind {
+            NodeKind::Dir(dir) => {
+                let created = match &dir.origin {
+                    DirOrigin::Container(c) => Some(c.created),
+                    DirOrigin::Marker(meta) => meta.modified,
+                    _ => None,
+                };
+                (FileKind::Dir, 0, self.config.dir_mode, 2, created)
+            }
+            NodeKind::File(file) => {
+                let modified = file.remote.as_ref().and_then(|m| m.modified);
+                (FileKind::File, file.size, self.config.file_mode, 1, modified)
+            }
+        };
+        let mtime = node
+            .meta
+            .mtime
+            .or(remote_time)
+            .unwrap_or(self.mounted_at);
+        Attr {
+            ino: node.ino,
+            kind,
+            size,
+            perm: node.meta.perm.unwrap_or(perm),
+            nlink,
+            uid: node.meta.uid.unwrap_or(self.config.uid),
+            gid: node.meta.gid.unwrap_or(self.config.gid),
+            atime: node.meta.atime.unwrap_or(mtime),
+            mtime,
+            ctime: node.meta.ctime.unwrap_or(mtime),
+        }
+    }
+
+    /// Attributes of `ino`, or ENOENT.
+    fn attr(&self, ino: Ino) -> Result<Attr> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        Ok(self.attr_of(node))
+    }
+
+    /// Makes sure the listing of the scope holding `ino` is younger than the TTL. When the
+    /// remote cannot be reached but an older listing exists, that listing keeps answering
+    /// (metadata stays usable offline); without any listing the error is returned.
+    async fn ensure_fresh(&self, ino: Ino) -> Result<()> {
+        let scope = self.tree().scope_of(ino);
+        if self.is_fresh(scope) {
+            return Ok(());
+        }
+        let lock = self
+            .refresh_locks
+            .lock()
+            .unwrap()
+            .entry(scope)
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        if self.is_fresh(scope) {
+            return Ok(());
+        }
+        match self.refresh(scope).await {
+            Ok(()) => Ok(()),
+            Err(err) if self.was_listed(scope) => {
+                log::warn!("{}; showing the last listing", err.message);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn listed_at(&self, scope: Ino) -> Option<Instant> {
+        self.tree().get(scope)?.dir()?.listed_at
+    }
+
+    fn is_fresh(&self, scope: Ino) -> bool {
+        self.listed_at(scope)
+            .is_some_and(|at| at.elapsed() < self.config.metadata_ttl)
+    }
+
+    fn was_listed(&self, scope: Ino) -> bool {
+        self.listed_at(scope).is_some()
+    }
+
+    /// Lists the scope rooted at `scope` and merges the answer into the tree.
+    async fn refresh(&self, scope: Ino) -> Result<()> {
+        let (is_container_list, container, linked) = {
+            let tree = self.tree();
+            let node = tree.get(scope).ok_or_else(|| Error::not_found("directory"))?;
+            (tree.is_container_list(scope), node.container.clone(), node.linked)
+        };
+        if !linked {
+            return Ok(());
+        }
+        if is_container_list {
+            let containers = self.remote.list_containers().await?;
+            self.tree().merge_containers(containers, Instant::now());
+            return Ok(());
+        }
+        let objects = self.remote.list(container.as_deref()).await?;
+        // Handles and content are checked before the tree is locked for the merge.
+        let files = tree_files(&self.tree(), scope);
+        let busy_files: Vec<Ino> = files.into_iter().filter(|&i| self.is_busy(i)).collect();
+        self.tree()
+            .merge_objects(scope, objects, &|ino| busy_files.contains(&ino), Instant::now());
+        Ok(())
+    }
+
+    /// A file is busy while open or while it holds unsaved local content.
+    fn is_busy(&self, ino: Ino) -> bool {
+        if self.handles.is_open(ino) {
+            return true;
+        }
+        let content = self
+            .tree()
+            .get(ino)
+            .and_then(Node::file)
+            .map(|file| file.content.clone());
+        match content {
+            Some(content) => match content.try_lock() {
+                Ok(state) => state.staged.is_some(),
+                Err(_) => true,
+            },
+            None => false,
+        }
+    }
+}
+
+/// Every file inode below `dir`.
+fn tree_files(tree: &Tree, dir: Ino) -> Vec<Ino> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(ino) = stack.pop() {
+        match tree.get(ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir(d)) => stack.extend(d.children.values().copied()),
+            Some(NodeKind::File(_)) => out.push(ino),
+            None => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,748 @@
+//! The operations of [`SessionFs`], one async method per FUSE request.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::handles::Handle;
+use super::names;
+use super::tree::{Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir};
+use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
+use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
+use crate::write::StagingFile;
+
+/// Size of each ranged GET when a whole object is copied into the staging area.
+const COPY_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Changes requested by `setattr`.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits (the file type bits are ignored).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New length.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SystemTime>,
+    /// New modification time.
+    pub mtime: Option<SystemTime>,
+}
+
+/// Where a file's bytes go on the remote.
+struct Target {
+    container: Option<String>,
+    name: String,
+}
+
+impl<R: Remote> SessionFs<R> {
+    fn check_name(name: &str) -> Result<()> {
+        if name.len() > names::NAME_MAX_BYTES {
+            return Err(Error::new(
+                libc::ENAMETOOLONG,
+                format!("name of {} bytes is longer than {}", name.len(), names::NAME_MAX_BYTES),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.config.read_only {
+            return Err(Error::quiet(libc::EROFS, "mounted read-only"));
+        }
+        Ok(())
+    }
+
+    fn dir_of(&self, ino: Ino) -> Result<()> {
+        match self.tree().get(ino).map(|n| n.dir().is_some()) {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::quiet(libc::ENOTDIR, format!("inode {ino} is not a directory"))),
+            None => Err(Error::not_found(format!("inode {ino}"))),
+        }
+    }
+
+    /// Looks `name` up in `parent`.
+    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Entry> {
+        Self::check_name(name)?;
+        self.dir_of(parent)?;
+        self.ensure_fresh(parent).await?;
+        let tree = self.tree();
+        let ino = tree
+            .child(parent, name)
+            .ok_or_else(|| Error::not_found(name))?;
+        let attr = self.attr_of(tree.get(ino).expect("children are in the table"));
+        Ok(self.entry(attr))
+    }
+
+    /// Attributes of `ino`, refreshed from the remote once the TTL has passed.
+    pub async fn getattr(&self, ino: Ino) -> Result<Attr> {
+        self.ensure_fresh(ino).await?;
+        self.attr(ino)
+    }
+
+    /// Applies chmod, chown, utime and truncate. Metadata is kept in memory; a truncate is
+    /// staged and, when no handle is open for writing, uploaded at once.
+    pub async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr> {
+        if let Some(size) = changes.size {
+            self.check_writable()?;
+            let content = self.content_of(ino)?;
+            let mut state = content.lock().await;
+            self.ensure_staged(ino, &mut state, size == 0).await?;
+            let staged = state.staged.as_mut().expect("staged above");
+            staged.set_len(size)?;
+            state.dirty = true;
+            self.set_size(ino, size);
+            if state.writers == 0 {
+                self.upload_locked(ino, &mut state).await?;
+            }
+        }
+        let mut tree = self.tree();
+        let node = tree
+            .get_mut(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let meta = &mut node.meta;
+        if let Some(mode) = changes.mode {
+            meta.perm = Some((mode & 0o7777) as u16);
+        }
+        meta.uid = changes.uid.or(meta.uid);
+        meta.gid = changes.gid.or(meta.gid);
+        meta.atime = changes.atime.or(meta.atime);
+        meta.mtime = changes.mtime.or(meta.mtime);
+        meta.ctime = Some(SystemTime::now());
+        Ok(self.attr_of(node))
+    }
+
+    /// Creates a directory: a container under the root of a container API, else a directory
+    /// kept remotely by an empty marker object (or only locally where the API cannot delete).
+    pub async fn mkdir(&self, parent: Ino, name: &str, mode: u32) -> Result<Entry> {
+        Self::check_name(name)?;
+        self.check_writable()?;
+        self.dir_of(parent)?;
+        self.ensure_fresh(parent).await?;
+        if self.tree().child(parent, name).is_some() {
+            return Err(Error::quiet(libc::EEXIST, format!("{name}: already exists")));
+        }
+        let meta = LocalMeta {
+            perm: Some((mode & 0o7777) as u16),
+            ..Default::default()
+        };
+        if self.tree().is_container_list(parent) {
+            let title = names::title_from_dir_name(name);
+            let container = self.remote.create_container(&title).await?;
+            let mut tree = self.tree();
+            let ino = tree.insert(parent, name, new_dir(DirOrigin::Container(container)), meta);
+            let attr = self.attr_of(tree.get(ino).expect("just inserted"));
+            return Ok(self.entry(attr));
+        }
+        let ino = self.tree().insert(parent, name, new_dir(DirOrigin::Local), meta);
+        if self.remote.capabilities().delete {
+            let marker = self.store_marker(ino).await;
+            let mut tree = self.tree();
+            match marker {
+                Ok(object) => {
+                    if let Some(NodeKind::Dir(dir)) = tree.get_mut(ino).map(|n| &mut n.kind) {
+                        dir.origin = DirOrigin::Marker(object);
+                    }
+                }
+                Err(err) => {
+                    tree.unlink(ino);
+                    tree.forget_if_unused(ino, false);
+                    return Err(err.context(format!("mkdir {name}")));
+                }
+            }
+        }
+        let attr = self.attr(ino)?;
+        Ok(self.entry(attr))
+    }
+
+    /// Uploads the empty object that keeps directory `ino` when it holds no file.
+    async fn store_marker(&self, ino: Ino) -> Result<ObjectMeta> {
+        let (container, path) = {
+            let tree = self.tree();
+            let node = tree.get(ino).ok_or_else(|| Error::not_found("directory"))?;
+            (node.container.clone(), tree.path_in_scope(ino))
+        };
+        let name = names::encode(&format!("{path}/"), &self.remote.capabilities().name_rules);
+        let empty = self.staging.create()?;
+        let source = UploadSource {
+            path: empty.path().to_path_buf(),
+            size: 0,
+            md5: None,
+        };
+        Ok(self.remote.upload(container.as_deref(), &name, &source).await?)
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+        self.check_writable()?;
+        self.ensure_fresh(parent).await?;
+        let ino = self
+            .tree()
+            .child(parent, name)
+            .ok_or_else(|| Error::not_found(name))?;
+        self.dir_of(ino)?;
+        self.ensure_fresh(ino).await?;
+        let origin = {
+            let tree = self.tree();
+            let dir = tree.get(ino).and_then(Node::dir).ok_or_else(|| Error::not_found(name))?;
+            if !dir.children.is_empty() {
+                return Err(Error::quiet(libc::ENOTEMPTY, format!("{name}: directory not empty")));
+            }
+            dir.origin.clone()
+        };
+        match origin {
+            DirOrigin::Container(container) => match self.remote.remove_container(&container.id).await {
+                Ok(()) => {}
+                Err(err) if err.kind == ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            },
+            DirOrigin::Marker(marker) => {
+                let container = self.tree().get(ino).and_then(|n| n.container.clone());
+                match self.remote.delete(container.as_deref(), &marker).await {
+                    Ok(()) => {}
+                    Err(err) if err.kind == ErrorKind::NotFound => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            DirOrigin::Root | DirOrigin::Implicit | DirOrigin::Local => {}
+        }
+        let mut tree = self.tree();
+        tree.unlink(ino);
+        tree.forget_if_unused(ino, false);
+        Ok(())
+    }
+
+    /// Creates and opens a file. Nothing is uploaded before the first flush or close.
+    pub async fn create(&self, parent: Ino, name: &str, mode: u32, truncate: bool) -> Result<(Entry, Opened)> {
+        Self::check_name(name)?;
+        self.check_writable()?;
+        self.dir_of(parent)?;
+        if self.tree().is_container_list(parent) {
+            return Err(Error::new(
+                libc::EPERM,
+                format!("{name}: files live inside a session directory; mkdir one and create the file there"),
+            ));
+        }
+        self.ensure_fresh(parent).await?;
+        let existing = self.tree().child(parent, name);
+        if let Some(existing) = existing {
+            let opened = self.open(existing, true, truncate).await?;
+            return Ok((self.entry(self.attr(existing)?), opened));
+        }
+        let staged = self.staging.create()?;
+        let local_only = self.config.scratch.matches(name);
+        let file = FileNode {
+            remote: None,
+            size: 0,
+            local_only,
+            cached_version: None,
+            content: Arc::new(tokio::sync::Mutex::new(Content {
+                staged: Some(staged),
+                dirty: !local_only,
+                writers: 1,
+            })),
+        };
+        let meta = LocalMeta {
+            perm: Some((mode & 0o7777) as u16),
+            ..Default::default()
+        };
+        let ino = self.tree().insert(parent, name, NodeKind::File(file), meta);
+        let fh = self.handles.insert(Handle::File {
+            ino,
+            writable: true,
+            readahead: Default::default(),
+        });
+        let attr = self.attr(ino)?;
+        Ok((self.entry(attr), Opened { fh, keep_cache: false }))
+    }
+
+    /// Opens a file. Opening for writing stages the whole file locally first (unless it is
+    /// being truncated), so random writes and appends work like on a local disk.
+    pub async fn open(&self, ino: Ino, writable: bool, truncate: bool) -> Result<Opened> {
+        if writable {
+            self.check_writable()?;
+        }
+        let content = self.content_of(ino)?;
+        let mut keep_cache = false;
+        if writable {
+            let mut state = content.lock().await;
+            self.ensure_staged(ino, &mut state, truncate).await?;
+            if truncate {
+                state.staged.as_mut().expect("staged above").set_len(0)?;
+                state.dirty = true;
+                self.set_size(ino, 0);
+            }
+            state.writers += 1;
+        } else {
+            let staged = content.lock().await.staged.is_some();
+            let mut tree = self.tree();
+            if let Some(file) = tree.get_mut(ino).and_then(Node::file_mut)
+                && !staged
+            {
+                let version = file.remote.as_ref().map(|m| m.version.clone());
+                keep_cache = version.is_some() && file.cached_version == version;
+                file.cached_version = version;
+            }
+        }
+        let fh = self.handles.insert(Handle::File {
+            ino,
+            writable,
+            readahead: Default::default(),
+        });
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Reads from the staged copy if there is one, else from the remote with read-ahead.
+    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let content = self.content_of(ino)?;
+        {
+            let state = content.lock().await;
+            if let Some(staged) = &state.staged {
+                return Ok(Bytes::from(staged.read_at(offset, size as usize)?));
+            }
+        }
+        let (container, object) = self.remote_object(ino)?;
+        if offset >= object.size {
+            return Ok(Bytes::new());
+        }
+        let handle = self.handles.get(fh).ok_or_else(|| Error::new(libc::EBADF, "read on a closed handle"))?;
+        let Handle::File { readahead, .. } = &*handle else {
+            return Err(Error::new(libc::EISDIR, "read on a directory handle"));
+        };
+        let mut ra = readahead.lock().await;
+        if let Some(bytes) = ra.get(&object.version, offset, size as u64, object.size) {
+            ra.next_offset = offset + bytes.len() as u64;
+            return Ok(bytes);
+        }
+        let window = ra.next_window(offset).max(size as u64);
+        let end = (offset + window).min(object.size);
+        let data = self
+            .remote
+            .read(container.as_deref(), &object, offset..end)
+            .await?;
+        ra.start = offset;
+        ra.data = data;
+        ra.version = object.version.clone();
+        let bytes = ra
+            .get(&object.version, offset, size as u64, object.size)
+            .unwrap_or_default();
+        ra.next_offset = offset + bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    /// Writes into the staged copy.
+    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        match self.handles.get(fh).as_deref() {
+            Some(Handle::File { writable: true, .. }) => {}
+            _ => return Err(Error::new(libc::EBADF, "write on a handle not open for writing")),
+        }
+        if let Some(max) = self.remote.capabilities().max_object_bytes
+            && offset + data.len() as u64 > max
+        {
+            return Err(Error::new(
+                libc::EFBIG,
+                format!("{} holds files of at most {max} bytes", self.remote.describe()),
+            ));
+        }
+        let content = self.content_of(ino)?;
+        let mut state = content.lock().await;
+        let staged = state
+            .staged
+            .as_mut()
+            .ok_or_else(|| Error::new(libc::EBADF, "file is not staged for writing"))?;
+        staged.write_at(offset, data)?;
+        let len = staged.len();
+        state.dirty = true;
+        self.set_size(ino, len);
+        Ok(data.len() as u32)
+    }
+
+    /// Called on every `close` of a handle: uploads the file if it was written.
+    pub async fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+        if matches!(self.handles.get(fh).as_deref(), Some(Handle::File { writable: true, .. })) {
+            self.upload(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file durable on the remote: a real upload whose error is returned.
+    pub async fn fsync(&self, ino: Ino) -> Result<()> {
+        self.upload(ino).await
+    }
+
+    /// Closes a handle; the staged copy is dropped once nothing needs it.
+    pub async fn release(&self, ino: Ino, fh: u64) -> Result<()> {
+        let Some(handle) = self.handles.remove(fh) else {
+            return Ok(());
+        };
+        let Handle::File { writable, .. } = &*handle else {
+            return Ok(());
+        };
+        let content = self.content_of(ino)?;
+        let mut state = content.lock().await;
+        if *writable {
+            state.writers = state.writers.saturating_sub(1);
+        }
+        let result = if state.dirty { self.upload_locked(ino, &mut state).await } else { Ok(()) };
+        let local_only = self.tree().get(ino).and_then(Node::file).is_some_and(|f| f.local_only);
+        if state.writers == 0 && !state.dirty && !local_only {
+            state.staged = None;
+        }
+        drop(state);
+        let open = self.handles.is_open(ino);
+        self.tree().forget_if_unused(ino, open);
+        result
+    }
+
+    /// Deletes a file.
+    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+        self.check_writable()?;
+        self.ensure_fresh(parent).await?;
+        let ino = self
+            .tree()
+            .child(parent, name)
+            .ok_or_else(|| Error::not_found(name))?;
+        if self.dir_of(ino).is_ok() {
+            return Err(Error::quiet(libc::EISDIR, format!("{name}: is a directory")));
+        }
+        let content = self.content_of(ino)?;
+        let mut state = content.lock().await;
+        let (container, remote, local_only) = {
+            let tree = self.tree();
+            let node = tree.get(ino).ok_or_else(|| Error::not_found(name))?;
+            let file = node.file().expect("checked above");
+            (node.container.clone(), file.remote.clone(), file.local_only)
+        };
+        if let (Some(object), false) = (remote, local_only) {
+            self.delete_remote(container.as_deref(), &object, name).await?;
+        }
+        state.dirty = false;
+        let open = self.handles.is_open(ino);
+        if !open {
+            state.staged = None;
+        }
+        let mut tree = self.tree();
+        tree.unlink(ino);
+        tree.forget_if_unused(ino, open);
+        Ok(())
+    }
+
+    async fn delete_remote(&self, container: Option<&str>, object: &ObjectMeta, name: &str) -> Result<()> {
+        if !self.remote.capabilities().delete {
+            return Err(Error::new(
+                libc::EPERM,
+                format!("{name}: {} has no delete; the file stays", self.remote.describe()),
+            ));
+        }
+        match self.remote.delete(container, object).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind == ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Renames a file (by re-uploading it under the new name, then deleting the old object), or
+    /// a directory that exists only locally. Other directories answer EXDEV, so `mv` copies and
+    /// deletes them itself.
+    pub async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, no_replace: bool) -> Result<()> {
+        Self::check_name(new_name)?;
+        self.check_writable()?;
+        self.ensure_fresh(parent).await?;
+        self.ensure_fresh(new_parent).await?;
+        self.dir_of(new_parent)?;
+        let (ino, target) = {
+            let tree = self.tree();
+            let ino = tree.child(parent, name).ok_or_else(|| Error::not_found(name))?;
+            (ino, tree.child(new_parent, new_name))
+        };
+        if target == Some(ino) {
+            return Ok(());
+        }
+        if target.is_some() && no_replace {
+            return Err(Error::quiet(libc::EEXIST, format!("{new_name}: already exists")));
+        }
+        if self.dir_of(ino).is_ok() {
+            return self.rename_dir(ino, target, new_parent, new_name);
+        }
+        if let Some(target) = target
+            && self.dir_of(target).is_ok()
+        {
+            return Err(Error::quiet(libc::EISDIR, format!("{new_name}: is a directory")));
+        }
+        if self.tree().is_container_list(new_parent) {
+            return Err(Error::new(libc::EPERM, format!("{new_name}: files live inside a session directory")));
+        }
+        let content = self.content_of(ino)?;
+        let mut state = content.lock().await;
+        let (old_container, old_remote, was_local) = {
+            let tree = self.tree();
+            let node = tree.get(ino).ok_or_else(|| Error::not_found(name))?;
+            let file = node.file().expect("checked above");
+            (node.container.clone(), file.remote.clone(), file.local_only)
+        };
+        let overwrite_by_name = self.remote.capabilities().overwrite_by_name;
+        let to_local = self.config.scratch.matches(new_name);
+        // The API has no move: the bytes go up again under the new name, so stage them first.
+        self.ensure_staged(ino, &mut state, false).await?;
+        let displaced = {
+            let mut tree = self.tree();
+            let displaced = target
+                .and_then(|t| tree.get(t).and_then(Node::file).and_then(|f| f.remote.clone()));
+            tree.move_node(ino, new_parent, new_name);
+            let file = tree.get_mut(ino).and_then(Node::file_mut).expect("moved file");
+            file.local_only = to_local;
+            // Uploading over the displaced object keeps the target name present throughout.
+            file.remote = displaced.clone().filter(|_| overwrite_by_name);
+            displaced
+        };
+        state.dirty = !to_local;
+        if let Err(err) = self.upload_locked(ino, &mut state).await {
+            // Put the file back under its old name so nothing looks lost.
+            let mut tree = self.tree();
+            tree.move_node(ino, parent, name);
+            let file = tree.get_mut(ino).and_then(Node::file_mut).expect("moved file");
+            file.remote = old_remote;
+            file.local_only = was_local;
+            state.dirty = true;
+            return Err(err.context(format!("rename {name} to {new_name}")));
+        }
+        let (new_container, new_remote) = {
+            let tree = self.tree();
+            let node = tree.get(ino).expect("moved file");
+            (node.container.clone(), node.file().and_then(|f| f.remote.clone()))
+        };
+        if let Some(old) = old_remote.filter(|_| !was_local) {
+            let same_object =
+                new_container == old_container && new_remote.is_some_and(|n| n.name == old.name);
+            if !same_object {
+                self.delete_remote(old_container.as_deref(), &old, name).await?;
+            }
+        }
+        if let Some(displaced) = displaced.filter(|_| !overwrite_by_name) {
+            self.delete_remote(new_container.as_deref(), &displaced, new_name)
+                .await?;
+        }
+        if state.writers == 0 && !to_local && !self.handles.is_open(ino) {
+            state.staged = None;
+        }
+        Ok(())
+    }
+
+    fn rename_dir(&self, ino: Ino, target: Option<Ino>, new_parent: Ino, new_name: &str) -> Result<()> {
+        let mut tree = self.tree();
+        let local_empty = tree
+            .get(ino)
+            .and_then(Node::dir)
+            .is_some_and(|d| matches!(d.origin, DirOrigin::Local) && d.children.is_empty());
+        let same_scope = tree.scope_of(ino) == tree.scope_of(new_parent) && !tree.is_container_list(new_parent);
+        if !(local_empty && same_scope && target.is_none()) {
+            return Err(Error::quiet(
+                libc::EXDEV,
+                format!("{new_name}: directories are moved by copying (the API has no rename)"),
+            ));
+        }
+        tree.move_node(ino, new_parent, new_name);
+        Ok(())
+    }
+
+    /// Opens a directory: lists it (if the listing is stale) and snapshots its entries.
+    pub async fn opendir(&self, ino: Ino) -> Result<u64> {
+        self.dir_of(ino)?;
+        self.ensure_fresh(ino).await?;
+        let entries = {
+            let tree = self.tree();
+            let node = tree.get(ino).ok_or_else(|| Error::not_found("directory"))?;
+            let parent = tree.get(node.parent).unwrap_or(node);
+            let mut entries = vec![
+                (".".to_string(), self.attr_of(node)),
+                ("..".to_string(), self.attr_of(parent)),
+            ];
+            let dir = node.dir().expect("checked above");
+            for (name, child) in &dir.children {
+                if let Some(child) = tree.get(*child) {
+                    entries.push((name.clone(), self.attr_of(child)));
+                }
+            }
+            entries
+        };
+        Ok(self.handles.insert(Handle::Dir { entries }))
+    }
+
+    /// Entries of an open directory from `offset` on.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, String, Attr)>> {
+        let handle = self.handles.get(fh).ok_or_else(|| Error::new(libc::EBADF, "readdir on a closed handle"))?;
+        let Handle::Dir { entries } = &*handle else {
+            return Err(Error::new(libc::ENOTDIR, "readdir on a file handle"));
+        };
+        Ok(entries
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(index, (name, attr))| (index as u64 + 1, name.clone(), attr.clone()))
+            .collect())
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    /// Numbers that make `df` and free-space checks pass: the APIs have no quota to report.
+    pub fn statfs(&self) -> FsStats {
+        FsStats {
+            block_size: 4096,
+            blocks: 1 << 40,
+            blocks_free: 1 << 39,
+            files: 1 << 32,
+            files_free: 1 << 31,
+            name_max: names::NAME_MAX_BYTES as u32,
+        }
+    }
+
+    /// Uploads every file with unsaved local content; returns how many were uploaded. Used when
+    /// unmounting so that no write is lost.
+    pub async fn drain(&self) -> Result<usize> {
+        let files = super::tree_files(&self.tree(), ROOT_INO);
+        let mut uploaded = 0;
+        let mut first_error = None;
+        for ino in files {
+            let Ok(content) = self.content_of(ino) else { continue };
+            let mut state = content.lock().await;
+            if !state.dirty {
+                continue;
+            }
+            match self.upload_locked(ino, &mut state).await {
+                Ok(()) => uploaded += 1,
+                Err(err) => {
+                    log::error!("{}", err.message);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(uploaded),
+        }
+    }
+
+    fn content_of(&self, ino: Ino) -> Result<Arc<tokio::sync::Mutex<Content>>> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        match &node.kind {
+            NodeKind::File(file) => Ok(file.content.clone()),
+            NodeKind::Dir(_) => Err(Error::quiet(libc::EISDIR, format!("{}: is a directory", node.name))),
+        }
+    }
+
+    fn set_size(&self, ino: Ino, size: u64) {
+        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
+            file.size = size;
+            file.cached_version = None;
+        }
+    }
+
+    fn remote_object(&self, ino: Ino) -> Result<(Option<String>, ObjectMeta)> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let object = node
+            .file()
+            .and_then(|f| f.remote.clone())
+            .ok_or_else(|| Error::not_found(&node.name))?;
+        Ok((node.container.clone(), object))
+    }
+
+    /// Gives the file a staged copy: empty when `empty`, else a copy of the remote object.
+    async fn ensure_staged(&self, ino: Ino, state: &mut Content, empty: bool) -> Result<()> {
+        if state.staged.is_some() {
+            return Ok(());
+        }
+        let mut staged = self.staging.create()?;
+        if !empty && let Ok((container, object)) = self.remote_object(ino) {
+            self.copy_into(container.as_deref(), &object, &mut staged).await?;
+        }
+        state.staged = Some(staged);
+        Ok(())
+    }
+
+    async fn copy_into(&self, container: Option<&str>, object: &ObjectMeta, staged: &mut StagingFile) -> Result<()> {
+        let mut offset = 0;
+        while offset < object.size {
+            let end = (offset + COPY_CHUNK_BYTES).min(object.size);
+            let data = self.remote.read(container, object, offset..end).await?;
+            if data.is_empty() {
+                return Err(Error::new(libc::EIO, format!("{:?} ended early at byte {offset} while being copied", object.name)));
+            }
+            staged.write_at(offset, &data)?;
+            offset += data.len() as u64;
+        }
+        staged.set_len(object.size)?;
+        Ok(())
+    }
+
+    /// Uploads `ino` if it has unsaved content.
+    async fn upload(&self, ino: Ino) -> Result<()> {
+        let content = self.content_of(ino)?;
+        let mut state = content.lock().await;
+        self.upload_locked(ino, &mut state).await
+    }
+
+    /// Uploads the staged copy of `ino` while its content lock is held. On failure the file
+    /// stays dirty and staged, so a later flush, fsync or the unmount drain tries again.
+    async fn upload_locked(&self, ino: Ino, state: &mut Content) -> Result<()> {
+        if !state.dirty {
+            return Ok(());
+        }
+        let (target, local_only, linked) = {
+            let tree = self.tree();
+            let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+            let file = node.file().expect("content belongs to a file");
+            (self.target_of(&tree, node, file), file.local_only, node.linked)
+        };
+        if local_only || !linked {
+            return Ok(());
+        }
+        let staged = state.staged.as_ref().expect("a dirty file is staged");
+        let source = UploadSource {
+            path: staged.path().to_path_buf(),
+            size: staged.len(),
+            md5: None,
+        };
+        let object = self
+            .remote
+            .upload(target.container.as_deref(), &target.name, &source)
+            .await
+            .map_err(|err| Error::from(err).at_risk())?;
+        if object.name != target.name {
+            log::warn!(
+                "{} stored {:?} as {:?}; it will be listed under the stored name",
+                self.remote.describe(),
+                target.name,
+                object.name
+            );
+        }
+        state.dirty = false;
+        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
+            file.size = source.size;
+            file.cached_version = Some(object.version.clone());
+            file.remote = Some(object);
+        }
+        Ok(())
+    }
+
+    /// Where the bytes of `node` go: its existing object's name on APIs that overwrite by name,
+    /// else the encoded path.
+    fn target_of(&self, tree: &super::tree::Tree, node: &Node, file: &FileNode) -> Target {
+        let caps = self.remote.capabilities();
+        let name = match &file.remote {
+            Some(object) if caps.overwrite_by_name => object.name.clone(),
+            _ => names::encode(&tree.path_in_scope(node.ino), &caps.name_rules),
+        };
+        Target {
+            container: node.container.clone(),
+            name,
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The inode table: every name the mount shows, and how listings are merged into it.
+//!
+//! The tree has three levels of meaning. The root; under it, on APIs with containers, one
+//! directory per container (a *scope*); inside a scope, the objects of that container arranged
+//! into directories by the `/` in their decoded names. On flat APIs the root itself is the one
+//! scope. A scope is listed as a whole, so one `LIST` fills the attributes of every child.
+//!
+//! Invariants: an inode number is never reused; a node is reachable from the root exactly when
+//! `linked` is true; a node's `container` is the id of its scope (`None` on flat APIs and for
+//! the root). The tree is behind a std mutex and never held across an await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::names::{self, Candidate, Winner};
+use crate::remote::{Container, ObjectMeta};
+use crate::write::StagingFile;
+
+/// An inode number.
+pub type Ino = u64;
+
+/// The root's inode number, fixed by FUSE.
+pub const ROOT_INO: Ino = 1;
+
+/// Where a directory came from, which decides whether a refresh may remove it.
+#[derive(Clone, Debug)]
+pub enum DirOrigin {
+    /// The mount root.
+    Root,
+    /// A remote container (Mix session).
+    Container(Container),
+    /// Implied by the paths of objects inside it; disappears when it holds nothing.
+    Implicit,
+    /// Made with `mkdir` and kept remotely by an empty marker object.
+    Marker(ObjectMeta),
+    /// Made with `mkdir` where no marker can be stored; lives until unmount.
+    Local,
+}
+
+/// A directory's entries.
+#[derive(Debug)]
+pub struct DirNode {
+    /// Child names to inodes, sorted so listings are stable.
+    pub children: BTreeMap<String, Ino>,
+    /// Where it came from.
+    pub origin: DirOrigin,
+    /// When this scope root was last listed (only meaningful on scope roots).
+    pub listed_at: Option<Instant>,
+}
+
+/// The mutable state of a file's content, behind an async lock held across uploads so that
+/// writes, renames and unlinks wait for an upload in flight.
+#[derive(Debug, Default)]
+pub struct Content {
+    /// The local copy, while open for writing or not yet uploaded.
+    pub staged: Option<StagingFile>,
+    /// The staged copy differs from the remote object.
+    pub dirty: bool,
+    /// Open handles that may write.
+    pub writers: usize,
+}
+
+/// A regular file.
+#[derive(Debug)]
+pub struct FileNode {
+    /// The remote object, once it exists.
+    pub remote: Option<ObjectMeta>,
+    /// Length as the mount shows it (staged length while staged).
+    pub size: u64,
+    /// Kept in the staging area, never uploaded (editor scratch files).
+    pub local_only: bool,
+    /// The version whose bytes the kernel page cache may hold.
+    pub cached_version: Option<String>,
+    /// Content state; see [`Content`].
+    pub content: Arc<tokio::sync::Mutex<Content>>,
+}
+
+/// What a node is.
+#[derive(Debug)]
+pub enum NodeKind {
+    /// A directory.
+    Dir(DirNode),
+    /// A regular file.
+    File(FileNode),
+}
+
+/// Attributes set locally with chmod, chown and utime; kept in memory until unmount.
+#[derive(Clone, Debug, Default)]
+pub struct LocalMeta {
+    /// Permission bits.
+    pub perm: Option<u16>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Access time.
+    pub atime: Option<SystemTime>,
+    /// Modification time.
+    pub mtime: Option<SystemTime>,
+    /// Change time.
+    pub ctime: Option<SystemTime>,
+}
+
+/// One inode.
+#[derive(Debug)]
+pub struct Node {
+    /// Its number.
+    pub ino: Ino,
+    /// Parent directory (the root is its own parent).
+    pub parent: Ino,
+    /// Local name in the parent.
+    pub name: String,
+    /// Scope (container id) it lives in.
+    pub container: Option<String>,
+    /// Directory or file.
+    pub kind: NodeKind,
+    /// chmod/chown/utime overrides.
+    pub meta: LocalMeta,
+    /// Reachable from the root.
+    pub linked: bool,
+}
+
+impl Node {
+    /// The file part, if this is a file.
+    pub fn file(&self) -> Option<&FileNode> {
+        match &self.kind {
+            NodeKind::File(file) => Some(file),
+            NodeKind::Dir(_) => None,
+        }
+    }
+
+    /// The file part, mutably.
+    pub fn file_mut(&mut self) -> Option<&mut FileNode> {
+        match &mut self.kind {
+            NodeKind::File(file) => Some(file),
+            NodeKind::Dir(_) => None,
+        }
+    }
+
+    /// The directory part, if this is a directory.
+    pub fn dir(&self) -> Option<&DirNode> {
+        match &self.kind {
+            NodeKind::Dir(dir) => Some(dir),
+            NodeKind::File(_) => None,
+        }
+    }
+
+    fn dir_mut(&mut self) -> Option<&mut DirNode> {
+        match &mut self.kind {
+            NodeKind::Dir(dir) => Some(dir),
+            NodeKind::File(_) => None,
+        }
+    }
+}
+
+/// The inode table.
+#[derive(Debug)]
+pub struct Tree {
+    nodes: HashMap<Ino, Node>,
+    next_ino: Ino,
+    /// The root holds containers (true) or is itself the flat scope (false).
+    containers: bool,
+}
+
+impl Tree {
+    /// A tree with only the root.
+    pub fn new(containers: bool) -> Self {
+        let root = Node {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            name: String::new(),
+            container: None,
+            kind: NodeKind::Dir(DirNode {
+                children: BTreeMap::new(),
+                origin: DirOrigin::Root,
+                listed_at: None,
+            }),
+            meta: LocalMeta::default(),
+            linked: true,
+        };
+        Self {
+            nodes: HashMap::from([(ROOT_INO, root)]),
+            next_ino: ROOT_INO + 1,
+            containers,
+        }
+    }
+
+    /// The node `ino`, if it exists.
+    pub fn get(&self, ino: Ino) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// The node `ino`, mutably.
+    pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    /// The child `name` of directory `parent`.
+    pub fn child(&self, parent: Ino, name: &str) -> Option<Ino> {
+        self.get(parent)?.dir()?.children.get(name).copied()
+    }
+
+    /// The inode of the scope root that `ino` belongs to: the root itself on flat APIs and for
+    /// the root on container APIs, else the container directory above `ino`.
+    pub fn scope_of(&self, mut ino: Ino) -> Ino {
+        if !self.containers {
+            return ROOT_INO;
+        }
+        while let Some(node) = self.get(ino) {
+            if node.parent == ROOT_INO || ino == ROOT_INO {
+                return ino;
+            }
+            ino = node.parent;
+        }
+        ROOT_INO
+    }
+
+    /// Whether `ino` is the directory that lists containers.
+    pub fn is_container_list(&self, ino: Ino) -> bool {
+        self.containers && ino == ROOT_INO
+    }
+
+    /// The node's path inside its scope, components joined by `/`.
+    pub fn path_in_scope(&self, ino: Ino) -> String {
+        let scope = self.scope_of(ino);
+        let mut parts = Vec::new();
+        let mut current = ino;
+        while current != scope {
+            let Some(node) = self.get(current) else { break };
+            parts.push(node.name.as_str());
+            current = node.parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Adds a child node and returns its inode number. The caller has checked the name is free.
+    pub fn insert(&mut self, parent: Ino, name: &str, kind: NodeKind, meta: LocalMeta) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let container = self.container_for_child(parent);
+        self.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent,
+                name: name.to_string(),
+                container,
+                kind,
+                meta,
+                linked: true,
+            },
+        );
+        if let Some(dir) = self.get_mut(parent).and_then(Node::dir_mut) {
+            dir.children.insert(name.to_string(), ino);
+        }
+        ino
+    }
+
+    fn container_for_child(&self, parent: Ino) -> Option<String> {
+        let parent_node = self.get(parent)?;
+        match &parent_node.dir()?.origin {
+            DirOrigin::Container(container) => Some(container.id.clone()),
+            _ => parent_node.container.clone(),
+        }
+    }
+
+    /// Takes `ino` out of its parent. The node stays in the table (open handles may still use
+    /// it) until [`Self::forget_if_unused`] drops it.
+    pub fn unlink(&mut self, ino: Ino) {
+        let Some(node) = self.get_mut(ino) else { return };
+        node.linked = false;
+        let (parent, name) = (node.parent, node.name.clone());
+        if let Some(dir) = self.get_mut(parent).and_then(Node::dir_mut)
+            && dir.children.get(&name) == Some(&ino)
+        {
+            dir.children.remove(&name);
+        }
+    }
+
+    /// Drops an unlinked node that nothing refers to any more.
+    pub fn forget_if_unused(&mut self, ino: Ino, open_handles: bool) {
+        if let Some(node) = self.get(ino)
+            && !node.linked
+            && !open_handles
+        {
+            self.nodes.remove(&ino);
+        }
+    }
+
+    /// Moves `ino` to `new_parent` under `new_name`, unlinking whatever was there.
+    pub fn move_node(&mut self, ino: Ino, new_parent: Ino, new_name: &str) {
+        if let Some(existing) = self.child(new_parent, new_name)
+            && existing != ino
+        {
+            self.unlink(existing);
+        }
+        self.unlink(ino);
+        let container = self.container_for_child(new_parent);
+        if let Some(node) = self.get_mut(ino) {
+            node.parent = new_parent;
+            node.name = new_name.to_string();
+            node.container = container;
+            node.linked = true;
+        }
+        if let Some(dir) = self.get_mut(new_parent).and_then(Node::dir_mut) {
+            dir.children.insert(new_name.to_string(), ino);
+        }
+    }
+
+    /// Every node below `dir` (depth first), with its path relative to `dir`.
+    fn descendants(&self, dir: Ino) -> Vec<(String, Ino)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), dir)];
+        while let Some((prefix, ino)) = stack.pop() {
+            let Some(children) = self.get(ino).and_then(Node::dir).map(|d| &d.children) else {
+                continue;
+            };
+            for (name, &child) in children {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                out.push((path.clone(), child));
+                stack.push((path, child));
+            }
+        }
+        out
+    }
+
+    /// Replaces the container directories under the root with `containers`, keeping the inode
+    /// of every container that is still there. Duplicate titles: the oldest keeps the name.
+    pub fn merge_containers(&mut self, containers: Vec<Container>, now: Instant) {
+        let candidates: Vec<Candidate> = containers
+            .iter()
+            .map(|c| Candidate {
+                name: names::dir_name_from_title(&c.title),
+                id: c.id.clone(),
+                time: c.created,
+            })
+            .collect();
+        let wanted_names = names::disambiguate(&candidates, Winner::Oldest);
+        let existing: HashMap<String, Ino> = self
+            .descendants_one_level(ROOT_INO)
+            .into_iter()
+            .filter_map(|ino| match &self.get(ino)?.dir()?.origin {
+                DirOrigin::Container(c) => Some((c.id.clone(), ino)),
+                _ => None,
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for (container, name) in containers.into_iter().zip(wanted_names) {
+            seen.insert(container.id.clone());
+            match existing.get(&container.id) {
+                Some(&ino) => {
+                    if let Some(dir) = self.get_mut(ino).and_then(Node::dir_mut) {
+                        dir.origin = DirOrigin::Container(container);
+                    }
+                    if self.get(ino).is_some_and(|n| n.name != name) {
+                        self.move_node(ino, ROOT_INO, &name);
+                    }
+                }
+                None => {
+                    self.insert(ROOT_INO, &name, new_dir(DirOrigin::Container(container)), LocalMeta::default());
+                }
+            }
+        }
+        for (id, ino) in existing {
+            if !seen.contains(&id) {
+                self.unlink(ino);
+            }
+        }
+        if let Some(dir) = self.get_mut(ROOT_INO).and_then(Node::dir_mut) {
+            dir.listed_at = Some(now);
+        }
+    }
+
+    fn descendants_one_level(&self, dir: Ino) -> Vec<Ino> {
+        self.get(dir)
+            .and_then(Node::dir)
+            .map(|d| d.children.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Merges a fresh listing of the scope rooted at `scope` into the tree.
+    ///
+    /// Local state wins where it exists: a file with unsaved writes or open handles keeps its
+    /// node even if the remote object vanished, and files not yet uploaded are kept. Everything
+    /// else follows the listing: new objects appear, vanished ones disappear, changed ones get
+    /// the new size and version. `busy` tells which files have open handles.
+    pub fn merge_objects(
+        &mut self,
+        scope: Ino,
+        objects: Vec<ObjectMeta>,
+        busy: &dyn Fn(Ino) -> bool,
+        now: Instant,
+    ) {
+        let (files, markers) = arrange(objects);
+        let mut files = files;
+        let mut markers = markers;
+        for (path, ino) in self.descendants(scope) {
+            let Some(node) = self.get_mut(ino) else { continue };
+            match &mut node.kind {
+                NodeKind::File(file) => match files.remove(&path) {
+                    Some(meta) => {
+                        let unsaved = file.remote.is_none() || busy(ino);
+                        if !unsaved && file.remote.as_ref() != Some(&meta) {
+                            file.size = meta.size;
+                        }
+                        file.remote = Some(meta);
+                    }
+                    None if file.remote.is_some() => {
+                        if busy(ino) {
+                            file.remote = None;
+                        } else {
+                            self.unlink(ino);
+                        }
+                    }
+                    None => {}
+                },
+                NodeKind::Dir(dir) => match markers.remove(&path) {
+                    Some(meta) => dir.origin = DirOrigin::Marker(meta),
+                    None => {
+                        if matches!(dir.origin, DirOrigin::Marker(_)) {
+                            dir.origin = DirOrigin::Implicit;
+                        }
+                    }
+                },
+            }
+        }
+        for (path, meta) in markers {
+            let dir = self.ensure_dirs(scope, &path);
+            if let Some(dir) = self.get_mut(dir).and_then(Node::dir_mut) {
+                dir.origin = DirOrigin::Marker(meta);
+            }
+        }
+        for (path, meta) in files {
+            let (parent_path, name) = match path.rfind('/') {
+                Some(slash) => (&path[..slash], &path[slash + 1..]),
+                None => ("", path.as_str()),
+            };
+            let parent = self.ensure_dirs(scope, parent_path);
+            if self.child(parent, name).is_some() {
+                // A directory of the same name wins; the object stays reachable by no name.
+                log::warn!("remote object {:?} hidden by a directory of the same name", meta.name);
+                continue;
+            }
+            let file = NodeKind::File(FileNode {
+                size: meta.size,
+                remote: Some(meta),
+                local_only: false,
+                cached_version: None,
+                content: Default::default(),
+            });
+            self.insert(parent, name, file, LocalMeta::default());
+        }
+        self.prune_implicit_dirs(scope);
+        if let Some(dir) = self.get_mut(scope).and_then(Node::dir_mut) {
+            dir.listed_at = Some(now);
+        }
+    }
+
+    /// The directory at `path` under `scope`, created as implicit directories where missing.
+    fn ensure_dirs(&mut self, scope: Ino, path: &str) -> Ino {
+        let mut current = scope;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            current = match self.child(current, part) {
+                Some(ino) if self.get(ino).is_some_and(|n| n.dir().is_some()) => ino,
+                Some(_) => {
+                    log::warn!("a file and a directory are both named {part:?}; the directory is hidden");
+                    return current;
+                }
+                None => self.insert(current, part, new_dir(DirOrigin::Implicit), LocalMeta::default()),
+            };
+        }
+        current
+    }
+
+    /// Removes implicit directories that hold nothing, deepest first.
+    fn prune_implicit_dirs(&mut self, scope: Ino) {
+        let mut candidates = self.descendants(scope);
+        candidates.sort_by_key(|(path, _)| std::cmp::Reverse(path.matches('/').count()));
+        for (_, ino) in candidates {
+            let empty_implicit = self.get(ino).and_then(Node::dir).is_some_and(|dir| {
+                matches!(dir.origin, DirOrigin::Implicit) && dir.children.is_empty()
+            });
+            if empty_implicit {
+                self.unlink(ino);
+                self.nodes.remove(&ino);
+            }
+        }
+    }
+}
+
+/// A new empty directory node.
+pub fn new_dir(origin: DirOrigin) -> NodeKind {
+    NodeKind::Dir(DirNode {
+        children: BTreeMap::new(),
+        origin,
+        listed_at: None,
+    })
+}
+
+/// Sorts a listing into file paths and directory markers, decoding names and giving duplicate
+/// names unique suffixes (the newest object keeps the plain name).
+fn arrange(objects: Vec<ObjectMeta>) -> (HashMap<String, ObjectMeta>, HashMap<String, ObjectMeta>) {
+    let mut markers = HashMap::new();
+    let mut plain = Vec::new();
+    for meta in objects {
+        let path = names::decode(&meta.name);
+        match path.strip_suffix('/') {
+            Some(dir) if valid_path(dir) => {
+                markers.insert(dir.to_string(), meta);
+            }
+            _ => {
+                let path = if valid_path(&path) {
+                    path
+                } else {
+                    // Not a usable path (empty parts, `..`): show it flat, slashes substituted.
+                    names::dir_name_from_title(&path)
+                };
+                plain.push((path, meta));
+            }
+        }
+    }
+    let candidates: Vec<Candidate> = plain
+        .iter()
+        .map(|(path, meta)| Candidate {
+            name: path.clone(),
+            id: meta.id.clone(),
+            time: meta.modified.unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+        .collect();
+    let unique = names::disambiguate(&candidates, Winner::Newest);
+    let files = unique
+        .into_iter()
+        .zip(plain)
+        .map(|(path, (_, meta))| (path, meta))
+        .collect();
+    (files, markers)
+}
+
+fn valid_path(path: &str) -> bool {
+    path.split('/').all(names::valid_component)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            id: name.to_string(),
+            name: name.to_string(),
+            size,
+            modified: None,
+            version: size.to_string(),
+            content_type: None,
+            md5: None,
+        }
+    }
+
+    fn names_under(tree: &Tree, dir: Ino) -> Vec<String> {
+        tree.get(dir).unwrap().dir().unwrap().children.keys().cloned().collect()
+    }
+
+    #[test]
+    fn listing_builds_nested_dirs_and_keeps_inodes_stable() {
+        let mut tree = Tree::new(false);
+        let never_busy = |_| false;
+        let now = Instant::now();
+        tree.merge_objects(
+            ROOT_INO,
+            vec![object("a.txt", 1), object("src／main.rs", 2), object("empty／", 0)],
+            &never_busy,
+            now,
+        );
+        assert_eq!(names_under(&tree, ROOT_INO), ["a.txt", "empty", "src"]);
+        let src = tree.child(ROOT_INO, "src").unwrap();
+        let main = tree.child(src, "main.rs").unwrap();
+        assert_eq!(tree.path_in_scope(main), "src/main.rs");
+
+        tree.merge_objects(ROOT_INO, vec![object("src／main.rs", 5)], &never_busy, now);
+        assert_eq!(tree.child(src, "main.rs"), Some(main), "same inode after a refresh");
+        assert_eq!(tree.get(main).unwrap().file().unwrap().size, 5);
+        assert_eq!(names_under(&tree, ROOT_INO), ["src"], "vanished objects and markers go");
+    }
+
+    #[test]
+    fn busy_files_survive_a_listing_without_them() {
+        let mut tree = Tree::new(false);
+        let now = Instant::now();
+        tree.merge_objects(ROOT_INO, vec![object("open.txt", 1)], &|_| false, now);
+        let ino = tree.child(ROOT_INO, "open.txt").unwrap();
+        tree.merge_objects(ROOT_INO, vec![], &|i| i == ino, now);
+        assert_eq!(tree.child(ROOT_INO, "open.txt"), Some(ino));
+        assert!(tree.get(ino).unwrap().file().unwrap().remote.is_none());
+    }
+
+    #[test]
+    fn containers_with_the_same_title_get_unique_stable_names() {
+        let t = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let c = |id: &str, title: &str, s| Container {
+            id: id.into(),
+            title: title.into(),
+            created: t(s),
+        };
+        let mut tree = Tree::new(true);
+        let now = Instant::now();
+        tree.merge_containers(vec![c("11111111-a", "work", 1), c("22222222-b", "a/b", 2)], now);
+        let work = tree.child(ROOT_INO, "work").unwrap();
+        tree.merge_containers(
+            vec![c("11111111-a", "work", 1), c("22222222-b", "a/b", 2), c("33333333-c", "work", 3)],
+            now,
+        );
+        assert_eq!(names_under(&tree, ROOT_INO), ["a／b", "work", "work~33333333"]);
+        assert_eq!(tree.child(ROOT_INO, "work"), Some(work));
+        let session = tree.child(ROOT_INO, "a／b").unwrap();
+        let file = tree.insert(session, "f", new_dir(DirOrigin::Local), LocalMeta::default());
+        assert_eq!(tree.get(file).unwrap().container.as_deref(), Some("22222222-b"));
+        assert_eq!(tree.scope_of(file), session);
+    }
+}

@@ -1,0 +1,278 @@
+//! The one HTTP client every backend uses.
+//!
+//! It owns what all APIs share: connection pooling, timeouts, retries of temporary failures
+//! (connection errors, 408, 429, 5xx) with exponential backoff, full jitter and the server's
+//! `Retry-After`, the mapping of HTTP status to [`ErrorKind`], and redaction (log lines carry the
+//! path, never a query string or a token). A backend supplies only how to read its own error
+//! envelope ([`EnvelopeParser`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::{Response, StatusCode};
+
+use super::{ErrorKind, RemoteError, RemoteResult};
+
+/// Extracts the human message from an API's error body, if it has the API's envelope.
+pub type EnvelopeParser = fn(&[u8]) -> Option<String>;
+
+/// How hard to retry temporary failures.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time.
+    pub base_delay: Duration,
+    /// Longest single backoff (and longest `Retry-After` we honour).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A pooled HTTP client bound to one endpoint.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    endpoint: String,
+    retry: RetryConfig,
+    parse_envelope: EnvelopeParser,
+}
+
+/// Longest error body we read to find a message.
+const ERROR_BODY_LIMIT_BYTES: usize = 16 * 1024;
+
+impl HttpClient {
+    /// A client for `endpoint` (scheme, host and port, no trailing slash needed).
+    pub fn new(endpoint: &str, parse_envelope: EnvelopeParser) -> RemoteResult<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(32)
+            .tcp_nodelay(true)
+            .user_agent(concat!("sessionfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| RemoteError::protocol(format!("cannot build http client: {err}")))?;
+        Ok(Self {
+            client,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            retry: RetryConfig::default(),
+            parse_envelope,
+        })
+    }
+
+    /// Replaces the retry policy (tests use fewer attempts).
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The endpoint, for log lines.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The full URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint)
+    }
+
+    /// The underlying client, for building requests.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request that `build` makes (called again for each attempt, so streamed bodies
+    /// are reopened) and returns the response once its status is a success. Temporary failures
+    /// are retried; the final error names `what` and the endpoint.
+    pub async fn send<F, Fut>(&self, what: &str, build: F) -> RemoteResult<Response>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
+    {
+        self.retrying(what, || async {
+            let request = build().await?;
+            let response = request
+                .send()
+                .await
+                .map_err(|err| self.transport_error(what, &err))?;
+            if response.status().is_success() {
+                Ok(response)
+            } else {
+                Err(self.status_error(what, response).await)
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out. Used by
+    /// [`Self::send`] and by callers whose attempt also reads the body.
+    pub async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> RemoteResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RemoteResult<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(err) if err.temporary && tries < self.retry.max_attempts => {
+                    let delay = self.backoff(tries, err.retry_after);
+                    log::info!(
+                        "{what}: {}; retry {tries}/{} in {delay:?}",
+                        err.message,
+                        self.retry.max_attempts - 1
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn backoff(&self, tries: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.retry.max_delay);
+        }
+        let ceiling = self
+            .retry
+            .base_delay
+            .saturating_mul(1 << (tries - 1).min(16))
+            .min(self.retry.max_delay);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        ceiling.mul_f64(jitter)
+    }
+
+    /// Classifies a failure to get any response (refused, reset, timed out).
+    pub fn transport_error(&self, what: &str, err: &reqwest::Error) -> RemoteError {
+        let cause = if err.is_timeout() {
+            "timed out".to_string()
+        } else if err.is_connect() {
+            "connection refused or unreachable".to_string()
+        } else {
+            // reqwest's Display includes the URL; keep only the cause chain.
+            let mut source = std::error::Error::source(err);
+            let mut text = String::from("connection failed");
+            while let Some(inner) = source {
+                text = inner.to_string();
+                source = inner.source();
+            }
+            text
+        };
+        RemoteError::temporary(
+            ErrorKind::Unavailable,
+            format!(
+                "{what}: cannot reach {} ({cause}); check that the server is running and the \
+                 endpoint is right",
+                self.endpoint
+            ),
+        )
+    }
+
+    /// Turns an unsuccessful response into an error, reading a bounded part of its body for
+    /// the API's message and honouring `Retry-After`.
+    pub async fn status_error(&self, what: &str, response: Response) -> RemoteError {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = read_bounded(response, ERROR_BODY_LIMIT_BYTES).await;
+        let detail = (self.parse_envelope)(&body)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
+        let (kind, temporary) = classify(status);
+        RemoteError {
+            kind,
+            temporary,
+            message: format!("{what}: server answered {status}: {detail}"),
+            retry_after,
+        }
+    }
+}
+
+/// Maps an HTTP status to the kind of failure and whether a retry may help.
+pub fn classify(status: StatusCode) -> (ErrorKind, bool) {
+    match status.as_u16() {
+        400 | 422 => (ErrorKind::InvalidInput, false),
+        401 | 403 => (ErrorKind::PermissionDenied, false),
+        404 | 410 => (ErrorKind::NotFound, false),
+        405 | 501 => (ErrorKind::Unsupported, false),
+        408 => (ErrorKind::Unavailable, true),
+        409 | 412 => (ErrorKind::Conflict, false),
+        413 => (ErrorKind::TooLarge, false),
+        429 => (ErrorKind::RateLimited, true),
+        507 => (ErrorKind::NoSpace, false),
+        500..=599 => (ErrorKind::Unavailable, true),
+        _ => (ErrorKind::Protocol, false),
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+async fn read_bounded(mut response: Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= limit {
+            body.truncate(limit);
+            break;
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        assert_eq!(classify(StatusCode::NOT_FOUND), (ErrorKind::NotFound, false));
+        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS), (ErrorKind::RateLimited, true));
+        assert_eq!(classify(StatusCode::SERVICE_UNAVAILABLE), (ErrorKind::Unavailable, true));
+        assert_eq!(classify(StatusCode::PAYLOAD_TOO_LARGE), (ErrorKind::TooLarge, false));
+        assert_eq!(classify(StatusCode::UNAUTHORIZED), (ErrorKind::PermissionDenied, false));
+        assert_eq!(classify(StatusCode::INSUFFICIENT_STORAGE), (ErrorKind::NoSpace, false));
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let past = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH);
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let client = HttpClient::new("http://127.0.0.1:1", |_| None).unwrap();
+        for tries in 1..20 {
+            let delay = client.backoff(tries, None);
+            assert!(delay <= client.retry.max_delay);
+        }
+        assert_eq!(
+            client.backoff(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+}

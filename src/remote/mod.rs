@@ -1,0 +1,217 @@
+//! The remote side: one small async trait that every API implements, and its error type.
+//!
+//! [`Remote`] is object-level on purpose. A backend knows URLs, JSON shapes and its own error
+//! envelope; it knows nothing of inodes, caching, retries or staging. Retries, timeouts and the
+//! mapping of HTTP status to [`ErrorKind`] live once in [`http`]. The filesystem core asks
+//! [`Remote::capabilities`] what an API can do and never matches on a backend's name.
+//!
+//! Layout: an API either has top-level *containers* (Mix sessions) that become the directories
+//! under the mount root, or is flat (every object sits in the root). Inside a container, object
+//! names are opaque strings; the core encodes nested paths and characters the server would
+//! rewrite into them (see `fs::names`).
+
+pub mod http;
+pub mod memory;
+pub mod mix;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Which characters a server rewrites in object names, so the core can encode them reversibly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameRules {
+    /// Unicode whitespace is replaced (Mix turns it into `_`).
+    pub rewrites_whitespace: bool,
+    /// Every `.` but the last is replaced (Mix).
+    pub rewrites_inner_dots: bool,
+    /// Runs of `_` collapse into one (Mix).
+    pub collapses_underscores: bool,
+    /// Longest object name the server keeps, in bytes, if it has a limit.
+    pub max_name_bytes: Option<usize>,
+}
+
+/// What a remote API can do; the core and the tests branch on this, never on a backend's name.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    /// Top-level directories are remote containers (Mix sessions); otherwise the root is flat.
+    pub containers: bool,
+    /// Objects can be deleted (Lightfield has no delete).
+    pub delete: bool,
+    /// Ranged GETs are honoured; otherwise the read path streams whole objects.
+    pub range_reads: bool,
+    /// An upload under an existing name replaces that object; otherwise names are not unique
+    /// and every upload creates a new object (id-keyed APIs).
+    pub overwrite_by_name: bool,
+    /// Largest object the API accepts, in bytes.
+    pub max_object_bytes: Option<u64>,
+    /// How the server rewrites names.
+    pub name_rules: NameRules,
+}
+
+/// A remote container (a Mix session): one directory under the mount root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// Server-side id, used in every URL.
+    pub id: String,
+    /// Human title; the directory name is derived from it.
+    pub title: String,
+    /// Creation time, used as the directory's times and to order duplicates.
+    pub created: SystemTime,
+}
+
+/// Where an object lives: in the flat root (`None`) or in a container.
+pub type ContainerRef<'a> = Option<&'a str>;
+
+/// One remote object as a listing or an upload reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Stable id the API uses for this object (the stored name on name-keyed APIs).
+    pub id: String,
+    /// The name as stored on the server (still encoded).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, when the server reports one.
+    pub modified: Option<SystemTime>,
+    /// Changes whenever the content may have changed; cached bytes are keyed by it.
+    pub version: String,
+    /// MIME type, when known.
+    pub content_type: Option<String>,
+    /// Lower-case hex md5 of the content, when the server reports it.
+    pub md5: Option<String>,
+}
+
+/// A staged file ready to be uploaded. The file is not modified while the upload runs.
+#[derive(Clone, Debug)]
+pub struct UploadSource {
+    /// Local file holding exactly the bytes to upload.
+    pub path: PathBuf,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Lower-case hex md5, for APIs that verify it.
+    pub md5: Option<String>,
+}
+
+/// The closed set of ways a remote call fails; `fs::error` maps each to one errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The object or container does not exist (404).
+    NotFound,
+    /// The credentials were refused (401, 403).
+    PermissionDenied,
+    /// The name is taken where the API does not overwrite (409 on create).
+    AlreadyExists,
+    /// The server asked us to slow down (429) and retries ran out.
+    RateLimited,
+    /// The object is over the API's size limit (413).
+    TooLarge,
+    /// The API cannot do this at all (no delete, no rename...).
+    Unsupported,
+    /// The request was refused as invalid (400, 422): a name or value the API cannot hold.
+    InvalidInput,
+    /// The account or server is out of space or quota (507).
+    NoSpace,
+    /// The object changed underneath us or is in the wrong state (409, 412).
+    Conflict,
+    /// The server is down, unreachable, timed out, or answered 5xx; retries ran out.
+    Unavailable,
+    /// The server answered something we cannot understand (malformed JSON, bad headers).
+    Protocol,
+}
+
+/// A failed remote call: what kind, whether a retry could help, and a message for the log.
+#[derive(Debug)]
+pub struct RemoteError {
+    /// What happened, for the errno mapping.
+    pub kind: ErrorKind,
+    /// Whether the same call may succeed later (used by the retry loop).
+    pub temporary: bool,
+    /// Lower-case, says what failed; never contains a token or a presigned query string.
+    pub message: String,
+    /// How long the server asked us to wait, if it said.
+    pub retry_after: Option<Duration>,
+}
+
+impl RemoteError {
+    /// A permanent error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            temporary: false,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// An error that a retry may fix (5xx, 429, dropped connection).
+    pub fn temporary(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            temporary: true,
+            ..Self::new(kind, message)
+        }
+    }
+
+    /// The server's answer could not be understood.
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, message)
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// Shorthand for results of remote calls.
+pub type RemoteResult<T> = Result<T, RemoteError>;
+
+/// One remote file API. All methods are safe to call concurrently.
+#[async_trait]
+pub trait Remote: Send + Sync + 'static {
+    /// What this API can do.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Names the backend and endpoint for log lines, e.g. `mix at http://127.0.0.1:8088`.
+    fn describe(&self) -> String;
+
+    /// Lists every container. Flat APIs return an empty list.
+    async fn list_containers(&self) -> RemoteResult<Vec<Container>>;
+
+    /// Creates a container titled `title`. Titles need not be unique.
+    async fn create_container(&self, title: &str) -> RemoteResult<Container>;
+
+    /// Deletes a container and everything in it. `NotFound` if it is already gone.
+    async fn remove_container(&self, id: &str) -> RemoteResult<()>;
+
+    /// Lists every object in `container` (all pages). An empty list means an empty container.
+    async fn list(&self, container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>>;
+
+    /// Reads `range` of `object`. The answer may be shorter than asked only at the end of the
+    /// object. Idempotent. `NotFound` if the object is gone.
+    async fn read(
+        &self,
+        container: ContainerRef<'_>,
+        object: &ObjectMeta,
+        range: Range<u64>,
+    ) -> RemoteResult<Bytes>;
+
+    /// Uploads `source` as `name` and returns the stored object (whose name the server may
+    /// have rewritten). On name-keyed APIs this replaces an object of the same name atomically.
+    async fn upload(
+        &self,
+        container: ContainerRef<'_>,
+        name: &str,
+        source: &UploadSource,
+    ) -> RemoteResult<ObjectMeta>;
+
+    /// Deletes `object`. `NotFound` if it is already gone; `Unsupported` on APIs without delete.
+    async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()>;
+}
