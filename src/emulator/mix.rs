@@ -1,0 +1,797 @@
+//! The Mix emulator: sessions and session files, as `shared/api/mix.md` documents the newest
+//! Go server (`rest_sessions.go`, `rest_files.go`, `session_asset_server.go`).
+//!
+//! Owns the paths, JSON shapes, status codes, error envelopes and CORS headers of those
+//! endpoints; storage is the shared [`Store`](super::store::Store): one record per session in
+//! the `mix_sessions` table, and one blob namespace per session (named by its id) holding its
+//! files under their stored names. Submodules: `names` (upload name rules), `content` (GET like
+//! `http.ServeContent`), `reply` (Go-shaped responses).
+//!
+//! Invariants and choices:
+//! - Files live in a flat namespace per session (the spec's wording), not the newest server's
+//!   shared `uploads/` namespace; deleting a session deletes its files.
+//! - Every files route checks, in Go's order: UUID syntax (400), session exists (404), then the
+//!   operation. Session routes accept any id (unknown → 404).
+//! - File names are opaque keys: a `{filename}` segment is percent-decoded by the router and
+//!   looked up as is, so `%2F` can never reach outside the session.
+//! - Uploads stream to disk; with `max_upload_bytes` set, a larger body is refused with 413 as
+//!   soon as it crosses the limit. Without it there is no limit, as in the real server.
+//! - Only `main` sessions can be created, so `includeSubagents` never changes a listing.
+
+mod content;
+mod names;
+mod reply;
+
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::EmulatorConfig;
+use super::store::{BlobInfo, Store};
+
+/// The store table holding one record per session.
+const SESSIONS_TABLE: &str = "mix_sessions";
+const BROWSER_MODES: [&str; 3] = [
+    "electron-embedded-browser",
+    "local-browser-service",
+    "remote-cdp-websocket",
+];
+const MAX_REPLACE_PROMPT_BYTES: usize = 100 * 1024;
+const MAX_APPEND_PROMPT_BYTES: usize = 50 * 1024;
+
+/// Everything the Mix handlers share: the store and the configured behaviour choices.
+#[derive(Clone, Debug)]
+pub struct MixState {
+    store: Store,
+    max_upload_bytes: Option<u64>,
+    zero_modified: bool,
+}
+
+impl MixState {
+    /// Opens the store in `config.data_dir`; sessions and files written before are kept.
+    pub fn open(config: &EmulatorConfig) -> io::Result<MixState> {
+        Ok(MixState {
+            store: Store::open(&config.data_dir)?,
+            max_upload_bytes: config.max_upload_bytes,
+            zero_modified: false,
+        })
+    }
+
+    /// With `true`, FileInfo `modified` is always 0 like the newest server's storage provider;
+    /// the default reports the real mtime, which clients can use.
+    pub fn with_zero_modified(mut self, zero: bool) -> MixState {
+        self.zero_modified = zero;
+        self
+    }
+}
+
+/// The Mix routes, with Go's CORS headers and router-level 404/405 answers.
+pub fn router(state: MixState) -> Router {
+    Router::new()
+        .route(
+            "/api/sessions",
+            get(list_sessions)
+                .post(create_session)
+                .pipe(go_methods("GET, HEAD, POST")),
+        )
+        .route(
+            "/api/sessions/{id}",
+            get(get_session)
+                .delete(delete_session)
+                .pipe(go_methods("DELETE, GET, HEAD")),
+        )
+        .route(
+            "/api/sessions/{id}/files",
+            get(list_files).pipe(go_methods("GET, HEAD")),
+        )
+        .route(
+            "/api/sessions/{id}/files/upload",
+            post(upload_file)
+                .get(get_file_named_upload)
+                .delete(delete_file_named_upload)
+                .pipe(go_methods("DELETE, GET, HEAD, POST"))
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/sessions/{id}/files/{filename}",
+            get(get_file)
+                .delete(delete_file)
+                .pipe(go_methods("DELETE, GET, HEAD")),
+        )
+        .fallback(|| async {
+            router_level(reply::plain(StatusCode::NOT_FOUND, "404 page not found"))
+        })
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+/// Lets a method router be finished with a function in a builder chain.
+trait Pipe: Sized {
+    fn pipe(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+}
+
+impl Pipe for MethodRouter<MixState> {}
+
+/// Go semantics for the methods a route lacks: HEAD matches the GET pattern and the handler
+/// answers 405 itself; any other method gets the router's 405 with `Allow`.
+fn go_methods(
+    allow: &'static str,
+) -> impl FnOnce(MethodRouter<MixState>) -> MethodRouter<MixState> {
+    move |route| {
+        route
+            .head(|| async { reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+            .fallback(move || async move {
+                let mut res = reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                router_level(res)
+            })
+    }
+}
+
+/// Marks a response as produced by Go's `ServeMux` or CORS middleware rather than a Mix
+/// handler, which decides which CORS headers it carries.
+#[derive(Clone, Copy)]
+struct RouterLevel;
+
+fn router_level(mut res: Response) -> Response {
+    res.extensions_mut().insert(RouterLevel);
+    res
+}
+
+/// The server's CORS middleware (every response; OPTIONS → 200 empty), then the handlers'
+/// narrower `Allow-Methods`/`Allow-Headers` on everything a handler answered.
+async fn cors(req: Request, next: Next) -> Response {
+    let mut res = if req.method() == Method::OPTIONS {
+        router_level(StatusCode::OK.into_response())
+    } else {
+        next.run(req).await
+    };
+    let (methods, allowed) = if res.extensions().get::<RouterLevel>().is_none() {
+        (
+            "GET, POST, PUT, DELETE, OPTIONS",
+            "Content-Type, Authorization",
+        )
+    } else {
+        (
+            "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+            "Content-Type, Authorization, X-Requested-With",
+        )
+    };
+    let headers = res.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(allowed),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    res
+}
+
+// ---- sessions ----
+
+/// A session as stored. Counters, cost and parent links are not stored: the emulator runs no
+/// agent, so they are always zero or empty.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionRecord {
+    id: String,
+    title: String,
+    browser_mode: String,
+    #[serde(default)]
+    cdp_url: String,
+    /// Unix seconds, as the API reports them.
+    created_at: i64,
+    /// Sub-second part, only to order sessions created in the same second.
+    created_nanos: u32,
+    #[serde(default)]
+    callbacks: Vec<Value>,
+}
+
+/// The `SessionData` response, keys in the Go struct's order, empty optionals omitted.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionData<'a> {
+    id: &'a str,
+    title: &'a str,
+    session_type: &'static str,
+    browser_mode: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cdp_url: &'a str,
+    user_message_count: i64,
+    assistant_message_count: i64,
+    tool_call_count: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    /// Go encodes a float64 zero as `0`, which serde would write as `0.0`.
+    cost: i64,
+    created_at: String,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    callbacks: &'a [Value],
+}
+
+impl SessionRecord {
+    fn data(&self) -> SessionData<'_> {
+        let created = chrono::DateTime::from_timestamp(self.created_at, 0).unwrap_or_default();
+        SessionData {
+            id: &self.id,
+            title: &self.title,
+            session_type: "main",
+            browser_mode: &self.browser_mode,
+            cdp_url: &self.cdp_url,
+            user_message_count: 0,
+            assistant_message_count: 0,
+            tool_call_count: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost: 0,
+            created_at: created.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            callbacks: &self.callbacks,
+        }
+    }
+}
+
+async fn list_sessions(State(st): State<MixState>) -> Response {
+    match st.store.list_records::<SessionRecord>(SESSIONS_TABLE).await {
+        Ok(records) => {
+            let mut sessions: Vec<SessionRecord> = records.into_iter().map(|(_, s)| s).collect();
+            sessions.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.created_nanos)));
+            let data: Vec<SessionData> = sessions.iter().map(SessionRecord::data).collect();
+            reply::json(StatusCode::OK, &data)
+        }
+        Err(err) => reply::internal_error("listing sessions", &err),
+    }
+}
+
+async fn get_session(State(st): State<MixState>, Path(id): Path<String>) -> Response {
+    match st
+        .store
+        .get_record::<SessionRecord>(SESSIONS_TABLE, &id)
+        .await
+    {
+        Ok(Some(session)) => reply::json(StatusCode::OK, &session.data()),
+        Ok(None) => reply::not_found("Session", &id),
+        Err(err) => reply::internal_error("getting session", &err),
+    }
+}
+
+async fn delete_session(State(st): State<MixState>, Path(id): Path<String>) -> Response {
+    match st.store.delete_record(SESSIONS_TABLE, &id).await {
+        Ok(true) => match st.store.delete_namespace(&id).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(err) => reply::internal_error("deleting session", &err),
+        },
+        Ok(false) => reply::not_found("Session", &id),
+        Err(err) => reply::internal_error("deleting session", &err),
+    }
+}
+
+/// `CreateSessionRequest` after Go-style decoding; absent and `null` fields are empty.
+#[derive(Debug, Default)]
+struct CreateRequest {
+    title: String,
+    custom_system_prompt: String,
+    prompt_mode: String,
+    session_type: String,
+    subagent_type: String,
+    browser_mode: String,
+    cdp_url: String,
+    callbacks: Vec<Value>,
+}
+
+const CALLBACK_KEYS: [&str; 10] = [
+    "toolName",
+    "type",
+    "name",
+    "bashCommand",
+    "bashTimeout",
+    "excludeFromContext",
+    "includeFullHistory",
+    "messageContent",
+    "subAgentPrompt",
+    "subAgentType",
+];
+
+/// Go's `json.Decoder` with `DisallowUnknownFields`: only the first JSON value is read, keys
+/// match case-insensitively, unknown keys and wrong types fail with Go's wording.
+fn decode_create(body: &[u8]) -> Result<CreateRequest, String> {
+    let value = match serde_json::Deserializer::from_slice(body)
+        .into_iter::<Value>()
+        .next()
+    {
+        None => return Err("EOF".to_owned()),
+        Some(Err(err)) if err.is_eof() => return Err("unexpected EOF".to_owned()),
+        Some(Err(err)) => return Err(err.to_string()),
+        Some(Ok(value)) => value,
+    };
+    let map = match value {
+        Value::Null => return Ok(CreateRequest::default()),
+        Value::Object(map) => map,
+        other => {
+            let kind = json_kind(&other);
+            return Err(format!(
+                "json: cannot unmarshal {kind} into Go value of type http.CreateSessionRequest"
+            ));
+        }
+    };
+    let mut req = CreateRequest::default();
+    for (key, value) in map {
+        let type_error = |go_type: &str| {
+            let kind = json_kind(&value);
+            format!(
+                "json: cannot unmarshal {kind} into Go struct field CreateSessionRequest.{key} of type {go_type}"
+            )
+        };
+        let field = match key.to_ascii_lowercase().as_str() {
+            "title" => &mut req.title,
+            "customsystemprompt" => &mut req.custom_system_prompt,
+            "promptmode" => &mut req.prompt_mode,
+            "sessiontype" => &mut req.session_type,
+            "subagenttype" => &mut req.subagent_type,
+            "browsermode" => &mut req.browser_mode,
+            "cdpurl" => &mut req.cdp_url,
+            "callbacks" => {
+                match &value {
+                    Value::Null => {}
+                    Value::Array(items) => {
+                        for item in items {
+                            let Value::Object(callback) = item else {
+                                return Err(type_error("interfaces.CallbackConfig"));
+                            };
+                            if let Some(unknown) = callback
+                                .keys()
+                                .find(|k| !CALLBACK_KEYS.iter().any(|c| c.eq_ignore_ascii_case(k)))
+                            {
+                                return Err(format!("json: unknown field \"{unknown}\""));
+                            }
+                        }
+                        req.callbacks = items.clone();
+                    }
+                    _ => return Err(type_error("[]interfaces.CallbackConfig")),
+                }
+                continue;
+            }
+            _ => return Err(format!("json: unknown field \"{key}\"")),
+        };
+        match &value {
+            Value::Null => {}
+            Value::String(text) => *field = text.clone(),
+            _ => return Err(type_error("string")),
+        }
+    }
+    Ok(req)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The error response for an invalid request, if any: the handler's checks in its order, then the session service's (which the handler reports
+/// as 500) and the callback checks.
+fn reject_create(req: &CreateRequest) -> Option<Response> {
+    if req.title.is_empty() {
+        return Some(reply::validation_error("title", "title is required"));
+    }
+    let mode = if req.prompt_mode.is_empty() {
+        "default"
+    } else {
+        req.prompt_mode.as_str()
+    };
+    let limit = match mode {
+        "default" => None,
+        "append" => Some(("append", MAX_APPEND_PROMPT_BYTES)),
+        "replace" => Some(("replace", MAX_REPLACE_PROMPT_BYTES)),
+        _ => {
+            let message = "promptMode must be 'default', 'append', or 'replace'";
+            return Some(reply::validation_error("promptMode", message));
+        }
+    };
+    let size = req.custom_system_prompt.len();
+    if let Some((mode, max)) = limit
+        && size > max
+    {
+        let message = format!(
+            "Custom prompt size ({}KB) exceeds {mode} mode limit of {}KB",
+            size / 1024,
+            max / 1024
+        );
+        return Some(reply::validation_error("customSystemPrompt", &message));
+    }
+    if !req.session_type.is_empty() && req.session_type != "main" {
+        let message =
+            "API can only create main sessions. Subagent sessions are created automatically.";
+        return Some(reply::validation_error("sessionType", message));
+    }
+    if !req.subagent_type.is_empty() {
+        let message = "subagentType cannot be set for API-created sessions. Subagent sessions are created \
+                       programmatically by the task delegation system.";
+        return Some(reply::validation_error("subagentType", message));
+    }
+    // The session service's wording is not public; these messages are the emulator's own.
+    let service_error = |why: String| Some(reply::internal_error("creating session", &why));
+    if req.browser_mode.is_empty() {
+        return service_error("browser mode is required".to_owned());
+    }
+    if !BROWSER_MODES.contains(&req.browser_mode.as_str()) {
+        return service_error(format!("invalid browser mode: {}", req.browser_mode));
+    }
+    let ws = req.cdp_url.starts_with("ws://") || req.cdp_url.starts_with("wss://");
+    if req.browser_mode == "remote-cdp-websocket" && !ws {
+        return service_error(
+            "cdpUrl must start with ws:// or wss:// for remote-cdp-websocket".to_owned(),
+        );
+    }
+    for (i, callback) in req.callbacks.iter().enumerate() {
+        let text = |key: &str| {
+            callback
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        if text("toolName").is_empty() {
+            return Some(reply::validation_error(
+                "callbacks",
+                &format!("callback {i}: toolName is required"),
+            ));
+        }
+        if !["bash_script", "sub_agent", "send_message"].contains(&text("type")) {
+            let message = format!("callback {i}: invalid callback type '{}'", text("type"));
+            return Some(reply::validation_error("callbacks", &message));
+        }
+    }
+    None
+}
+
+async fn create_session(State(st): State<MixState>, body: Bytes) -> Response {
+    let req = match decode_create(&body) {
+        Ok(req) => req,
+        Err(message) => return reply::validation_error("body", &message),
+    };
+    if let Some(res) = reject_create(&req) {
+        return res;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let session = SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        title: req.title,
+        browser_mode: req.browser_mode,
+        cdp_url: req.cdp_url,
+        created_at: now.as_secs() as i64,
+        created_nanos: now.subsec_nanos(),
+        callbacks: req.callbacks,
+    };
+    match st
+        .store
+        .put_record(SESSIONS_TABLE, &session.id, &session)
+        .await
+    {
+        Ok(()) => reply::json(StatusCode::CREATED, &session.data()),
+        Err(err) => reply::internal_error("creating session", &err),
+    }
+}
+
+// ---- files ----
+
+/// The `FileInfo` response, keys in the Go struct's order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileInfo<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_name: Option<&'a str>,
+    size: u64,
+    modified: i64,
+    is_dir: bool,
+    url: String,
+}
+
+impl MixState {
+    /// Go's order for files routes: UUID syntax, then existence.
+    async fn check_session(&self, id: &str) -> Result<(), Response> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(reply::validation_error("id", "invalid session ID format"));
+        }
+        match self
+            .store
+            .get_record::<SessionRecord>(SESSIONS_TABLE, id)
+            .await
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(reply::not_found("Session", id)),
+            Err(err) => Err(reply::internal_error("getting session", &err)),
+        }
+    }
+
+    fn file_info<'a>(
+        &self,
+        base: &str,
+        id: &str,
+        blob: &'a BlobInfo,
+        original: Option<&'a str>,
+    ) -> FileInfo<'a> {
+        let modified = match self.zero_modified {
+            true => 0,
+            false => blob
+                .modified
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        };
+        FileInfo {
+            name: &blob.key,
+            original_name: original,
+            size: blob.size,
+            modified,
+            is_dir: false,
+            url: format!("{base}/api/sessions/{id}/files/{}", blob.key),
+        }
+    }
+}
+
+/// `{scheme}://{Host}` as the server builds file URLs: https only behind TLS or a proxy that
+/// says so; the name is appended unescaped.
+fn base_url(headers: &HeaderMap) -> String {
+    let https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v == "https");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
+async fn list_files(
+    State(st): State<MixState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = st.check_session(&id).await {
+        return res;
+    }
+    match st.store.list_blobs(&id).await {
+        Ok(blobs) => {
+            let base = base_url(&headers);
+            let files: Vec<FileInfo> = blobs
+                .iter()
+                .map(|b| st.file_info(&base, &id, b, None))
+                .collect();
+            reply::json(StatusCode::OK, &files)
+        }
+        Err(err) => reply::internal_error("listing files", &err),
+    }
+}
+
+fn form_error() -> Response {
+    reply::validation_error("form", "failed to parse multipart form")
+}
+
+/// 413 in the spec's wording (`File too large (max 32MB)`) for the configured limit.
+fn too_large(limit: u64) -> Response {
+    reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "bad_request",
+        &too_large_message(limit),
+    )
+}
+
+fn too_large_message(limit: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    let max = match limit {
+        n if n > 0 && n % MIB == 0 => format!("{}MB", n / MIB),
+        n if n > 0 && n % 1024 == 0 => format!("{}KB", n / 1024),
+        n => format!("{n} bytes"),
+    };
+    format!("File too large (max {max})")
+}
+
+/// Streams the first `file` part that has a filename into a new blob; other parts are skipped.
+/// The blob is committed only after the whole form parsed, as Go parses it before storing.
+async fn upload_file(
+    State(st): State<MixState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    if let Err(res) = st.check_session(&id).await {
+        return res;
+    }
+    let Ok(mut multipart) = multipart else {
+        return form_error();
+    };
+    let mut upload = None;
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(_) => return form_error(),
+        };
+        let wanted = upload.is_none() && field.name() == Some("file");
+        let Some(original) = field
+            .file_name()
+            .filter(|n| wanted && !n.is_empty())
+            .map(names::go_base)
+        else {
+            continue;
+        };
+        let original = original.to_owned();
+        let name = names::sanitize_filename(&original);
+        let mut writer = match st.store.create_blob(&id, &name).await {
+            Ok(writer) => writer,
+            Err(err) => return reply::internal_error("uploading file", &err),
+        };
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => return form_error(),
+            };
+            if let Some(limit) = st.max_upload_bytes
+                && writer.written() + chunk.len() as u64 > limit
+            {
+                return too_large(limit);
+            }
+            if let Err(err) = writer.write(&chunk).await {
+                return reply::internal_error("uploading file", &err);
+            }
+        }
+        upload = Some((original, name, writer));
+    }
+    let Some((original, name, writer)) = upload else {
+        return reply::validation_error("file", "file upload required");
+    };
+    match writer.commit().await {
+        Ok(blob) => {
+            let original = (original != name).then_some(original.as_str());
+            reply::json(
+                StatusCode::CREATED,
+                &st.file_info(&base_url(&headers), &id, &blob, original),
+            )
+        }
+        Err(err) => reply::internal_error("uploading file", &err),
+    }
+}
+
+async fn get_file(
+    State(st): State<MixState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    serve_file(&st, &id, &name, &headers).await
+}
+
+/// `GET .../files/upload` is a download of a file named `upload`.
+async fn get_file_named_upload(
+    State(st): State<MixState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve_file(&st, &id, "upload", &headers).await
+}
+
+async fn serve_file(st: &MixState, id: &str, name: &str, headers: &HeaderMap) -> Response {
+    if let Err(res) = st.check_session(id).await {
+        return res;
+    }
+    let blob = match st.store.open_blob(id, name).await {
+        Ok(Some(blob)) => blob,
+        Ok(None) => return reply::not_found("File", name),
+        Err(err) => return reply::internal_error("serving file", &err),
+    };
+    let mut res = match content::serve(blob, name, headers).await {
+        Ok(res) => res,
+        Err(err) => return reply::internal_error("serving file", &err),
+    };
+    let status = res.status();
+    let out = res.headers_mut();
+    // Go's ServeContent drops Cache-Control again when it answers an error.
+    if !status.is_client_error() {
+        out.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+        );
+    }
+    out.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    out.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    res
+}
+
+async fn delete_file(
+    State(st): State<MixState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    remove_file(&st, &id, &name).await
+}
+
+/// `DELETE .../files/upload` deletes a file named `upload`.
+async fn delete_file_named_upload(State(st): State<MixState>, Path(id): Path<String>) -> Response {
+    remove_file(&st, &id, "upload").await
+}
+
+async fn remove_file(st: &MixState, id: &str, name: &str) -> Response {
+    if let Err(res) = st.check_session(id).await {
+        return res;
+    }
+    match st.store.delete_blob(id, name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => reply::not_found("File", name),
+        Err(err) => reply::internal_error("deleting file", &err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_like_go() {
+        let req = decode_create(
+            br#"{"Title":"t","browserMode":"local-browser-service","cdpUrl":null} trailing"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (req.title.as_str(), req.browser_mode.as_str()),
+            ("t", "local-browser-service")
+        );
+        assert_eq!(decode_create(b"").unwrap_err(), "EOF");
+        assert_eq!(
+            decode_create(br#"{"title":"#).unwrap_err(),
+            "unexpected EOF"
+        );
+        assert_eq!(
+            decode_create(br#"{"bogus":1}"#).unwrap_err(),
+            r#"json: unknown field "bogus""#
+        );
+        assert_eq!(
+            decode_create(br#"{"title":5}"#).unwrap_err(),
+            "json: cannot unmarshal number into Go struct field CreateSessionRequest.title of type string"
+        );
+        assert_eq!(
+            decode_create(b"[]").unwrap_err(),
+            "json: cannot unmarshal array into Go value of type http.CreateSessionRequest"
+        );
+        assert_eq!(
+            decode_create(br#"{"callbacks":[{"toolName":"*","type":"bash_script","x":1}]}"#)
+                .unwrap_err(),
+            r#"json: unknown field "x""#
+        );
+        assert_eq!(decode_create(b"null").unwrap().title, "");
+    }
+
+    #[test]
+    fn upload_limit_message_uses_whole_units() {
+        assert_eq!(too_large_message(32 << 20), "File too large (max 32MB)");
+        assert_eq!(too_large_message(4096), "File too large (max 4KB)");
+        assert_eq!(too_large_message(10), "File too large (max 10 bytes)");
+    }
+}
