@@ -125,7 +125,8 @@ pub fn default_data_dir(backend: Backend) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("sessionfs").join(format!("{backend:?}").to_lowercase())
+    base.join("sessionfs")
+        .join(format!("{backend:?}").to_lowercase())
 }
 
 /// Where staged writes go when no `--cache-dir` is given.
@@ -156,7 +157,9 @@ mod tests {
     #[test]
     fn mount_defaults_to_the_embedded_mix_emulator() {
         let cli = Cli::parse_from(["sessionfs", "mount", "/mnt/x"]);
-        let Command::Mount(args) = cli.command else { panic!("not mount") };
+        let Command::Mount(args) = cli.command else {
+            panic!("not mount")
+        };
         assert_eq!(args.backend, Backend::Mix);
         assert!(args.endpoint.is_none());
         assert_eq!(args.metadata_ttl, Duration::from_secs(1));

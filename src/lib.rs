@@ -5,7 +5,9 @@
 //! APIs, `write` stages and uploads, and `emulator` serves faithful copies of the APIs for tests
 //! and for the zero-setup mount.
 
-// pub mod emulator;
+pub mod cli;
+pub mod emulator;
 pub mod fs;
 pub mod remote;
+pub mod run;
 pub mod write;

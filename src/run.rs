@@ -41,9 +41,17 @@ pub fn prepare_mountpoint(mountpoint: &Path) -> Result<PathBuf, RunError> {
                 mountpoint.display()
             ));
         }
-        Err(err) => return Err(format!("cannot use mount point {}: {err}", mountpoint.display())),
+        Err(err) => {
+            return Err(format!(
+                "cannot use mount point {}: {err}",
+                mountpoint.display()
+            ));
+        }
         Ok(meta) if !meta.is_dir() => {
-            return Err(format!("mount point {} is not a directory", mountpoint.display()));
+            return Err(format!(
+                "mount point {} is not a directory",
+                mountpoint.display()
+            ));
         }
         Ok(_) => {}
     }
@@ -55,7 +63,11 @@ pub fn prepare_mountpoint(mountpoint: &Path) -> Result<PathBuf, RunError> {
             mountpoint.display()
         ));
     }
-    if let Err(err) = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+    if let Err(err) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
         return Err(format!(
             "cannot open /dev/fuse ({err}); load the fuse module (`modprobe fuse`) and check \
              that you may use it"
@@ -65,7 +77,12 @@ pub fn prepare_mountpoint(mountpoint: &Path) -> Result<PathBuf, RunError> {
 }
 
 /// Mount options for a sessionfs mount.
-pub fn mount_config(backend: Backend, read_only: bool, allow_other: bool, extra: &[String]) -> fuser::Config {
+pub fn mount_config(
+    backend: Backend,
+    read_only: bool,
+    allow_other: bool,
+    extra: &[String],
+) -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("sessionfs".to_string()),
@@ -77,7 +94,9 @@ pub fn mount_config(backend: Backend, read_only: bool, allow_other: bool, extra:
     if read_only {
         config.mount_options.push(MountOption::RO);
     }
-    config.mount_options.extend(extra.iter().map(|opt| MountOption::CUSTOM(opt.clone())));
+    config
+        .mount_options
+        .extend(extra.iter().map(|opt| MountOption::CUSTOM(opt.clone())));
     if allow_other {
         config.acl = fuser::SessionACL::All;
     }
@@ -161,7 +180,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
 
 /// `sessionfs serve`: runs one emulator until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), RunError> {
-    let data_dir = args.data.unwrap_or_else(|| cli::default_data_dir(args.backend));
+    let data_dir = args
+        .data
+        .unwrap_or_else(|| cli::default_data_dir(args.backend));
     let mut config = EmulatorConfig::new(&data_dir);
     config.listen = args.listen;
     config.faults = args.faults;
@@ -193,9 +214,15 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let (endpoint, emulator, data_note) = match &args.endpoint {
         Some(endpoint) => (endpoint.clone(), None, String::new()),
         None => {
-            let data_dir = args.data.clone().unwrap_or_else(|| cli::default_data_dir(args.backend));
+            let data_dir = args
+                .data
+                .clone()
+                .unwrap_or_else(|| cli::default_data_dir(args.backend));
             let server = runtime
-                .block_on(emulator::spawn(args.backend, EmulatorConfig::new(&data_dir)))
+                .block_on(emulator::spawn(
+                    args.backend,
+                    EmulatorConfig::new(&data_dir),
+                ))
                 .map_err(|err| format!("cannot start the embedded emulator: {err}"))?;
             let note = format!(", embedded emulator data in {}", data_dir.display());
             (server.endpoint(), Some(server), note)
@@ -208,7 +235,10 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         .block_on(remote.list_containers())
         .map_err(|err| format!("{}; nothing was mounted", err.message))?;
 
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(cli::default_cache_dir);
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(cli::default_cache_dir);
     let staging_dir = cache_dir.join(format!("staging-{}", std::process::id()));
     let mut config = FsConfig::new(&staging_dir);
     config.metadata_ttl = args.metadata_ttl;
@@ -218,15 +248,28 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     config.uid = args.uid.unwrap_or(config.uid);
     config.gid = args.gid.unwrap_or(config.gid);
     if let Some(patterns) = &args.local_only {
-        config.scratch = ScratchPatterns::new(patterns.iter().filter(|p| !p.is_empty()).cloned().collect());
+        config.scratch =
+            ScratchPatterns::new(patterns.iter().filter(|p| !p.is_empty()).cloned().collect());
     }
-    let fs = Arc::new(
-        SessionFs::new(remote.clone(), config)
-            .map_err(|err| format!("cannot create staging directory {}: {err}", staging_dir.display()))?,
+    let fs = Arc::new(SessionFs::new(remote.clone(), config).map_err(|err| {
+        format!(
+            "cannot create staging directory {}: {err}",
+            staging_dir.display()
+        )
+    })?);
+    let mount_options = mount_config(
+        args.backend,
+        args.read_only,
+        args.allow_other,
+        &args.options,
     );
-    let mount_options = mount_config(args.backend, args.read_only, args.allow_other, &args.options);
-    let session = mount_session(fs.clone(), runtime.handle().clone(), &mountpoint, &mount_options)
-        .map_err(|err| format!("cannot mount on {}: {err}", mountpoint.display()))?;
+    let session = mount_session(
+        fs.clone(),
+        runtime.handle().clone(),
+        &mountpoint,
+        &mount_options,
+    )
+    .map_err(|err| format!("cannot mount on {}: {err}", mountpoint.display()))?;
     println!(
         "mounted {} on {}{data_note}\nunmount with `umount {}` (or Ctrl-C here)",
         remote.describe(),
@@ -240,7 +283,11 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         match runtime.block_on(fs.drain()) {
             Ok(n) if n > 0 => log::info!("uploaded {n} pending file(s)"),
             Ok(_) => {}
-            Err(err) => log::error!("{}; the staged copies stay in {}", err.message, staging_dir.display()),
+            Err(err) => log::error!(
+                "{}; the staged copies stay in {}",
+                err.message,
+                staging_dir.display()
+            ),
         }
         if session.umount_and_join().is_err() {
             // Files are still open in the mount: detach it so the mount point is usable again.
@@ -275,9 +322,10 @@ async fn wait_for_signal_or_unmount(session: &BackgroundSession) -> bool {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         log::error!("cannot listen for signals; stop with `sessionfs unmount`");
         return std::future::pending().await;
     };

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::log;
 
@@ -99,8 +99,12 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
             | InitFlags::FUSE_BIG_WRITES;
         let supported = wanted & config.capabilities();
         let _ = config.add_capabilities(supported);
-        let _ = config.set_max_readahead(MAX_READAHEAD_BYTES).or_else(|max| config.set_max_readahead(max));
-        let _ = config.set_max_write(1 << 20).or_else(|max| config.set_max_write(max));
+        let _ = config
+            .set_max_readahead(MAX_READAHEAD_BYTES)
+            .or_else(|max| config.set_max_readahead(max));
+        let _ = config
+            .set_max_write(1 << 20)
+            .or_else(|max| config.set_max_write(max));
         let _ = config.set_max_background(MAX_BACKGROUND);
         Ok(())
     }
@@ -110,7 +114,10 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         match self.runtime.block_on(async move { fs.drain().await }) {
             Ok(0) => {}
             Ok(n) => log::info!("uploaded {n} pending file(s) at unmount"),
-            Err(err) => log::error!("some files could not be uploaded at unmount: {}", err.message),
+            Err(err) => log::error!(
+                "some files could not be uploaded at unmount: {}",
+                err.message
+            ),
         }
     }
 
@@ -202,7 +209,15 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let name = match name_of(name) {
             Ok(name) => name,
             Err(errno) => return reply.error(errno),
@@ -241,7 +256,14 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         });
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
         log::warn!("symlink {link_name:?}: symbolic links are not stored yet");
         reply.error(Errno::EPERM);
     }
@@ -266,14 +288,24 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         self.spawn(move |fs| async move {
-            match fs.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, no_replace)
+                .await
+            {
                 Ok(()) => reply.ok(),
                 Err(err) => reply.error(failed("rename", &err)),
             }
         });
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         log::warn!("link {newname:?}: hard links cannot be stored remotely");
         reply.error(Errno::EPERM);
     }
@@ -336,7 +368,14 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         });
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move {
             match fs.flush(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
@@ -363,7 +402,14 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         });
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move {
             match fs.fsync(ino.0).await {
                 Ok(()) => reply.ok(),
@@ -381,7 +427,14 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         });
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, name, attr) in entries {
@@ -396,14 +449,32 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let ttl = self.fs.config.metadata_ttl;
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, name, attr) in entries {
                     // `.` and `..` must not carry attributes the kernel would cache as lookups.
-                    let ttl = if name == "." || name == ".." { Duration::ZERO } else { ttl };
-                    if reply.add(INodeNo(attr.ino), next, &name, &ttl, &to_file_attr(&attr), Generation(0)) {
+                    let ttl = if name == "." || name == ".." {
+                        Duration::ZERO
+                    } else {
+                        ttl
+                    };
+                    if reply.add(
+                        INodeNo(attr.ino),
+                        next,
+                        &name,
+                        &ttl,
+                        &to_file_attr(&attr),
+                        Generation(0),
+                    ) {
                         break;
                     }
                 }
@@ -413,12 +484,26 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.fs.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Directory changes are made on the remote before the call that made them returns.
         reply.ok();
     }
@@ -437,7 +522,14 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         );
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         reply.error(Errno::NO_XATTR);
     }
 
@@ -449,7 +541,16 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         }
     }
 
-    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::ENOTSUP);
     }
 
@@ -491,7 +592,46 @@ impl<R: Remote> Filesystem for FuseAdapter<R> {
         });
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _offset: u64, _length: u64, _mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::ENOTSUP);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The kernel then copies with plain reads and writes, which stage like any write.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        // SEEK_DATA/SEEK_HOLE: the kernel falls back to treating the file as all data.
+        reply.error(Errno::ENOSYS);
     }
 }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::tree::Ino;
 use super::Attr;
+use super::tree::Ino;
 
 /// Smallest read-ahead request, and the one used after a seek.
 pub const MIN_READAHEAD_BYTES: u64 = 1 << 20;
@@ -89,7 +89,10 @@ impl Handles {
     /// Registers `handle` and returns its number.
     pub fn insert(&self, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open.lock().unwrap().insert(fh, std::sync::Arc::new(handle));
+        self.open
+            .lock()
+            .unwrap()
+            .insert(fh, std::sync::Arc::new(handle));
         fh
     }
 
@@ -136,7 +139,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ra.get("v1", 11, 2, 100).unwrap(), "bc");
-        assert_eq!(ra.get("v1", 14, 10, 16).unwrap(), "ef", "short at end of file");
+        assert_eq!(
+            ra.get("v1", 14, 10, 16).unwrap(),
+            "ef",
+            "short at end of file"
+        );
         assert!(ra.get("v2", 11, 2, 100).is_none());
         assert!(ra.get("v1", 14, 10, 100).is_none());
     }

@@ -176,7 +176,9 @@ impl<R: Remote> SessionFs<R> {
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
-        self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tree
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn entry(&self, attr: Attr) -> Entry {
@@ -199,14 +201,16 @@ impl<R: Remote> SessionFs<R> {
             }
             NodeKind::File(file) => {
                 let modified = file.remote.as_ref().and_then(|m| m.modified);
-                (FileKind::File, file.size, self.config.file_mode, 1, modified)
+                (
+                    FileKind::File,
+                    file.size,
+                    self.config.file_mode,
+                    1,
+                    modified,
+                )
             }
         };
-        let mtime = node
-            .meta
-            .mtime
-            .or(remote_time)
-            .unwrap_or(self.mounted_at);
+        let mtime = node.meta.mtime.or(remote_time).unwrap_or(self.mounted_at);
         Attr {
             ino: node.ino,
             kind,
@@ -224,7 +228,9 @@ impl<R: Remote> SessionFs<R> {
     /// Attributes of `ino`, or ENOENT.
     fn attr(&self, ino: Ino) -> Result<Attr> {
         let tree = self.tree();
-        let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let node = tree
+            .get(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
         Ok(self.attr_of(node))
     }
 
@@ -274,8 +280,14 @@ impl<R: Remote> SessionFs<R> {
     async fn refresh(&self, scope: Ino) -> Result<()> {
         let (is_container_list, container, linked) = {
             let tree = self.tree();
-            let node = tree.get(scope).ok_or_else(|| Error::not_found("directory"))?;
-            (tree.is_container_list(scope), node.container.clone(), node.linked)
+            let node = tree
+                .get(scope)
+                .ok_or_else(|| Error::not_found("directory"))?;
+            (
+                tree.is_container_list(scope),
+                node.container.clone(),
+                node.linked,
+            )
         };
         if !linked {
             return Ok(());
@@ -289,8 +301,12 @@ impl<R: Remote> SessionFs<R> {
         // Handles and content are checked before the tree is locked for the merge.
         let files = tree_files(&self.tree(), scope);
         let busy_files: Vec<Ino> = files.into_iter().filter(|&i| self.is_busy(i)).collect();
-        self.tree()
-            .merge_objects(scope, objects, &|ino| busy_files.contains(&ino), Instant::now());
+        self.tree().merge_objects(
+            scope,
+            objects,
+            &|ino| busy_files.contains(&ino),
+            Instant::now(),
+        );
         Ok(())
     }
 

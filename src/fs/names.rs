@@ -74,12 +74,8 @@ fn is_go_space(c: char) -> bool {
             | '\u{85}'
             | '\u{A0}'
             | '\u{1680}'
-            | '\u{2000}'..='\u{200A}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202F}'
-            | '\u{205F}'
-            | '\u{3000}'
+            | '\u{2000}'
+            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
     )
 }
 
@@ -324,9 +320,17 @@ mod tests {
         ];
         for name in names {
             let encoded = encode(name, &MIX);
-            assert_eq!(mix_sanitize(&encoded), encoded, "server rewrites {encoded:?}");
+            assert_eq!(
+                mix_sanitize(&encoded),
+                encoded,
+                "server rewrites {encoded:?}"
+            );
             assert!(!encoded.contains('/'), "{encoded:?} keeps a slash");
-            assert_eq!(decode(&encoded), name, "round trip of {name:?} via {encoded:?}");
+            assert_eq!(
+                decode(&encoded),
+                name,
+                "round trip of {name:?} via {encoded:?}"
+            );
         }
     }
 
@@ -352,9 +356,21 @@ mod tests {
     fn duplicates_get_stable_suffixes() {
         let t = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
         let candidates = vec![
-            Candidate { name: "r.pdf".into(), id: "fil_old111".into(), time: t(1) },
-            Candidate { name: "r.pdf".into(), id: "fil_new222".into(), time: t(2) },
-            Candidate { name: "x".into(), id: "fil_x".into(), time: t(1) },
+            Candidate {
+                name: "r.pdf".into(),
+                id: "fil_old111".into(),
+                time: t(1),
+            },
+            Candidate {
+                name: "r.pdf".into(),
+                id: "fil_new222".into(),
+                time: t(2),
+            },
+            Candidate {
+                name: "x".into(),
+                id: "fil_x".into(),
+                time: t(1),
+            },
         ];
         let names = disambiguate(&candidates, Winner::Newest);
         assert_eq!(names, vec!["r~old111.pdf", "r.pdf", "x"]);

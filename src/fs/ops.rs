@@ -7,7 +7,9 @@ use bytes::Bytes;
 
 use super::handles::Handle;
 use super::names;
-use super::tree::{Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir};
+use super::tree::{
+    Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
+};
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
 use crate::write::StagingFile;
@@ -43,7 +45,11 @@ impl<R: Remote> SessionFs<R> {
         if name.len() > names::NAME_MAX_BYTES {
             return Err(Error::new(
                 libc::ENAMETOOLONG,
-                format!("name of {} bytes is longer than {}", name.len(), names::NAME_MAX_BYTES),
+                format!(
+                    "name of {} bytes is longer than {}",
+                    name.len(),
+                    names::NAME_MAX_BYTES
+                ),
             ));
         }
         Ok(())
@@ -59,7 +65,10 @@ impl<R: Remote> SessionFs<R> {
     fn dir_of(&self, ino: Ino) -> Result<()> {
         match self.tree().get(ino).map(|n| n.dir().is_some()) {
             Some(true) => Ok(()),
-            Some(false) => Err(Error::quiet(libc::ENOTDIR, format!("inode {ino} is not a directory"))),
+            Some(false) => Err(Error::quiet(
+                libc::ENOTDIR,
+                format!("inode {ino} is not a directory"),
+            )),
             None => Err(Error::not_found(format!("inode {ino}"))),
         }
     }
@@ -123,7 +132,10 @@ impl<R: Remote> SessionFs<R> {
         self.dir_of(parent)?;
         self.ensure_fresh(parent).await?;
         if self.tree().child(parent, name).is_some() {
-            return Err(Error::quiet(libc::EEXIST, format!("{name}: already exists")));
+            return Err(Error::quiet(
+                libc::EEXIST,
+                format!("{name}: already exists"),
+            ));
         }
         let meta = LocalMeta {
             perm: Some((mode & 0o7777) as u16),
@@ -137,7 +149,9 @@ impl<R: Remote> SessionFs<R> {
             let attr = self.attr_of(tree.get(ino).expect("just inserted"));
             return Ok(self.entry(attr));
         }
-        let ino = self.tree().insert(parent, name, new_dir(DirOrigin::Local), meta);
+        let ino = self
+            .tree()
+            .insert(parent, name, new_dir(DirOrigin::Local), meta);
         if self.remote.capabilities().delete {
             let marker = self.store_marker(ino).await;
             let mut tree = self.tree();
@@ -172,7 +186,10 @@ impl<R: Remote> SessionFs<R> {
             size: 0,
             md5: None,
         };
-        Ok(self.remote.upload(container.as_deref(), &name, &source).await?)
+        Ok(self
+            .remote
+            .upload(container.as_deref(), &name, &source)
+            .await?)
     }
 
     /// Removes an empty directory.
@@ -187,18 +204,26 @@ impl<R: Remote> SessionFs<R> {
         self.ensure_fresh(ino).await?;
         let origin = {
             let tree = self.tree();
-            let dir = tree.get(ino).and_then(Node::dir).ok_or_else(|| Error::not_found(name))?;
+            let dir = tree
+                .get(ino)
+                .and_then(Node::dir)
+                .ok_or_else(|| Error::not_found(name))?;
             if !dir.children.is_empty() {
-                return Err(Error::quiet(libc::ENOTEMPTY, format!("{name}: directory not empty")));
+                return Err(Error::quiet(
+                    libc::ENOTEMPTY,
+                    format!("{name}: directory not empty"),
+                ));
             }
             dir.origin.clone()
         };
         match origin {
-            DirOrigin::Container(container) => match self.remote.remove_container(&container.id).await {
-                Ok(()) => {}
-                Err(err) if err.kind == ErrorKind::NotFound => {}
-                Err(err) => return Err(err.into()),
-            },
+            DirOrigin::Container(container) => {
+                match self.remote.remove_container(&container.id).await {
+                    Ok(()) => {}
+                    Err(err) if err.kind == ErrorKind::NotFound => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
             DirOrigin::Marker(marker) => {
                 let container = self.tree().get(ino).and_then(|n| n.container.clone());
                 match self.remote.delete(container.as_deref(), &marker).await {
@@ -216,14 +241,22 @@ impl<R: Remote> SessionFs<R> {
     }
 
     /// Creates and opens a file. Nothing is uploaded before the first flush or close.
-    pub async fn create(&self, parent: Ino, name: &str, mode: u32, truncate: bool) -> Result<(Entry, Opened)> {
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        truncate: bool,
+    ) -> Result<(Entry, Opened)> {
         Self::check_name(name)?;
         self.check_writable()?;
         self.dir_of(parent)?;
         if self.tree().is_container_list(parent) {
             return Err(Error::new(
                 libc::EPERM,
-                format!("{name}: files live inside a session directory; mkdir one and create the file there"),
+                format!(
+                    "{name}: files live inside a session directory; mkdir one and create the file there"
+                ),
             ));
         }
         self.ensure_fresh(parent).await?;
@@ -256,7 +289,13 @@ impl<R: Remote> SessionFs<R> {
             readahead: Default::default(),
         });
         let attr = self.attr(ino)?;
-        Ok((self.entry(attr), Opened { fh, keep_cache: false }))
+        Ok((
+            self.entry(attr),
+            Opened {
+                fh,
+                keep_cache: false,
+            },
+        ))
     }
 
     /// Opens a file. Opening for writing stages the whole file locally first (unless it is
@@ -308,7 +347,10 @@ impl<R: Remote> SessionFs<R> {
         if offset >= object.size {
             return Ok(Bytes::new());
         }
-        let handle = self.handles.get(fh).ok_or_else(|| Error::new(libc::EBADF, "read on a closed handle"))?;
+        let handle = self
+            .handles
+            .get(fh)
+            .ok_or_else(|| Error::new(libc::EBADF, "read on a closed handle"))?;
         let Handle::File { readahead, .. } = &*handle else {
             return Err(Error::new(libc::EISDIR, "read on a directory handle"));
         };
@@ -337,14 +379,22 @@ impl<R: Remote> SessionFs<R> {
     pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         match self.handles.get(fh).as_deref() {
             Some(Handle::File { writable: true, .. }) => {}
-            _ => return Err(Error::new(libc::EBADF, "write on a handle not open for writing")),
+            _ => {
+                return Err(Error::new(
+                    libc::EBADF,
+                    "write on a handle not open for writing",
+                ));
+            }
         }
         if let Some(max) = self.remote.capabilities().max_object_bytes
             && offset + data.len() as u64 > max
         {
             return Err(Error::new(
                 libc::EFBIG,
-                format!("{} holds files of at most {max} bytes", self.remote.describe()),
+                format!(
+                    "{} holds files of at most {max} bytes",
+                    self.remote.describe()
+                ),
             ));
         }
         let content = self.content_of(ino)?;
@@ -362,7 +412,10 @@ impl<R: Remote> SessionFs<R> {
 
     /// Called on every `close` of a handle: uploads the file if it was written.
     pub async fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
-        if matches!(self.handles.get(fh).as_deref(), Some(Handle::File { writable: true, .. })) {
+        if matches!(
+            self.handles.get(fh).as_deref(),
+            Some(Handle::File { writable: true, .. })
+        ) {
             self.upload(ino).await?;
         }
         Ok(())
@@ -386,8 +439,16 @@ impl<R: Remote> SessionFs<R> {
         if *writable {
             state.writers = state.writers.saturating_sub(1);
         }
-        let result = if state.dirty { self.upload_locked(ino, &mut state).await } else { Ok(()) };
-        let local_only = self.tree().get(ino).and_then(Node::file).is_some_and(|f| f.local_only);
+        let result = if state.dirty {
+            self.upload_locked(ino, &mut state).await
+        } else {
+            Ok(())
+        };
+        let local_only = self
+            .tree()
+            .get(ino)
+            .and_then(Node::file)
+            .is_some_and(|f| f.local_only);
         if state.writers == 0 && !state.dirty && !local_only {
             state.staged = None;
         }
@@ -406,7 +467,10 @@ impl<R: Remote> SessionFs<R> {
             .child(parent, name)
             .ok_or_else(|| Error::not_found(name))?;
         if self.dir_of(ino).is_ok() {
-            return Err(Error::quiet(libc::EISDIR, format!("{name}: is a directory")));
+            return Err(Error::quiet(
+                libc::EISDIR,
+                format!("{name}: is a directory"),
+            ));
         }
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
@@ -417,7 +481,8 @@ impl<R: Remote> SessionFs<R> {
             (node.container.clone(), file.remote.clone(), file.local_only)
         };
         if let (Some(object), false) = (remote, local_only) {
-            self.delete_remote(container.as_deref(), &object, name).await?;
+            self.delete_remote(container.as_deref(), &object, name)
+                .await?;
         }
         state.dirty = false;
         let open = self.handles.is_open(ino);
@@ -430,11 +495,19 @@ impl<R: Remote> SessionFs<R> {
         Ok(())
     }
 
-    async fn delete_remote(&self, container: Option<&str>, object: &ObjectMeta, name: &str) -> Result<()> {
+    async fn delete_remote(
+        &self,
+        container: Option<&str>,
+        object: &ObjectMeta,
+        name: &str,
+    ) -> Result<()> {
         if !self.remote.capabilities().delete {
             return Err(Error::new(
                 libc::EPERM,
-                format!("{name}: {} has no delete; the file stays", self.remote.describe()),
+                format!(
+                    "{name}: {} has no delete; the file stays",
+                    self.remote.describe()
+                ),
             ));
         }
         match self.remote.delete(container, object).await {
@@ -447,7 +520,14 @@ impl<R: Remote> SessionFs<R> {
     /// Renames a file (by re-uploading it under the new name, then deleting the old object), or
     /// a directory that exists only locally. Other directories answer EXDEV, so `mv` copies and
     /// deletes them itself.
-    pub async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, no_replace: bool) -> Result<()> {
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
         Self::check_name(new_name)?;
         self.check_writable()?;
         self.ensure_fresh(parent).await?;
@@ -455,14 +535,19 @@ impl<R: Remote> SessionFs<R> {
         self.dir_of(new_parent)?;
         let (ino, target) = {
             let tree = self.tree();
-            let ino = tree.child(parent, name).ok_or_else(|| Error::not_found(name))?;
+            let ino = tree
+                .child(parent, name)
+                .ok_or_else(|| Error::not_found(name))?;
             (ino, tree.child(new_parent, new_name))
         };
         if target == Some(ino) {
             return Ok(());
         }
         if target.is_some() && no_replace {
-            return Err(Error::quiet(libc::EEXIST, format!("{new_name}: already exists")));
+            return Err(Error::quiet(
+                libc::EEXIST,
+                format!("{new_name}: already exists"),
+            ));
         }
         if self.dir_of(ino).is_ok() {
             return self.rename_dir(ino, target, new_parent, new_name);
@@ -470,10 +555,16 @@ impl<R: Remote> SessionFs<R> {
         if let Some(target) = target
             && self.dir_of(target).is_ok()
         {
-            return Err(Error::quiet(libc::EISDIR, format!("{new_name}: is a directory")));
+            return Err(Error::quiet(
+                libc::EISDIR,
+                format!("{new_name}: is a directory"),
+            ));
         }
         if self.tree().is_container_list(new_parent) {
-            return Err(Error::new(libc::EPERM, format!("{new_name}: files live inside a session directory")));
+            return Err(Error::new(
+                libc::EPERM,
+                format!("{new_name}: files live inside a session directory"),
+            ));
         }
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
@@ -489,10 +580,16 @@ impl<R: Remote> SessionFs<R> {
         self.ensure_staged(ino, &mut state, false).await?;
         let displaced = {
             let mut tree = self.tree();
-            let displaced = target
-                .and_then(|t| tree.get(t).and_then(Node::file).and_then(|f| f.remote.clone()));
+            let displaced = target.and_then(|t| {
+                tree.get(t)
+                    .and_then(Node::file)
+                    .and_then(|f| f.remote.clone())
+            });
             tree.move_node(ino, new_parent, new_name);
-            let file = tree.get_mut(ino).and_then(Node::file_mut).expect("moved file");
+            let file = tree
+                .get_mut(ino)
+                .and_then(Node::file_mut)
+                .expect("moved file");
             file.local_only = to_local;
             // Uploading over the displaced object keeps the target name present throughout.
             file.remote = displaced.clone().filter(|_| overwrite_by_name);
@@ -503,7 +600,10 @@ impl<R: Remote> SessionFs<R> {
             // Put the file back under its old name so nothing looks lost.
             let mut tree = self.tree();
             tree.move_node(ino, parent, name);
-            let file = tree.get_mut(ino).and_then(Node::file_mut).expect("moved file");
+            let file = tree
+                .get_mut(ino)
+                .and_then(Node::file_mut)
+                .expect("moved file");
             file.remote = old_remote;
             file.local_only = was_local;
             state.dirty = true;
@@ -512,13 +612,17 @@ impl<R: Remote> SessionFs<R> {
         let (new_container, new_remote) = {
             let tree = self.tree();
             let node = tree.get(ino).expect("moved file");
-            (node.container.clone(), node.file().and_then(|f| f.remote.clone()))
+            (
+                node.container.clone(),
+                node.file().and_then(|f| f.remote.clone()),
+            )
         };
         if let Some(old) = old_remote.filter(|_| !was_local) {
             let same_object =
                 new_container == old_container && new_remote.is_some_and(|n| n.name == old.name);
             if !same_object {
-                self.delete_remote(old_container.as_deref(), &old, name).await?;
+                self.delete_remote(old_container.as_deref(), &old, name)
+                    .await?;
             }
         }
         if let Some(displaced) = displaced.filter(|_| !overwrite_by_name) {
@@ -531,13 +635,20 @@ impl<R: Remote> SessionFs<R> {
         Ok(())
     }
 
-    fn rename_dir(&self, ino: Ino, target: Option<Ino>, new_parent: Ino, new_name: &str) -> Result<()> {
+    fn rename_dir(
+        &self,
+        ino: Ino,
+        target: Option<Ino>,
+        new_parent: Ino,
+        new_name: &str,
+    ) -> Result<()> {
         let mut tree = self.tree();
         let local_empty = tree
             .get(ino)
             .and_then(Node::dir)
             .is_some_and(|d| matches!(d.origin, DirOrigin::Local) && d.children.is_empty());
-        let same_scope = tree.scope_of(ino) == tree.scope_of(new_parent) && !tree.is_container_list(new_parent);
+        let same_scope =
+            tree.scope_of(ino) == tree.scope_of(new_parent) && !tree.is_container_list(new_parent);
         if !(local_empty && same_scope && target.is_none()) {
             return Err(Error::quiet(
                 libc::EXDEV,
@@ -573,7 +684,10 @@ impl<R: Remote> SessionFs<R> {
 
     /// Entries of an open directory from `offset` on.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, String, Attr)>> {
-        let handle = self.handles.get(fh).ok_or_else(|| Error::new(libc::EBADF, "readdir on a closed handle"))?;
+        let handle = self
+            .handles
+            .get(fh)
+            .ok_or_else(|| Error::new(libc::EBADF, "readdir on a closed handle"))?;
         let Handle::Dir { entries } = &*handle else {
             return Err(Error::new(libc::ENOTDIR, "readdir on a file handle"));
         };
@@ -609,7 +723,9 @@ impl<R: Remote> SessionFs<R> {
         let mut uploaded = 0;
         let mut first_error = None;
         for ino in files {
-            let Ok(content) = self.content_of(ino) else { continue };
+            let Ok(content) = self.content_of(ino) else {
+                continue;
+            };
             let mut state = content.lock().await;
             if !state.dirty {
                 continue;
@@ -630,10 +746,15 @@ impl<R: Remote> SessionFs<R> {
 
     fn content_of(&self, ino: Ino) -> Result<Arc<tokio::sync::Mutex<Content>>> {
         let tree = self.tree();
-        let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let node = tree
+            .get(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
         match &node.kind {
             NodeKind::File(file) => Ok(file.content.clone()),
-            NodeKind::Dir(_) => Err(Error::quiet(libc::EISDIR, format!("{}: is a directory", node.name))),
+            NodeKind::Dir(_) => Err(Error::quiet(
+                libc::EISDIR,
+                format!("{}: is a directory", node.name),
+            )),
         }
     }
 
@@ -646,7 +767,9 @@ impl<R: Remote> SessionFs<R> {
 
     fn remote_object(&self, ino: Ino) -> Result<(Option<String>, ObjectMeta)> {
         let tree = self.tree();
-        let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let node = tree
+            .get(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
         let object = node
             .file()
             .and_then(|f| f.remote.clone())
@@ -661,19 +784,31 @@ impl<R: Remote> SessionFs<R> {
         }
         let mut staged = self.staging.create()?;
         if !empty && let Ok((container, object)) = self.remote_object(ino) {
-            self.copy_into(container.as_deref(), &object, &mut staged).await?;
+            self.copy_into(container.as_deref(), &object, &mut staged)
+                .await?;
         }
         state.staged = Some(staged);
         Ok(())
     }
 
-    async fn copy_into(&self, container: Option<&str>, object: &ObjectMeta, staged: &mut StagingFile) -> Result<()> {
+    async fn copy_into(
+        &self,
+        container: Option<&str>,
+        object: &ObjectMeta,
+        staged: &mut StagingFile,
+    ) -> Result<()> {
         let mut offset = 0;
         while offset < object.size {
             let end = (offset + COPY_CHUNK_BYTES).min(object.size);
             let data = self.remote.read(container, object, offset..end).await?;
             if data.is_empty() {
-                return Err(Error::new(libc::EIO, format!("{:?} ended early at byte {offset} while being copied", object.name)));
+                return Err(Error::new(
+                    libc::EIO,
+                    format!(
+                        "{:?} ended early at byte {offset} while being copied",
+                        object.name
+                    ),
+                ));
             }
             staged.write_at(offset, &data)?;
             offset += data.len() as u64;
@@ -697,9 +832,15 @@ impl<R: Remote> SessionFs<R> {
         }
         let (target, local_only, linked) = {
             let tree = self.tree();
-            let node = tree.get(ino).ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+            let node = tree
+                .get(ino)
+                .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
             let file = node.file().expect("content belongs to a file");
-            (self.target_of(&tree, node, file), file.local_only, node.linked)
+            (
+                self.target_of(&tree, node, file),
+                file.local_only,
+                node.linked,
+            )
         };
         if local_only || !linked {
             return Ok(());

@@ -7,15 +7,8 @@
 //! character), replaceable with `--local-only`.
 
 /// The default patterns, matched against a file's name (not its path).
-pub const DEFAULT_PATTERNS: &[&str] = &[
-    ".*.sw?",
-    ".*.sw??",
-    "4913",
-    "*~",
-    "#*#",
-    ".#*",
-    ".~lock.*#",
-];
+pub const DEFAULT_PATTERNS: &[&str] =
+    &[".*.sw?", ".*.sw??", "4913", "*~", "#*#", ".#*", ".~lock.*#"];
 
 /// Names that are kept local.
 #[derive(Clone, Debug)]
@@ -61,7 +54,15 @@ mod tests {
     #[test]
     fn editor_scratch_names_are_local() {
         let scratch = ScratchPatterns::default();
-        for name in [".notes.txt.swp", ".x.swo", ".a.swpx", "4913", "notes.txt~", "#notes#", ".#notes"] {
+        for name in [
+            ".notes.txt.swp",
+            ".x.swo",
+            ".a.swpx",
+            "4913",
+            "notes.txt~",
+            "#notes#",
+            ".#notes",
+        ] {
             assert!(scratch.matches(name), "{name}");
         }
         for name in ["notes.txt", "swap.swp", "4914", "a#b", "report.pdf"] {

@@ -239,7 +239,7 @@ impl Tree {
     pub fn insert(&mut self, parent: Ino, name: &str, kind: NodeKind, meta: LocalMeta) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
-        let container = self.container_for_child(parent);
+        let container = own_container(&kind).or_else(|| self.container_for_child(parent));
         self.nodes.insert(
             ino,
             Node {
@@ -269,7 +269,9 @@ impl Tree {
     /// Takes `ino` out of its parent. The node stays in the table (open handles may still use
     /// it) until [`Self::forget_if_unused`] drops it.
     pub fn unlink(&mut self, ino: Ino) {
-        let Some(node) = self.get_mut(ino) else { return };
+        let Some(node) = self.get_mut(ino) else {
+            return;
+        };
         node.linked = false;
         let (parent, name) = (node.parent, node.name.clone());
         if let Some(dir) = self.get_mut(parent).and_then(Node::dir_mut)
@@ -297,7 +299,8 @@ impl Tree {
             self.unlink(existing);
         }
         self.unlink(ino);
-        let container = self.container_for_child(new_parent);
+        let own = self.get(ino).and_then(|node| own_container(&node.kind));
+        let container = own.or_else(|| self.container_for_child(new_parent));
         if let Some(node) = self.get_mut(ino) {
             node.parent = new_parent;
             node.name = new_name.to_string();
@@ -363,7 +366,12 @@ impl Tree {
                     }
                 }
                 None => {
-                    self.insert(ROOT_INO, &name, new_dir(DirOrigin::Container(container)), LocalMeta::default());
+                    self.insert(
+                        ROOT_INO,
+                        &name,
+                        new_dir(DirOrigin::Container(container)),
+                        LocalMeta::default(),
+                    );
                 }
             }
         }
@@ -401,7 +409,9 @@ impl Tree {
         let mut files = files;
         let mut markers = markers;
         for (path, ino) in self.descendants(scope) {
-            let Some(node) = self.get_mut(ino) else { continue };
+            let Some(node) = self.get_mut(ino) else {
+                continue;
+            };
             match &mut node.kind {
                 NodeKind::File(file) => match files.remove(&path) {
                     Some(meta) => {
@@ -444,7 +454,10 @@ impl Tree {
             let parent = self.ensure_dirs(scope, parent_path);
             if self.child(parent, name).is_some() {
                 // A directory of the same name wins; the object stays reachable by no name.
-                log::warn!("remote object {:?} hidden by a directory of the same name", meta.name);
+                log::warn!(
+                    "remote object {:?} hidden by a directory of the same name",
+                    meta.name
+                );
                 continue;
             }
             let file = NodeKind::File(FileNode {
@@ -469,10 +482,17 @@ impl Tree {
             current = match self.child(current, part) {
                 Some(ino) if self.get(ino).is_some_and(|n| n.dir().is_some()) => ino,
                 Some(_) => {
-                    log::warn!("a file and a directory are both named {part:?}; the directory is hidden");
+                    log::warn!(
+                        "a file and a directory are both named {part:?}; the directory is hidden"
+                    );
                     return current;
                 }
-                None => self.insert(current, part, new_dir(DirOrigin::Implicit), LocalMeta::default()),
+                None => self.insert(
+                    current,
+                    part,
+                    new_dir(DirOrigin::Implicit),
+                    LocalMeta::default(),
+                ),
             };
         }
         current
@@ -491,6 +511,17 @@ impl Tree {
                 self.nodes.remove(&ino);
             }
         }
+    }
+}
+
+/// The id of the container a container directory stands for.
+fn own_container(kind: &NodeKind) -> Option<String> {
+    match kind {
+        NodeKind::Dir(DirNode {
+            origin: DirOrigin::Container(container),
+            ..
+        }) => Some(container.id.clone()),
+        _ => None,
     }
 }
 
@@ -563,7 +594,14 @@ mod tests {
     }
 
     fn names_under(tree: &Tree, dir: Ino) -> Vec<String> {
-        tree.get(dir).unwrap().dir().unwrap().children.keys().cloned().collect()
+        tree.get(dir)
+            .unwrap()
+            .dir()
+            .unwrap()
+            .children
+            .keys()
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -573,7 +611,11 @@ mod tests {
         let now = Instant::now();
         tree.merge_objects(
             ROOT_INO,
-            vec![object("a.txt", 1), object("src／main.rs", 2), object("empty／", 0)],
+            vec![
+                object("a.txt", 1),
+                object("src／main.rs", 2),
+                object("empty／", 0),
+            ],
             &never_busy,
             now,
         );
@@ -583,9 +625,17 @@ mod tests {
         assert_eq!(tree.path_in_scope(main), "src/main.rs");
 
         tree.merge_objects(ROOT_INO, vec![object("src／main.rs", 5)], &never_busy, now);
-        assert_eq!(tree.child(src, "main.rs"), Some(main), "same inode after a refresh");
+        assert_eq!(
+            tree.child(src, "main.rs"),
+            Some(main),
+            "same inode after a refresh"
+        );
         assert_eq!(tree.get(main).unwrap().file().unwrap().size, 5);
-        assert_eq!(names_under(&tree, ROOT_INO), ["src"], "vanished objects and markers go");
+        assert_eq!(
+            names_under(&tree, ROOT_INO),
+            ["src"],
+            "vanished objects and markers go"
+        );
     }
 
     #[test]
@@ -609,17 +659,35 @@ mod tests {
         };
         let mut tree = Tree::new(true);
         let now = Instant::now();
-        tree.merge_containers(vec![c("11111111-a", "work", 1), c("22222222-b", "a/b", 2)], now);
-        let work = tree.child(ROOT_INO, "work").unwrap();
         tree.merge_containers(
-            vec![c("11111111-a", "work", 1), c("22222222-b", "a/b", 2), c("33333333-c", "work", 3)],
+            vec![c("11111111-a", "work", 1), c("22222222-b", "a/b", 2)],
             now,
         );
-        assert_eq!(names_under(&tree, ROOT_INO), ["a／b", "work", "work~33333333"]);
+        let work = tree.child(ROOT_INO, "work").unwrap();
+        tree.merge_containers(
+            vec![
+                c("11111111-a", "work", 1),
+                c("22222222-b", "a/b", 2),
+                c("33333333-c", "work", 3),
+            ],
+            now,
+        );
+        assert_eq!(
+            names_under(&tree, ROOT_INO),
+            ["a／b", "work", "work~33333333"]
+        );
         assert_eq!(tree.child(ROOT_INO, "work"), Some(work));
         let session = tree.child(ROOT_INO, "a／b").unwrap();
-        let file = tree.insert(session, "f", new_dir(DirOrigin::Local), LocalMeta::default());
-        assert_eq!(tree.get(file).unwrap().container.as_deref(), Some("22222222-b"));
+        let file = tree.insert(
+            session,
+            "f",
+            new_dir(DirOrigin::Local),
+            LocalMeta::default(),
+        );
+        assert_eq!(
+            tree.get(file).unwrap().container.as_deref(),
+            Some("22222222-b")
+        );
         assert_eq!(tree.scope_of(file), session);
     }
 }

@@ -188,8 +188,13 @@ impl HttpClient {
             .and_then(|value| value.to_str().ok())
             .and_then(parse_retry_after);
         let body = read_bounded(response, ERROR_BODY_LIMIT_BYTES).await;
-        let detail = (self.parse_envelope)(&body)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
+        let detail = (self.parse_envelope)(&body).unwrap_or_else(|| {
+            String::from_utf8_lossy(&body)
+                .trim()
+                .chars()
+                .take(200)
+                .collect()
+        });
         let (kind, temporary) = classify(status);
         RemoteError {
             kind,
@@ -247,12 +252,30 @@ mod tests {
 
     #[test]
     fn statuses_map_to_kinds() {
-        assert_eq!(classify(StatusCode::NOT_FOUND), (ErrorKind::NotFound, false));
-        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS), (ErrorKind::RateLimited, true));
-        assert_eq!(classify(StatusCode::SERVICE_UNAVAILABLE), (ErrorKind::Unavailable, true));
-        assert_eq!(classify(StatusCode::PAYLOAD_TOO_LARGE), (ErrorKind::TooLarge, false));
-        assert_eq!(classify(StatusCode::UNAUTHORIZED), (ErrorKind::PermissionDenied, false));
-        assert_eq!(classify(StatusCode::INSUFFICIENT_STORAGE), (ErrorKind::NoSpace, false));
+        assert_eq!(
+            classify(StatusCode::NOT_FOUND),
+            (ErrorKind::NotFound, false)
+        );
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS),
+            (ErrorKind::RateLimited, true)
+        );
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE),
+            (ErrorKind::Unavailable, true)
+        );
+        assert_eq!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE),
+            (ErrorKind::TooLarge, false)
+        );
+        assert_eq!(
+            classify(StatusCode::UNAUTHORIZED),
+            (ErrorKind::PermissionDenied, false)
+        );
+        assert_eq!(
+            classify(StatusCode::INSUFFICIENT_STORAGE),
+            (ErrorKind::NoSpace, false)
+        );
     }
 
     #[test]

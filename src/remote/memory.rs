@@ -80,7 +80,10 @@ impl MemoryRemote {
             .objects
             .entry(container.to_string())
             .or_default()
-            .insert(name.to_string(), (meta.clone(), Bytes::copy_from_slice(data)));
+            .insert(
+                name.to_string(),
+                (meta.clone(), Bytes::copy_from_slice(data)),
+            );
         meta
     }
 

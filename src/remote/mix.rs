@@ -111,7 +111,10 @@ impl MixRemote {
 
     fn container(container: ContainerRef<'_>) -> RemoteResult<&str> {
         container.ok_or_else(|| {
-            RemoteError::new(ErrorKind::InvalidInput, "mix keeps files only inside sessions")
+            RemoteError::new(
+                ErrorKind::InvalidInput,
+                "mix keeps files only inside sessions",
+            )
         })
     }
 
@@ -175,7 +178,11 @@ impl Remote for MixRemote {
         let response = self
             .http
             .send(what, || async {
-                Ok(self.http.client().get(&url).header("Accept", "application/json"))
+                Ok(self
+                    .http
+                    .client()
+                    .get(&url)
+                    .header("Accept", "application/json"))
             })
             .await?;
         // An older server generation answers `null` for no sessions.
@@ -222,11 +229,17 @@ impl Remote for MixRemote {
     async fn list(&self, container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {
         let session = Self::container(container)?;
         let what = format!("list files of session {session}");
-        let url = self.http.url(&format!("{}/files", Self::session_path(session)));
+        let url = self
+            .http
+            .url(&format!("{}/files", Self::session_path(session)));
         let response = self
             .http
             .send(&what, || async {
-                Ok(self.http.client().get(&url).header("Accept", "application/json"))
+                Ok(self
+                    .http
+                    .client()
+                    .get(&url)
+                    .header("Accept", "application/json"))
             })
             .await?;
         let files: Option<Vec<FileInfo>> = self.json(&what, response).await?;
@@ -287,36 +300,35 @@ impl Remote for MixRemote {
         let url = self
             .http
             .url(&format!("{}/files/upload", Self::session_path(session)));
-        let response = self
-            .http
-            .send(&what, || async {
-                let file = tokio::fs::File::open(&source.path).await.map_err(|err| {
-                    RemoteError::new(
-                        ErrorKind::Protocol,
-                        format!("{what}: cannot open the staged copy: {err}"),
-                    )
-                })?;
-                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    256 * 1024,
-                ));
-                let part = reqwest::multipart::Part::stream_with_length(body, source.size)
-                    .file_name(name.to_string())
-                    .mime_str("application/octet-stream")
-                    .map_err(|err| RemoteError::protocol(err.to_string()))?;
-                // Names are sent as raw UTF-8 (what Go's multipart reader expects); the name
-                // encoding guarantees they hold no quote, backslash or control character.
-                let form = reqwest::multipart::Form::new()
-                    .percent_encode_noop()
-                    .part("file", part);
-                Ok(self
-                    .http
-                    .client()
-                    .post(&url)
-                    .header("Accept", "application/json")
-                    .multipart(form))
-            })
-            .await?;
+        let response =
+            self.http
+                .send(&what, || async {
+                    let file = tokio::fs::File::open(&source.path).await.map_err(|err| {
+                        RemoteError::new(
+                            ErrorKind::Protocol,
+                            format!("{what}: cannot open the staged copy: {err}"),
+                        )
+                    })?;
+                    let body = reqwest::Body::wrap_stream(
+                        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+                    );
+                    let part = reqwest::multipart::Part::stream_with_length(body, source.size)
+                        .file_name(name.to_string())
+                        .mime_str("application/octet-stream")
+                        .map_err(|err| RemoteError::protocol(err.to_string()))?;
+                    // Names are sent as raw UTF-8 (what Go's multipart reader expects); the name
+                    // encoding guarantees they hold no quote, backslash or control character.
+                    let form = reqwest::multipart::Form::new()
+                        .percent_encode_noop()
+                        .part("file", part);
+                    Ok(self
+                        .http
+                        .client()
+                        .post(&url)
+                        .header("Accept", "application/json")
+                        .multipart(form))
+                })
+                .await?;
         let file: FileInfo = self.json(&what, response).await?;
         Ok(Self::to_object(file))
     }

@@ -1,0 +1,204 @@
+//! The `sessionfs` binary as a user runs it: the README's mount command, `serve` plus
+//! `mount --endpoint`, clean exit on SIGTERM, and clear failures before anything is mounted.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{q, sh, sh_output, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
+
+fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let path = path.canonicalize().unwrap_or(path.to_path_buf());
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(path.to_str().unwrap()))
+}
+
+/// Starts `sessionfs` with `args` and waits for the line that says it is mounted (or serving).
+fn start(args: &[&str], home: &Path, ready: &str) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains(ready) {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "exited before {ready:?}: {banner}"
+        );
+        banner.push_str(&line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, banner)
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap()
+}
+
+#[test]
+fn readme_mount_command_works_and_sigterm_unmounts_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let mnt_arg = mnt.path().to_str().unwrap();
+    let (mut child, banner) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    assert!(banner.contains("mix at http://127.0.0.1:"), "{banner}");
+    assert!(
+        banner.contains(".local/share/sessionfs/mix"),
+        "names the data dir: {banner}"
+    );
+    assert!(is_mounted(mnt.path()));
+
+    sh(&format!(
+        "mkdir {0}/work && echo persisted > {0}/work/note.txt",
+        q(mnt.path())
+    ));
+    let status = terminate(&mut child);
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!is_mounted(mnt.path()), "unmounted on SIGTERM");
+    assert!(std::fs::read_dir(mnt.path()).unwrap().next().is_none());
+
+    // The embedded emulator's data survives: mount again and read it back.
+    let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    let text = std::fs::read_to_string(mnt.path().join("work/note.txt")).unwrap();
+    assert_eq!(text, "persisted\n");
+    // An external umount also ends the process cleanly.
+    sh(&format!("umount {}", q(mnt.path())));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn sigterm_uploads_a_file_that_is_still_open() {
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let mnt_arg = mnt.path().to_str().unwrap();
+    let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    sh(&format!("mkdir {}/s", q(mnt.path())));
+    // A writer that keeps its file open: nothing has been uploaded at close time yet.
+    let file = mnt.path().join("s/open.txt");
+    let mut writer = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3>{}; echo still-open >&3; sleep 30",
+            q(&file)
+        ))
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the write", || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() == 11)
+    });
+    let status = terminate(&mut child);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(status.success(), "exit status {status:?}");
+    let _ = sh_output(&format!("umount {} 2>/dev/null", q(mnt.path())));
+
+    let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "still-open\n");
+    terminate(&mut child);
+}
+
+#[test]
+fn serve_and_mount_with_endpoint_work_like_a_real_server() {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let (mut server, banner) = start(
+        &[
+            "serve",
+            "--backend",
+            "mix",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        home.path(),
+        "serving",
+    );
+    let endpoint = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("endpoint in banner")
+        .to_string();
+    let (mut mount, banner) = start(
+        &[
+            "mount",
+            mnt.path().to_str().unwrap(),
+            "--backend",
+            "mix",
+            "--endpoint",
+            &endpoint,
+        ],
+        home.path(),
+        "unmount with",
+    );
+    assert!(banner.contains(&endpoint), "{banner}");
+    sh(&format!(
+        "mkdir {0}/s && printf abc > {0}/s/f && cmp <(printf abc) {0}/s/f",
+        q(mnt.path())
+    ));
+    let sessions = sh(&format!("curl -sf {endpoint}/api/sessions"));
+    assert!(sessions.contains("\"title\":\"s\""), "{sessions}");
+    assert!(terminate(&mut mount).success());
+    assert!(terminate(&mut server).success());
+}
+
+#[test]
+fn bad_mount_points_fail_clearly_and_mount_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("missing");
+    let output = Command::new(BIN)
+        .args(["mount", missing.to_str().unwrap()])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    let full = tempfile::tempdir().unwrap();
+    std::fs::write(full.path().join("x"), b"x").unwrap();
+    let output = Command::new(BIN)
+        .args(["mount", full.path().to_str().unwrap()])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert!(!is_mounted(full.path()));
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "mount",
+            empty.path().to_str().unwrap(),
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(!is_mounted(empty.path()));
+}

@@ -1,0 +1,311 @@
+//! Real mounts for tests: an emulator on loopback, sessionfs mounted through /dev/fuse on a
+//! temporary directory, and an API client that plays "another client".
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::BackgroundSession;
+use serde_json::Value;
+use sessionfs::emulator::{self, Backend, EmulatorConfig, RunningEmulator};
+use sessionfs::fs::{FsConfig, SessionFs};
+use sessionfs::remote::http::{HttpClient, RetryConfig};
+use sessionfs::remote::mix::MixRemote;
+use sessionfs::run;
+use tempfile::TempDir;
+
+/// A mounted sessionfs over a Mix emulator. Unmounts and stops the emulator on drop.
+pub struct TestMount {
+    pub runtime: tokio::runtime::Runtime,
+    pub emulator: Option<RunningEmulator>,
+    pub fs: Arc<SessionFs<MixRemote>>,
+    session: Option<BackgroundSession>,
+    mountpoint: TempDir,
+    _data: TempDir,
+    _staging: TempDir,
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+impl TestMount {
+    /// A mount with metadata TTL zero, so every change by another client shows at once.
+    pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A mount whose core config is adjusted by `tweak`.
+    pub fn with(tweak: impl FnOnce(&mut FsConfig)) -> Self {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let data = TempDir::new().unwrap();
+        let staging = TempDir::new().unwrap();
+        let mountpoint = TempDir::new().unwrap();
+        let emulator = runtime
+            .block_on(emulator::spawn(
+                Backend::Mix,
+                EmulatorConfig::new(data.path()),
+            ))
+            .unwrap();
+        let endpoint = emulator.endpoint();
+        // Few, short retries: tests that stop the server want the error, not a long wait.
+        let retry = RetryConfig {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        };
+        let remote = MixRemote::new(&endpoint).unwrap();
+        let http = HttpClient::new(&endpoint, |_| None)
+            .unwrap()
+            .with_retry(retry);
+        let remote = Arc::new(remote.with_http(http));
+        let mut config = FsConfig::new(staging.path());
+        config.metadata_ttl = Duration::ZERO;
+        tweak(&mut config);
+        let fs = Arc::new(SessionFs::new(remote, config).unwrap());
+        let options = run::mount_config(Backend::Mix, false, false, &[]);
+        let session = run::mount_session(
+            fs.clone(),
+            runtime.handle().clone(),
+            mountpoint.path(),
+            &options,
+        )
+        .expect("mount through /dev/fuse (are we root with fuse available?)");
+        Self {
+            runtime,
+            emulator: Some(emulator),
+            fs,
+            session: Some(session),
+            mountpoint,
+            _data: data,
+            _staging: staging,
+            endpoint,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.mountpoint.path()
+    }
+
+    /// `path()/name`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    /// Creates a session directory through the mount and returns its path.
+    pub fn session_dir(&self, name: &str) -> PathBuf {
+        let dir = self.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    /// Stops the emulator, so the next remote call fails as with a dead server.
+    pub fn stop_server(&mut self) {
+        if let Some(server) = self.emulator.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = self.runtime.block_on(self.fs.drain());
+            if session.umount_and_join().is_err() {
+                let _ = run::lazy_unmount(self.mountpoint.path());
+            }
+        }
+    }
+
+    // --- another client, straight through the API ---
+
+    fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.endpoint))
+    }
+
+    /// The sessions as the API lists them.
+    pub fn api_sessions(&self) -> Vec<Value> {
+        self.runtime.block_on(async {
+            let response = self
+                .api(reqwest::Method::GET, "/api/sessions")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Vec<Value>>().await.unwrap()
+        })
+    }
+
+    /// The id of the session titled `title` (exactly one must exist).
+    pub fn api_session_id(&self, title: &str) -> String {
+        let matching: Vec<String> = self
+            .api_sessions()
+            .into_iter()
+            .filter(|s| s["title"] == title)
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(matching.len(), 1, "sessions titled {title:?}: {matching:?}");
+        matching[0].clone()
+    }
+
+    /// Creates a session through the API.
+    pub fn api_create_session(&self, title: &str) -> String {
+        self.runtime.block_on(async {
+            let response = self
+                .api(reqwest::Method::POST, "/api/sessions")
+                .json(&serde_json::json!({"title": title, "browserMode": "local-browser-service"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().await.unwrap();
+            body["id"].as_str().unwrap().to_string()
+        })
+    }
+
+    /// File names in a session as the API lists them.
+    pub fn api_file_names(&self, session: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let response = self
+                .api(
+                    reqwest::Method::GET,
+                    &format!("/api/sessions/{session}/files"),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let files: Vec<Value> = response.json().await.unwrap();
+            let mut names: Vec<String> = files
+                .iter()
+                .map(|f| f["name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        })
+    }
+
+    /// The bytes of a stored file, or `None` on 404.
+    pub fn api_get(&self, session: &str, stored_name: &str) -> Option<Vec<u8>> {
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(stored_name, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        self.runtime.block_on(async {
+            let response = self
+                .api(
+                    reqwest::Method::GET,
+                    &format!("/api/sessions/{session}/files/{encoded}"),
+                )
+                .send()
+                .await
+                .unwrap();
+            match response.status().as_u16() {
+                200 => Some(response.bytes().await.unwrap().to_vec()),
+                404 => None,
+                other => panic!("GET {stored_name}: {other}"),
+            }
+        })
+    }
+
+    /// Uploads a file through the API.
+    pub fn api_upload(&self, session: &str, name: &str, data: &[u8]) {
+        self.runtime.block_on(async {
+            let part = reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string());
+            let form = reqwest::multipart::Form::new().part("file", part);
+            let response = self
+                .api(
+                    reqwest::Method::POST,
+                    &format!("/api/sessions/{session}/files/upload"),
+                )
+                .multipart(form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        })
+    }
+
+    /// Deletes a file through the API.
+    pub fn api_delete(&self, session: &str, stored_name: &str) {
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(stored_name, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        self.runtime.block_on(async {
+            let response = self
+                .api(
+                    reqwest::Method::DELETE,
+                    &format!("/api/sessions/{session}/files/{encoded}"),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204);
+        })
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Runs a shell command line and returns its output; panics with stderr when it fails.
+pub fn sh(command: &str) -> String {
+    let output = sh_output(command);
+    assert!(
+        output.status.success(),
+        "`{command}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs a shell command line and returns its whole output, success or not.
+pub fn sh_output(command: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+/// Quotes a path for the shell.
+pub fn q(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 100 MiB.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Polls `condition` until it holds or `deadline` passes; fails with `what`.
+pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The errno of a failed std::fs call.
+pub fn errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> i32 {
+    result
+        .expect_err("expected an error")
+        .raw_os_error()
+        .expect("an OS error")
+}

@@ -1,0 +1,8 @@
+//! Real-mount tests: each mounts sessionfs through /dev/fuse over a loopback emulator and drives
+//! ordinary tools (`cp`, `ls -l`, `mv`, `rm`, `stat`, `df`, `touch`) against it.
+
+mod cli;
+mod errors;
+mod files;
+mod harness;
+mod sessions;
