@@ -485,6 +485,24 @@ async fn upload_answers_201_file_info_and_lists_it() {
 }
 
 #[tokio::test]
+async fn zero_modified_mode_reports_0_like_the_newest_server() {
+    use sessionfs::emulator::mix::{MixState, router as mix_router};
+    let dir = tempfile::tempdir().unwrap();
+    let state = MixState::open(&EmulatorConfig::new(dir.path())).unwrap();
+    let emu = Emu {
+        app: mix_router(state.with_zero_modified(true)),
+        _dir: None,
+    };
+    let id = emu.create_session().await;
+    assert_eq!(emu.upload(&id, "a.txt", b"x").await.json()["modified"], 0);
+    let listed = emu
+        .call(Method::GET, &format!("/api/sessions/{id}/files"))
+        .await
+        .json();
+    assert_eq!(listed[0]["modified"], 0);
+}
+
+#[tokio::test]
 async fn file_urls_follow_forwarded_proto() {
     let emu = Emu::new();
     let id = emu.create_session().await;

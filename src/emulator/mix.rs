@@ -18,6 +18,9 @@
 //! - Uploads stream to disk; with `max_upload_bytes` set, a larger body is refused with 413 as
 //!   soon as it crosses the limit. Without it there is no limit, as in the real server.
 //! - Only `main` sessions can be created, so `includeSubagents` never changes a listing.
+//! - A session's record is deleted before its files, and an upload re-checks its session after
+//!   committing, so no file outlives its session.
+//! - Several ranges in one GET get the whole file (200), not `multipart/byteranges`.
 
 mod content;
 mod create;
@@ -75,33 +78,29 @@ pub fn router(state: MixState) -> Router {
     Router::new()
         .route(
             "/api/sessions",
-            get(list_sessions)
-                .post(create_session)
-                .pipe(go_methods("GET, HEAD, POST")),
+            go_route(get(list_sessions).post(create_session), "GET, HEAD, POST"),
         )
         .route(
             "/api/sessions/{id}",
-            get(get_session)
-                .delete(delete_session)
-                .pipe(go_methods("DELETE, GET, HEAD")),
+            go_route(get(get_session).delete(delete_session), "DELETE, GET, HEAD"),
         )
         .route(
             "/api/sessions/{id}/files",
-            get(list_files).pipe(go_methods("GET, HEAD")),
+            go_route(get(list_files), "GET, HEAD"),
         )
         .route(
             "/api/sessions/{id}/files/upload",
-            post(upload_file)
-                .get(get_file_named_upload)
-                .delete(delete_file_named_upload)
-                .pipe(go_methods("DELETE, GET, HEAD, POST"))
-                .layer(DefaultBodyLimit::disable()),
+            go_route(
+                post(upload_file)
+                    .get(get_file_named_upload)
+                    .delete(delete_file_named_upload),
+                "DELETE, GET, HEAD, POST",
+            )
+            .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/sessions/{id}/files/{filename}",
-            get(get_file)
-                .delete(delete_file)
-                .pipe(go_methods("DELETE, GET, HEAD")),
+            go_route(get(get_file).delete(delete_file), "DELETE, GET, HEAD"),
         )
         .fallback(|| async {
             router_level(reply::plain(StatusCode::NOT_FOUND, "404 page not found"))
@@ -110,30 +109,17 @@ pub fn router(state: MixState) -> Router {
         .with_state(state)
 }
 
-/// Lets a method router be finished with a function in a builder chain.
-trait Pipe: Sized {
-    fn pipe(self, f: impl FnOnce(Self) -> Self) -> Self {
-        f(self)
-    }
-}
-
-impl Pipe for MethodRouter<MixState> {}
-
-/// Go semantics for the methods a route lacks: HEAD matches the GET pattern and the handler
-/// answers 405 itself; any other method gets the router's 405 with `Allow`.
-fn go_methods(
-    allow: &'static str,
-) -> impl FnOnce(MethodRouter<MixState>) -> MethodRouter<MixState> {
-    move |route| {
-        route
-            .head(|| async { reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
-            .fallback(move || async move {
-                let mut res = reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                router_level(res)
-            })
-    }
+/// Adds Go semantics for the methods `route` lacks: HEAD matches the GET pattern and the
+/// handler answers 405 itself; any other method gets the router's 405 with `Allow: allow`.
+fn go_route(route: MethodRouter<MixState>, allow: &'static str) -> MethodRouter<MixState> {
+    route
+        .head(|| async { reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+        .fallback(move || async move {
+            let mut res = reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            router_level(res)
+        })
 }
 
 /// Marks a response as produced by Go's `ServeMux` or CORS middleware rather than a Mix
@@ -482,16 +468,23 @@ async fn upload_file(
     let Some((original, name, writer)) = upload else {
         return reply::validation_error("file", "file upload required");
     };
-    match writer.commit().await {
-        Ok(blob) => {
-            let original = (original != name).then_some(original.as_str());
-            reply::json(
-                StatusCode::CREATED,
-                &st.file_info(&base_url(&headers), &id, &blob, original),
-            )
-        }
-        Err(err) => reply::internal_error("uploading file", &err),
+    let blob = match writer.commit().await {
+        Ok(blob) => blob,
+        Err(err) => return reply::internal_error("uploading file", &err),
+    };
+    // Deleting a session removes its record before its files, so a session deleted while this
+    // upload streamed is seen here, and the file must not outlive it.
+    if let Err(res) = st.check_session(&id).await {
+        return match st.store.delete_namespace(&id).await {
+            Ok(()) => res,
+            Err(err) => reply::internal_error("uploading file", &err),
+        };
     }
+    let original = (original != name).then_some(original.as_str());
+    reply::json(
+        StatusCode::CREATED,
+        &st.file_info(&base_url(&headers), &id, &blob, original),
+    )
 }
 
 async fn get_file(
