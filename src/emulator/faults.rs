@@ -37,7 +37,7 @@ const MIN_THROTTLE_SLICE_BYTES: u64 = 1024;
 
 /// One kind of injected failure, as spelled in `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
+enum FaultKind {
     /// `500`: answer 500 with a JSON error body instead of running the handler.
     InternalError,
     /// `503`: answer 503 with a JSON error body instead of running the handler.
