@@ -37,7 +37,7 @@ const MIN_THROTTLE_SLICE_BYTES: u64 = 1024;
 
 /// One kind of injected failure, as spelled in `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
+enum FaultKind {
     /// `500`: answer 500 with a JSON error body instead of running the handler.
     InternalError,
     /// `503`: answer 503 with a JSON error body instead of running the handler.
@@ -226,13 +226,14 @@ async fn simulate(State(sim): State<Arc<Simulator>>, req: Request, next: Next) -
     }
 
     let (mut parts, body) = res.into_parts();
-    let exact_len = axum::body::HttpBody::size_hint(&body).exact();
+    let declared = (parts.headers.get(header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let exact_len = declared.or(axum::body::HttpBody::size_hint(&body).exact());
     if let Some(len) = exact_len {
         // Keep the promised length visible once the body becomes a stream.
         parts
             .headers
-            .entry(header::CONTENT_LENGTH)
-            .or_insert(HeaderValue::from(len));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     let mut stream = body.into_data_stream().boxed();
     if let Some(end) = cut {

@@ -4,8 +4,9 @@
 //! Owns the paths, JSON shapes, status codes, error envelopes and CORS headers of those
 //! endpoints; storage is the shared [`Store`](super::store::Store): one record per session in
 //! the `mix_sessions` table, and one blob namespace per session (named by its id) holding its
-//! files under their stored names. Submodules: `names` (upload name rules), `content` (GET like
-//! `http.ServeContent`), `reply` (Go-shaped responses).
+//! files under their stored names. Submodules: `create` (decoding and validating a new session),
+//! `names` (upload name rules), `content` (GET like `http.ServeContent`), `reply` (Go-shaped
+//! responses).
 //!
 //! Invariants and choices:
 //! - Files live in a flat namespace per session (the spec's wording), not the newest server's
@@ -17,8 +18,12 @@
 //! - Uploads stream to disk; with `max_upload_bytes` set, a larger body is refused with 413 as
 //!   soon as it crosses the limit. Without it there is no limit, as in the real server.
 //! - Only `main` sessions can be created, so `includeSubagents` never changes a listing.
+//! - A session's record is deleted before its files, and an upload re-checks its session after
+//!   committing, so no file outlives its session.
+//! - Several ranges in one GET get the whole file (200), not `multipart/byteranges`.
 
 mod content;
+mod create;
 mod names;
 mod reply;
 
@@ -41,13 +46,6 @@ use super::store::{BlobInfo, Store};
 
 /// The store table holding one record per session.
 const SESSIONS_TABLE: &str = "mix_sessions";
-const BROWSER_MODES: [&str; 3] = [
-    "electron-embedded-browser",
-    "local-browser-service",
-    "remote-cdp-websocket",
-];
-const MAX_REPLACE_PROMPT_BYTES: usize = 100 * 1024;
-const MAX_APPEND_PROMPT_BYTES: usize = 50 * 1024;
 
 /// Everything the Mix handlers share: the store and the configured behaviour choices.
 #[derive(Clone, Debug)]
@@ -80,33 +78,29 @@ pub fn router(state: MixState) -> Router {
     Router::new()
         .route(
             "/api/sessions",
-            get(list_sessions)
-                .post(create_session)
-                .pipe(go_methods("GET, HEAD, POST")),
+            go_route(get(list_sessions).post(create_session), "GET, HEAD, POST"),
         )
         .route(
             "/api/sessions/{id}",
-            get(get_session)
-                .delete(delete_session)
-                .pipe(go_methods("DELETE, GET, HEAD")),
+            go_route(get(get_session).delete(delete_session), "DELETE, GET, HEAD"),
         )
         .route(
             "/api/sessions/{id}/files",
-            get(list_files).pipe(go_methods("GET, HEAD")),
+            go_route(get(list_files), "GET, HEAD"),
         )
         .route(
             "/api/sessions/{id}/files/upload",
-            post(upload_file)
-                .get(get_file_named_upload)
-                .delete(delete_file_named_upload)
-                .pipe(go_methods("DELETE, GET, HEAD, POST"))
-                .layer(DefaultBodyLimit::disable()),
+            go_route(
+                post(upload_file)
+                    .get(get_file_named_upload)
+                    .delete(delete_file_named_upload),
+                "DELETE, GET, HEAD, POST",
+            )
+            .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/sessions/{id}/files/{filename}",
-            get(get_file)
-                .delete(delete_file)
-                .pipe(go_methods("DELETE, GET, HEAD")),
+            go_route(get(get_file).delete(delete_file), "DELETE, GET, HEAD"),
         )
         .fallback(|| async {
             router_level(reply::plain(StatusCode::NOT_FOUND, "404 page not found"))
@@ -115,30 +109,17 @@ pub fn router(state: MixState) -> Router {
         .with_state(state)
 }
 
-/// Lets a method router be finished with a function in a builder chain.
-trait Pipe: Sized {
-    fn pipe(self, f: impl FnOnce(Self) -> Self) -> Self {
-        f(self)
-    }
-}
-
-impl Pipe for MethodRouter<MixState> {}
-
-/// Go semantics for the methods a route lacks: HEAD matches the GET pattern and the handler
-/// answers 405 itself; any other method gets the router's 405 with `Allow`.
-fn go_methods(
-    allow: &'static str,
-) -> impl FnOnce(MethodRouter<MixState>) -> MethodRouter<MixState> {
-    move |route| {
-        route
-            .head(|| async { reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
-            .fallback(move || async move {
-                let mut res = reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                router_level(res)
-            })
-    }
+/// Adds Go semantics for the methods `route` lacks: HEAD matches the GET pattern and the
+/// handler answers 405 itself; any other method gets the router's 405 with `Allow: allow`.
+fn go_route(route: MethodRouter<MixState>, allow: &'static str) -> MethodRouter<MixState> {
+    route
+        .head(|| async { reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+        .fallback(move || async move {
+            let mut res = reply::plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            router_level(res)
+        })
 }
 
 /// Marks a response as produced by Go's `ServeMux` or CORS middleware rather than a Mix
@@ -288,195 +269,12 @@ async fn delete_session(State(st): State<MixState>, Path(id): Path<String>) -> R
     }
 }
 
-/// `CreateSessionRequest` after Go-style decoding; absent and `null` fields are empty.
-#[derive(Debug, Default)]
-struct CreateRequest {
-    title: String,
-    custom_system_prompt: String,
-    prompt_mode: String,
-    session_type: String,
-    subagent_type: String,
-    browser_mode: String,
-    cdp_url: String,
-    callbacks: Vec<Value>,
-}
-
-const CALLBACK_KEYS: [&str; 10] = [
-    "toolName",
-    "type",
-    "name",
-    "bashCommand",
-    "bashTimeout",
-    "excludeFromContext",
-    "includeFullHistory",
-    "messageContent",
-    "subAgentPrompt",
-    "subAgentType",
-];
-
-/// Go's `json.Decoder` with `DisallowUnknownFields`: only the first JSON value is read, keys
-/// match case-insensitively, unknown keys and wrong types fail with Go's wording.
-fn decode_create(body: &[u8]) -> Result<CreateRequest, String> {
-    let value = match serde_json::Deserializer::from_slice(body)
-        .into_iter::<Value>()
-        .next()
-    {
-        None => return Err("EOF".to_owned()),
-        Some(Err(err)) if err.is_eof() => return Err("unexpected EOF".to_owned()),
-        Some(Err(err)) => return Err(err.to_string()),
-        Some(Ok(value)) => value,
-    };
-    let map = match value {
-        Value::Null => return Ok(CreateRequest::default()),
-        Value::Object(map) => map,
-        other => {
-            let kind = json_kind(&other);
-            return Err(format!(
-                "json: cannot unmarshal {kind} into Go value of type http.CreateSessionRequest"
-            ));
-        }
-    };
-    let mut req = CreateRequest::default();
-    for (key, value) in map {
-        let type_error = |go_type: &str| {
-            let kind = json_kind(&value);
-            format!(
-                "json: cannot unmarshal {kind} into Go struct field CreateSessionRequest.{key} of type {go_type}"
-            )
-        };
-        let field = match key.to_ascii_lowercase().as_str() {
-            "title" => &mut req.title,
-            "customsystemprompt" => &mut req.custom_system_prompt,
-            "promptmode" => &mut req.prompt_mode,
-            "sessiontype" => &mut req.session_type,
-            "subagenttype" => &mut req.subagent_type,
-            "browsermode" => &mut req.browser_mode,
-            "cdpurl" => &mut req.cdp_url,
-            "callbacks" => {
-                match &value {
-                    Value::Null => {}
-                    Value::Array(items) => {
-                        for item in items {
-                            let Value::Object(callback) = item else {
-                                return Err(type_error("interfaces.CallbackConfig"));
-                            };
-                            if let Some(unknown) = callback
-                                .keys()
-                                .find(|k| !CALLBACK_KEYS.iter().any(|c| c.eq_ignore_ascii_case(k)))
-                            {
-                                return Err(format!("json: unknown field \"{unknown}\""));
-                            }
-                        }
-                        req.callbacks = items.clone();
-                    }
-                    _ => return Err(type_error("[]interfaces.CallbackConfig")),
-                }
-                continue;
-            }
-            _ => return Err(format!("json: unknown field \"{key}\"")),
-        };
-        match &value {
-            Value::Null => {}
-            Value::String(text) => *field = text.clone(),
-            _ => return Err(type_error("string")),
-        }
-    }
-    Ok(req)
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// The error response for an invalid request, if any: the handler's checks in its order, then the session service's (which the handler reports
-/// as 500) and the callback checks.
-fn reject_create(req: &CreateRequest) -> Option<Response> {
-    if req.title.is_empty() {
-        return Some(reply::validation_error("title", "title is required"));
-    }
-    let mode = if req.prompt_mode.is_empty() {
-        "default"
-    } else {
-        req.prompt_mode.as_str()
-    };
-    let limit = match mode {
-        "default" => None,
-        "append" => Some(("append", MAX_APPEND_PROMPT_BYTES)),
-        "replace" => Some(("replace", MAX_REPLACE_PROMPT_BYTES)),
-        _ => {
-            let message = "promptMode must be 'default', 'append', or 'replace'";
-            return Some(reply::validation_error("promptMode", message));
-        }
-    };
-    let size = req.custom_system_prompt.len();
-    if let Some((mode, max)) = limit
-        && size > max
-    {
-        let message = format!(
-            "Custom prompt size ({}KB) exceeds {mode} mode limit of {}KB",
-            size / 1024,
-            max / 1024
-        );
-        return Some(reply::validation_error("customSystemPrompt", &message));
-    }
-    if !req.session_type.is_empty() && req.session_type != "main" {
-        let message =
-            "API can only create main sessions. Subagent sessions are created automatically.";
-        return Some(reply::validation_error("sessionType", message));
-    }
-    if !req.subagent_type.is_empty() {
-        let message = "subagentType cannot be set for API-created sessions. Subagent sessions are created \
-                       programmatically by the task delegation system.";
-        return Some(reply::validation_error("subagentType", message));
-    }
-    // The session service's wording is not public; these messages are the emulator's own.
-    let service_error = |why: String| Some(reply::internal_error("creating session", &why));
-    if req.browser_mode.is_empty() {
-        return service_error("browser mode is required".to_owned());
-    }
-    if !BROWSER_MODES.contains(&req.browser_mode.as_str()) {
-        return service_error(format!("invalid browser mode: {}", req.browser_mode));
-    }
-    let ws = req.cdp_url.starts_with("ws://") || req.cdp_url.starts_with("wss://");
-    if req.browser_mode == "remote-cdp-websocket" && !ws {
-        return service_error(
-            "cdpUrl must start with ws:// or wss:// for remote-cdp-websocket".to_owned(),
-        );
-    }
-    for (i, callback) in req.callbacks.iter().enumerate() {
-        let text = |key: &str| {
-            callback
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        };
-        if text("toolName").is_empty() {
-            return Some(reply::validation_error(
-                "callbacks",
-                &format!("callback {i}: toolName is required"),
-            ));
-        }
-        if !["bash_script", "sub_agent", "send_message"].contains(&text("type")) {
-            let message = format!("callback {i}: invalid callback type '{}'", text("type"));
-            return Some(reply::validation_error("callbacks", &message));
-        }
-    }
-    None
-}
-
 async fn create_session(State(st): State<MixState>, body: Bytes) -> Response {
-    let req = match decode_create(&body) {
+    let req = match create::decode_create(&body) {
         Ok(req) => req,
         Err(message) => return reply::validation_error("body", &message),
     };
-    if let Some(res) = reject_create(&req) {
+    if let Some(res) = create::reject_create(&req) {
         return res;
     }
     let now = SystemTime::now()
@@ -670,16 +468,23 @@ async fn upload_file(
     let Some((original, name, writer)) = upload else {
         return reply::validation_error("file", "file upload required");
     };
-    match writer.commit().await {
-        Ok(blob) => {
-            let original = (original != name).then_some(original.as_str());
-            reply::json(
-                StatusCode::CREATED,
-                &st.file_info(&base_url(&headers), &id, &blob, original),
-            )
-        }
-        Err(err) => reply::internal_error("uploading file", &err),
+    let blob = match writer.commit().await {
+        Ok(blob) => blob,
+        Err(err) => return reply::internal_error("uploading file", &err),
+    };
+    // Deleting a session removes its record before its files, so a session deleted while this
+    // upload streamed is seen here, and the file must not outlive it.
+    if let Err(res) = st.check_session(&id).await {
+        return match st.store.delete_namespace(&id).await {
+            Ok(()) => res,
+            Err(err) => reply::internal_error("uploading file", &err),
+        };
     }
+    let original = (original != name).then_some(original.as_str());
+    reply::json(
+        StatusCode::CREATED,
+        &st.file_info(&base_url(&headers), &id, &blob, original),
+    )
 }
 
 async fn get_file(
@@ -752,41 +557,6 @@ async fn remove_file(st: &MixState, id: &str, name: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_like_go() {
-        let req = decode_create(
-            br#"{"Title":"t","browserMode":"local-browser-service","cdpUrl":null} trailing"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (req.title.as_str(), req.browser_mode.as_str()),
-            ("t", "local-browser-service")
-        );
-        assert_eq!(decode_create(b"").unwrap_err(), "EOF");
-        assert_eq!(
-            decode_create(br#"{"title":"#).unwrap_err(),
-            "unexpected EOF"
-        );
-        assert_eq!(
-            decode_create(br#"{"bogus":1}"#).unwrap_err(),
-            r#"json: unknown field "bogus""#
-        );
-        assert_eq!(
-            decode_create(br#"{"title":5}"#).unwrap_err(),
-            "json: cannot unmarshal number into Go struct field CreateSessionRequest.title of type string"
-        );
-        assert_eq!(
-            decode_create(b"[]").unwrap_err(),
-            "json: cannot unmarshal array into Go value of type http.CreateSessionRequest"
-        );
-        assert_eq!(
-            decode_create(br#"{"callbacks":[{"toolName":"*","type":"bash_script","x":1}]}"#)
-                .unwrap_err(),
-            r#"json: unknown field "x""#
-        );
-        assert_eq!(decode_create(b"null").unwrap().title, "");
-    }
 
     #[test]
     fn upload_limit_message_uses_whole_units() {
