@@ -14,8 +14,7 @@ use crate::emulator::{self, Backend, EmulatorConfig};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs};
-use crate::remote::Remote;
-use crate::remote::mix::MixRemote;
+use crate::remote::{self, Remote, RemoteConfig};
 
 /// FUSE worker threads: enough that a cached `getattr` never waits behind a slow request.
 const FUSE_THREADS: usize = 4;
@@ -106,7 +105,7 @@ pub fn mount_config(
 
 /// Mounts `fs` at `mountpoint` and serves it from background threads. `init` has run when this
 /// returns, so the mount is ready to use.
-pub fn mount_session<R: Remote>(
+pub fn mount_session<R: Remote + ?Sized>(
     fs: Arc<SessionFs<R>>,
     runtime: tokio::runtime::Handle,
     mountpoint: &Path,
@@ -228,9 +227,12 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             (server.endpoint(), Some(server), note)
         }
     };
-    let remote = match args.backend {
-        Backend::Mix => Arc::new(MixRemote::new(&endpoint).map_err(|err| err.message)?),
-    };
+    let remote = remote::connect(&RemoteConfig::new(
+        args.backend,
+        &endpoint,
+        args.token.clone(),
+    ))
+    .map_err(|err| err.message)?;
     runtime
         .block_on(remote.list_containers())
         .map_err(|err| format!("{}; nothing was mounted", err.message))?;

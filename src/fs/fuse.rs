@@ -29,12 +29,12 @@ const MAX_READAHEAD_BYTES: u32 = 16 << 20;
 const MAX_BACKGROUND: u16 = 64;
 
 /// Adapts [`SessionFs`] to `fuser::Filesystem`.
-pub struct FuseAdapter<R: Remote> {
+pub struct FuseAdapter<R: Remote + ?Sized> {
     fs: Arc<SessionFs<R>>,
     runtime: tokio::runtime::Handle,
 }
 
-impl<R: Remote> FuseAdapter<R> {
+impl<R: Remote + ?Sized> FuseAdapter<R> {
     /// Serves `fs`, running its operations on `runtime`.
     pub fn new(fs: Arc<SessionFs<R>>, runtime: tokio::runtime::Handle) -> Self {
         Self { fs, runtime }
@@ -88,7 +88,7 @@ fn to_system_time(time: TimeOrNow) -> SystemTime {
     }
 }
 
-impl<R: Remote> Filesystem for FuseAdapter<R> {
+impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let wanted = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_DO_READDIRPLUS

@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod handles;
 pub mod names;
 mod ops;
+mod read;
 pub mod scratch;
 pub mod tree;
 
@@ -142,7 +143,7 @@ impl FsConfig {
 }
 
 /// The filesystem over one remote.
-pub struct SessionFs<R: Remote> {
+pub struct SessionFs<R: Remote + ?Sized> {
     remote: Arc<R>,
     config: FsConfig,
     staging: StagingArea,
@@ -154,7 +155,7 @@ pub struct SessionFs<R: Remote> {
     refresh_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-impl<R: Remote> SessionFs<R> {
+impl<R: Remote + ?Sized> SessionFs<R> {
     /// A filesystem over `remote`.
     pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
         let staging = StagingArea::new(&config.staging_dir)?;

@@ -234,13 +234,14 @@ pub fn disambiguate(candidates: &[Candidate], winner: Winner) -> Vec<String> {
 }
 
 fn short_id(id: &str) -> String {
-    let clean: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let tail_start = clean.len().saturating_sub(8);
-    // Ids often share a prefix (`fil_...`), so the tail tells them apart better.
-    if clean.starts_with(|c: char| c.is_ascii_hexdigit()) && id.contains('-') {
+    // Ids often carry a type prefix (`fil_...`): the part after it tells objects apart.
+    let core = id.rsplit('_').next().unwrap_or(id);
+    let clean: String = core.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    if core.contains('-') {
+        // A UUID: its first group, as people abbreviate them.
         clean.chars().take(8).collect()
     } else {
-        clean[tail_start..].to_string()
+        clean[clean.len().saturating_sub(8)..].to_string()
     }
 }
 

@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use super::http::HttpClient;
 use super::{
-    Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteError,
-    RemoteResult, UploadSource,
+    Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteConfig,
+    RemoteError, RemoteResult, UploadSource,
 };
 
 /// Characters escaped in a path segment: everything but RFC 3986 unreserved characters.
@@ -71,10 +71,11 @@ fn envelope_message(body: &[u8]) -> Option<String> {
 }
 
 impl MixRemote {
-    /// A client for the Mix server at `endpoint`.
-    pub fn new(endpoint: &str) -> RemoteResult<Self> {
+    /// A client for the Mix server at `config.endpoint`.
+    pub fn new(config: &RemoteConfig) -> RemoteResult<Self> {
         Ok(Self {
-            http: HttpClient::new(endpoint, envelope_message)?,
+            http: HttpClient::new(&config.endpoint, envelope_message)?
+                .with_retry(config.retry.clone()),
             capabilities: Capabilities {
                 containers: true,
                 delete: true,
@@ -89,12 +90,6 @@ impl MixRemote {
                 },
             },
         })
-    }
-
-    /// Uses `http` instead of the default client (tests shorten retries).
-    pub fn with_http(mut self, http: HttpClient) -> Self {
-        self.http = http;
-        self
     }
 
     fn session_path(id: &str) -> String {

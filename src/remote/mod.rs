@@ -19,8 +19,12 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
+
+use crate::emulator::Backend;
 
 /// Which characters a server rewrites in object names, so the core can encode them reversibly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -214,4 +218,36 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Deletes `object`. `NotFound` if it is already gone; `Unsupported` on APIs without delete.
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()>;
+}
+
+/// How to reach a remote: the one place that knows which type serves which backend.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// Which API.
+    pub backend: Backend,
+    /// Base URL of the server.
+    pub endpoint: String,
+    /// API token, for APIs with auth; never logged.
+    pub token: Option<String>,
+    /// How hard to retry temporary failures.
+    pub retry: http::RetryConfig,
+}
+
+impl RemoteConfig {
+    /// A config with the default retry policy.
+    pub fn new(backend: Backend, endpoint: impl Into<String>, token: Option<String>) -> Self {
+        Self {
+            backend,
+            endpoint: endpoint.into(),
+            token,
+            retry: http::RetryConfig::default(),
+        }
+    }
+}
+
+/// Builds the client for `config.backend`.
+pub fn connect(config: &RemoteConfig) -> RemoteResult<Arc<dyn Remote>> {
+    Ok(match config.backend {
+        Backend::Mix => Arc::new(mix::MixRemote::new(config)?),
+    })
 }

@@ -10,8 +10,8 @@ use fuser::BackgroundSession;
 use serde_json::Value;
 use sessionfs::emulator::{self, Backend, EmulatorConfig, RunningEmulator};
 use sessionfs::fs::{FsConfig, SessionFs};
-use sessionfs::remote::http::{HttpClient, RetryConfig};
-use sessionfs::remote::mix::MixRemote;
+use sessionfs::remote::http::RetryConfig;
+use sessionfs::remote::{self, Remote, RemoteConfig};
 use sessionfs::run;
 use tempfile::TempDir;
 
@@ -19,7 +19,7 @@ use tempfile::TempDir;
 pub struct TestMount {
     pub runtime: tokio::runtime::Runtime,
     pub emulator: Option<RunningEmulator>,
-    pub fs: Arc<SessionFs<MixRemote>>,
+    pub fs: Arc<SessionFs<dyn Remote>>,
     session: Option<BackgroundSession>,
     mountpoint: TempDir,
     _data: TempDir,
@@ -34,8 +34,19 @@ impl TestMount {
         Self::with(|_| {})
     }
 
-    /// A mount whose core config is adjusted by `tweak`.
+    /// A Mix mount whose core config is adjusted by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut FsConfig)) -> Self {
+        Self::backend(Backend::Mix, |dir| EmulatorConfig::new(dir), None, tweak)
+    }
+
+    /// A mount of `backend`'s emulator (configured by `emulator_config` from the data dir),
+    /// with `token` and the core config adjusted by `tweak`.
+    pub fn backend(
+        backend: Backend,
+        emulator_config: impl FnOnce(&Path) -> EmulatorConfig,
+        token: Option<&str>,
+        tweak: impl FnOnce(&mut FsConfig),
+    ) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -45,10 +56,7 @@ impl TestMount {
         let staging = TempDir::new().unwrap();
         let mountpoint = TempDir::new().unwrap();
         let emulator = runtime
-            .block_on(emulator::spawn(
-                Backend::Mix,
-                EmulatorConfig::new(data.path()),
-            ))
+            .block_on(emulator::spawn(backend, emulator_config(data.path())))
             .unwrap();
         let endpoint = emulator.endpoint();
         // Few, short retries: tests that stop the server want the error, not a long wait.
@@ -57,16 +65,14 @@ impl TestMount {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
         };
-        let remote = MixRemote::new(&endpoint).unwrap();
-        let http = HttpClient::new(&endpoint, |_| None)
-            .unwrap()
-            .with_retry(retry);
-        let remote = Arc::new(remote.with_http(http));
+        let mut remote_config = RemoteConfig::new(backend, &endpoint, token.map(str::to_string));
+        remote_config.retry = retry;
+        let remote = remote::connect(&remote_config).unwrap();
         let mut config = FsConfig::new(staging.path());
         config.metadata_ttl = Duration::ZERO;
         tweak(&mut config);
         let fs = Arc::new(SessionFs::new(remote, config).unwrap());
-        let options = run::mount_config(Backend::Mix, false, false, &[]);
+        let options = run::mount_config(backend, false, false, &[]);
         let session = run::mount_session(
             fs.clone(),
             runtime.handle().clone(),
