@@ -81,6 +81,17 @@ fn to_file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// Answers a getxattr/listxattr: the size when asked for it, else the value if it fits.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
 fn to_system_time(time: TimeOrNow) -> SystemTime {
     match time {
         TimeOrNow::SpecificTime(time) => time,
@@ -522,22 +533,18 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         );
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::NO_XATTR);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_string_lossy();
+        match self.fs.getxattr(ino.0, &name) {
+            Ok(value) => reply_xattr(reply, size, &value),
+            Err(err) => reply.error(failed("getxattr", &err)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => reply_xattr(reply, size, &names),
+            Err(err) => reply.error(failed("listxattr", &err)),
         }
     }
 
@@ -545,17 +552,18 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        log::debug!("setxattr {name:?}: extended attributes are not stored");
         reply.error(Errno::ENOTSUP);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::NO_XATTR);
+        reply.error(Errno::ENOTSUP);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -20,6 +20,7 @@ mod ops;
 mod read;
 pub mod scratch;
 pub mod tree;
+mod xattr;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

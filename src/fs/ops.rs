@@ -806,13 +806,14 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let source = UploadSource {
             path: staged.path().to_path_buf(),
             size: staged.len(),
-            md5: None,
+            md5: Some(staged.md5()?),
         };
-        let object = self
+        let mut object = self
             .remote
             .upload(target.container.as_deref(), &target.name, &source)
             .await
             .map_err(|err| Error::from(err).at_risk())?;
+        object.md5 = object.md5.or(source.md5.clone());
         if object.name != target.name {
             log::warn!(
                 "{} stored {:?} as {:?}; it will be listed under the stored name",

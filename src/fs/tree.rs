@@ -414,7 +414,15 @@ impl Tree {
             };
             match &mut node.kind {
                 NodeKind::File(file) => match files.remove(&path) {
-                    Some(meta) => {
+                    Some(mut meta) => {
+                        // Listings may omit what the upload answer told us about the same version.
+                        if let Some(old) =
+                            file.remote.as_ref().filter(|o| o.version == meta.version)
+                        {
+                            meta.md5 = meta.md5.or_else(|| old.md5.clone());
+                            meta.content_type =
+                                meta.content_type.or_else(|| old.content_type.clone());
+                        }
                         let unsaved = file.remote.is_none() || busy(ino);
                         if !unsaved && file.remote.as_ref() != Some(&meta) {
                             file.size = meta.size;

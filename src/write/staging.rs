@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use md5::{Digest, Md5};
 use tempfile::TempPath;
 
 /// The directory that holds staging files.
@@ -32,7 +33,12 @@ impl StagingArea {
             .prefix("staged-")
             .tempfile_in(&self.dir)?
             .into_parts();
-        Ok(StagingFile { file, path, len: 0 })
+        Ok(StagingFile {
+            file,
+            path,
+            len: 0,
+            hasher: Some(Md5::new()),
+        })
     }
 
     /// Where staging files live.
@@ -41,12 +47,15 @@ impl StagingArea {
     }
 }
 
-/// One staged file. Its length is tracked here so attributes never need a `stat`.
+/// One staged file. Its length is tracked here so attributes never need a `stat`, and its md5
+/// is computed as the bytes arrive, as long as they arrive in order (a `cp`, a download).
 #[derive(Debug)]
 pub struct StagingFile {
     file: File,
     path: TempPath,
     len: u64,
+    /// md5 of bytes `0..len`, while every write so far has been an append.
+    hasher: Option<Md5>,
 }
 
 impl StagingFile {
@@ -64,6 +73,10 @@ impl StagingFile {
     /// Writes `data` at `offset`, growing the file (with a hole) as needed.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, offset)?;
+        match &mut self.hasher {
+            Some(hasher) if offset == self.len => hasher.update(data),
+            _ => self.hasher = None,
+        }
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
     }
@@ -71,8 +84,31 @@ impl StagingFile {
     /// Truncates or extends the file to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
+        if len == 0 {
+            self.hasher = Some(Md5::new());
+        } else if len != self.len {
+            self.hasher = None;
+        }
         self.len = len;
         Ok(())
+    }
+
+    /// Lower-case hex md5 of the content: free when it was written in order, else one pass
+    /// over the file.
+    pub fn md5(&self) -> io::Result<String> {
+        if let Some(hasher) = &self.hasher {
+            return Ok(format!("{:x}", hasher.clone().finalize()));
+        }
+        let mut hasher = Md5::new();
+        let mut buf = vec![0; 1 << 20];
+        let mut offset = 0;
+        while offset < self.len {
+            let n = (self.len - offset).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], offset)?;
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        Ok(format!("{:x}", hasher.finalize()))
     }
 
     /// Current length in bytes.
@@ -96,6 +132,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn md5_follows_appends_without_a_second_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = StagingArea::new(dir.path()).unwrap().create().unwrap();
+        file.write_at(0, b"hello ").unwrap();
+        file.write_at(6, b"world").unwrap();
+        assert!(file.hasher.is_some());
+        assert_eq!(
+            file.md5().unwrap(),
+            format!("{:x}", Md5::digest(b"hello world"))
+        );
+        file.set_len(0).unwrap();
+        file.write_at(0, b"again").unwrap();
+        assert_eq!(file.md5().unwrap(), format!("{:x}", Md5::digest(b"again")));
+    }
+
+    #[test]
     fn random_writes_holes_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let area = StagingArea::new(dir.path()).unwrap();
@@ -106,6 +158,10 @@ mod tests {
         file.set_len(6).unwrap();
         assert_eq!(file.read_at(0, 100).unwrap(), b"he\0\0ta");
         assert_eq!(file.read_at(6, 10).unwrap(), b"");
+        assert_eq!(
+            file.md5().unwrap(),
+            format!("{:x}", Md5::digest(b"he\0\0ta"))
+        );
         let path = file.path().to_path_buf();
         drop(file);
         assert!(!path.exists(), "a dropped staging file is deleted");

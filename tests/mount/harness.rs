@@ -34,6 +34,12 @@ impl TestMount {
         Self::with(|_| {})
     }
 
+    /// A mount whose listings stay fresh for a minute, as in daily use: for tests where no other
+    /// client changes anything (every path lookup would otherwise list the session again).
+    pub fn cached() -> Self {
+        Self::with(|config| config.metadata_ttl = Duration::from_secs(60))
+    }
+
     /// A Mix mount whose core config is adjusted by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut FsConfig)) -> Self {
         Self::backend(Backend::Mix, |dir| EmulatorConfig::new(dir), None, tweak)

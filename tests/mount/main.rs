@@ -6,3 +6,4 @@ mod errors;
 mod files;
 mod harness;
 mod sessions;
+mod tools;

@@ -1,0 +1,220 @@
+//! Everyday tools on the mount: editors, rsync, git, tar, cp -a, mmap, xattrs.
+
+use crate::harness::{TestMount, pseudo_random, q, sh, sh_output};
+
+#[test]
+fn vim_in_ex_mode_edits_and_saves_without_leaving_swap_files() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("vim");
+    let id = mount.api_session_id("vim");
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "line one\nline two\n").unwrap();
+    // -u NONE -i NONE: no vimrc or viminfo; swap and backup stay at their defaults.
+    sh(&format!(
+        "cd {} && vim -u NONE -i NONE -N -e -s -c '%s/two/2/' -c 'wq' notes.txt",
+        q(&dir)
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "line one\nline 2\n"
+    );
+    assert_eq!(
+        mount.api_get(&id, "notes.txt").unwrap(),
+        b"line one\nline 2\n"
+    );
+    assert_eq!(
+        mount.api_file_names(&id),
+        ["notes.txt"],
+        "no swap or backup uploaded"
+    );
+}
+
+#[test]
+fn write_temp_fsync_rename_save_replaces_the_file() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("save");
+    let id = mount.api_session_id("save");
+    std::fs::write(dir.join("doc.txt"), b"old").unwrap();
+    let script = format!(
+        "import os\n\
+         tmp = os.path.join({dir:?}, '.doc.txt.tmp1234')\n\
+         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)\n\
+         os.write(fd, b'new content')\n\
+         os.fsync(fd)\n\
+         os.close(fd)\n\
+         os.rename(tmp, os.path.join({dir:?}, 'doc.txt'))\n",
+        dir = dir.display().to_string()
+    );
+    sh(&format!("python3 -c {}", shell_quote(&script)));
+    assert_eq!(std::fs::read(dir.join("doc.txt")).unwrap(), b"new content");
+    assert_eq!(mount.api_file_names(&id), ["doc.txt"]);
+    assert_eq!(mount.api_get(&id, "doc.txt").unwrap(), b"new content");
+}
+
+#[test]
+fn rsync_a_tree_in_and_back_out_keeps_content_and_mtimes() {
+    let mount = TestMount::cached();
+    let dir = mount.session_dir("rsync");
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(tree.join("sub/b.bin"), pseudo_random(300_000, 9)).unwrap();
+    std::fs::write(tree.join("sub/deeper/c d.txt"), b"spaced").unwrap();
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    sh(&format!(
+        "touch -d '2021-06-01 12:00:00 UTC' {}",
+        q(&tree.join("a.txt"))
+    ));
+
+    sh(&format!("rsync -a {}/ {}/", q(&tree), q(&dir.join("tree"))));
+    let back = local.path().join("back");
+    sh(&format!("rsync -a {}/ {}/", q(&dir.join("tree")), q(&back)));
+    let diff = sh_output(&format!("diff -r {} {}", q(&tree), q(&back)));
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let mtime = sh(&format!("stat -c %Y {}", q(&back.join("a.txt"))));
+    assert_eq!(mtime.trim(), "1622548800");
+    // A second run finds nothing to transfer.
+    let again = sh(&format!(
+        "rsync -ai {}/ {}/",
+        q(&tree),
+        q(&dir.join("tree"))
+    ));
+    assert!(again.lines().all(|l| !l.starts_with(">f")), "{again}");
+}
+
+#[test]
+fn git_clone_commit_and_status_work() {
+    let mount = TestMount::cached();
+    let dir = mount.session_dir("git");
+    let local = tempfile::tempdir().unwrap();
+    let origin = local.path().join("origin");
+    sh(&format!(
+        "git init -q {0} && cd {0} && git config user.email t@e && git config user.name t && \
+         printf 'hello\\n' > README && mkdir src && printf 'fn main() {{}}\\n' > src/main.rs && \
+         git add . && git commit -qm first",
+        q(&origin)
+    ));
+    let clone = dir.join("clone");
+    sh(&format!("git clone -q {} {}", q(&origin), q(&clone)));
+    let status = sh(&format!("cd {} && git status --porcelain", q(&clone)));
+    assert!(status.is_empty(), "fresh clone is clean: {status}");
+    sh(&format!(
+        "cd {} && git config user.email t@e && git config user.name t && \
+         printf 'more\\n' >> README && git commit -qam second",
+        q(&clone)
+    ));
+    let status = sh(&format!(
+        "cd {} && git status --porcelain && git log --oneline | wc -l",
+        q(&clone)
+    ));
+    assert_eq!(status.trim(), "2");
+    let fsck = sh_output(&format!("cd {} && git fsck --no-progress", q(&clone)));
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}
+
+#[test]
+fn tar_x_and_cp_a_keep_modes_and_mtimes() {
+    let mount = TestMount::cached();
+    let dir = mount.session_dir("tar");
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(src.join("data.txt"), b"data").unwrap();
+    sh(&format!(
+        "chmod 750 {0}/bin/tool && chmod 640 {0}/data.txt && \
+         touch -d '2018-03-04 05:06:07 UTC' {0}/bin/tool {0}/data.txt && \
+         tar -C {0} -cf {1}/a.tar .",
+        q(&src),
+        q(local.path())
+    ));
+    sh(&format!(
+        "mkdir {0}/x && tar -C {0}/x -xpf {1}/a.tar",
+        q(&dir),
+        q(local.path())
+    ));
+    let stat = sh(&format!(
+        "stat -c '%a %Y %s' {0}/x/bin/tool {0}/x/data.txt",
+        q(&dir)
+    ));
+    assert_eq!(stat, "750 1520139967 18\n640 1520139967 4\n");
+
+    sh(&format!("cp -a {} {}/copy", q(&src), q(&dir)));
+    let stat = sh(&format!(
+        "stat -c '%a %Y' {0}/copy/bin/tool {0}/copy/data.txt",
+        q(&dir)
+    ));
+    assert_eq!(stat, "750 1520139967\n640 1520139967\n");
+    assert_eq!(std::fs::read(dir.join("copy/data.txt")).unwrap(), b"data");
+}
+
+#[test]
+fn shared_mmap_writes_reach_the_server_after_msync() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("mmap");
+    let id = mount.api_session_id("mmap");
+    let file = dir.join("m.bin");
+    std::fs::write(&file, vec![b'.'; 8192]).unwrap();
+    let script = format!(
+        "import mmap, os\n\
+         fd = os.open({path:?}, os.O_RDWR)\n\
+         m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)\n\
+         m[100:105] = b'HELLO'\n\
+         m.flush()\n\
+         m.close()\n\
+         os.fsync(fd)\n\
+         os.close(fd)\n",
+        path = file.display().to_string()
+    );
+    sh(&format!("python3 -c {}", shell_quote(&script)));
+    let stored = mount.api_get(&id, "m.bin").unwrap();
+    assert_eq!(&stored[100..105], b"HELLO");
+    assert_eq!(stored.len(), 8192);
+}
+
+#[test]
+fn xattrs_expose_the_remote_identity_and_refuse_writes() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("xattr");
+    std::fs::write(dir.join("f.txt"), b"abc").unwrap();
+    let script = format!(
+        "import os, errno\n\
+         p = {path:?}\n\
+         names = sorted(os.listxattr(p))\n\
+         print(names)\n\
+         print(os.getxattr(p, 'user.sessionfs.md5').decode())\n\
+         try:\n    os.setxattr(p, 'user.other', b'x')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n",
+        path = dir.join("f.txt").display().to_string()
+    );
+    let out = sh(&format!("python3 -c {}", shell_quote(&script)));
+    assert_eq!(
+        out,
+        "['user.sessionfs.id', 'user.sessionfs.md5', 'user.sessionfs.name']\n\
+         900150983cd24fb0d6963f7d28e17f72\nENOTSUP\n"
+    );
+}
+
+#[test]
+fn hard_links_and_device_nodes_get_precise_errors() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("links");
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    let link = std::fs::hard_link(dir.join("f"), dir.join("g"));
+    assert_eq!(link.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    let fifo = sh_output(&format!("mkfifo {}", q(&dir.join("p"))));
+    assert!(!fifo.status.success());
+    assert!(String::from_utf8_lossy(&fifo.stderr).contains("not permitted"));
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
