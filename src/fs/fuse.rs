@@ -70,6 +70,7 @@ fn to_file_attr(attr: &Attr) -> FileAttr {
         kind: match attr.kind {
             FileKind::Dir => FileType::Directory,
             FileKind::File => FileType::RegularFile,
+            FileKind::Symlink => FileType::Symlink,
         },
         perm: attr.perm,
         nlink: attr.nlink,
@@ -270,13 +271,30 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     fn symlink(
         &self,
         _req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         link_name: &OsStr,
-        _target: &Path,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        log::warn!("symlink {link_name:?}: symbolic links are not stored yet");
-        reply.error(Errno::EPERM);
+        let (name, target) = match (name_of(link_name), target.to_str()) {
+            (Ok(name), Some(target)) => (name, target.to_string()),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        self.spawn(move |fs| async move {
+            match fs.symlink(parent.0, &name, &target).await {
+                Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+                Err(err) => reply.error(failed("symlink", &err)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(err) => reply.error(failed("readlink", &err)),
+            }
+        });
     }
 
     fn rename(

@@ -42,6 +42,8 @@ pub enum FileKind {
     Dir,
     /// A regular file.
     File,
+    /// A symbolic link.
+    Symlink,
 }
 
 /// Attributes of an inode, as `stat` shows them.
@@ -203,13 +205,17 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             NodeKind::File(file) => {
                 let modified = file.remote.as_ref().and_then(|m| m.modified);
-                (
-                    FileKind::File,
-                    file.size,
-                    self.config.file_mode,
-                    1,
-                    modified,
-                )
+                if file.symlink {
+                    (FileKind::Symlink, file.size, 0o777, 1, modified)
+                } else {
+                    (
+                        FileKind::File,
+                        file.size,
+                        self.config.file_mode,
+                        1,
+                        modified,
+                    )
+                }
             }
         };
         let mtime = node.meta.mtime.or(remote_time).unwrap_or(self.mounted_at);

@@ -31,6 +31,8 @@ const DOT: char = '\u{FF0E}';
 const UNDERSCORE: char = '\u{FF3F}';
 const DELETE: char = '\u{2421}';
 const CONTROL_PICTURES: std::ops::RangeInclusive<u32> = 0x2400..=0x241F;
+/// Appended (unescaped) to the stored name of a symbolic link, whose content is its target.
+const LINK_MARK: char = '\u{21AA}';
 
 /// Longest local name component, as on most Linux filesystems.
 pub const NAME_MAX_BYTES: usize = 255;
@@ -87,7 +89,7 @@ pub fn encode(path: &str, rules: &NameRules) -> String {
     for (index, c) in path.char_indices() {
         let underscore_run = c == '_' && previous_was_underscore;
         previous_was_underscore = c == '_';
-        if c == ESCAPE || original_of(c).is_some() {
+        if c == ESCAPE || c == LINK_MARK || original_of(c).is_some() {
             out.push(ESCAPE);
             out.push(c);
         } else if let Some(sub) = always_substitute(c) {
@@ -117,7 +119,7 @@ pub fn decode(name: &str) -> String {
         let c = chars[i];
         if c == ESCAPE {
             if let Some(&next) = chars.get(i + 1)
-                && (next == ESCAPE || original_of(next).is_some())
+                && (next == ESCAPE || next == LINK_MARK || original_of(next).is_some())
             {
                 out.push(next);
                 i += 2;
@@ -140,6 +142,21 @@ pub fn decode(name: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// The stored name of a symbolic link at `path`: the encoded path and an unescaped `↪`.
+pub fn encode_link(path: &str, rules: &NameRules) -> String {
+    let mut name = encode(path, rules);
+    name.push(LINK_MARK);
+    name
+}
+
+/// If `name` is the stored name of a symbolic link, the stored name of its path.
+pub fn strip_link_mark(name: &str) -> Option<&str> {
+    let base = name.strip_suffix(LINK_MARK)?;
+    // The mark is escaped when an odd number of escapes stands right before it.
+    let escapes = base.chars().rev().take_while(|&c| c == ESCAPE).count();
+    (escapes % 2 == 0).then_some(base)
 }
 
 /// Turns a container title into a directory name: `/` and NUL cannot appear in a name, a bare
@@ -332,6 +349,22 @@ mod tests {
                 name,
                 "round trip of {name:?} via {encoded:?}"
             );
+        }
+    }
+
+    #[test]
+    fn link_names_are_told_apart_from_file_names() {
+        let link = encode_link("dir/to x", &MIX);
+        assert_eq!(
+            strip_link_mark(&link).map(decode).as_deref(),
+            Some("dir/to x")
+        );
+        for name in ["ends with ↪", "‛", "x‛↪"] {
+            let file = encode(name, &MIX);
+            assert_eq!(strip_link_mark(&file), None, "{file:?}");
+            assert_eq!(decode(&file), name);
+            let link = encode_link(name, &MIX);
+            assert_eq!(strip_link_mark(&link).map(decode).as_deref(), Some(name));
         }
     }
 

@@ -269,6 +269,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             remote: None,
             size: 0,
             local_only,
+            symlink: false,
             cached_version: None,
             content: Arc::new(tokio::sync::Mutex::new(Content {
                 staged: Some(staged),
@@ -294,6 +295,72 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 keep_cache: false,
             },
         ))
+    }
+
+    /// Creates a symbolic link, stored as a small object whose content is the target (see
+    /// `names::encode_link`); scratch names (emacs locks `.#name`) stay local.
+    pub async fn symlink(&self, parent: Ino, name: &str, target: &str) -> Result<Entry> {
+        Self::check_name(name)?;
+        self.check_writable()?;
+        self.dir_of(parent)?;
+        if self.tree().is_container_list(parent) {
+            return Err(Error::new(
+                libc::EPERM,
+                format!("{name}: links live inside a session directory"),
+            ));
+        }
+        self.ensure_fresh(parent).await?;
+        if self.tree().child(parent, name).is_some() {
+            return Err(Error::quiet(
+                libc::EEXIST,
+                format!("{name}: already exists"),
+            ));
+        }
+        let mut staged = self.staging.create()?;
+        staged.write_at(0, target.as_bytes())?;
+        let local_only = self.config.scratch.matches(name);
+        let content = Arc::new(tokio::sync::Mutex::new(Content {
+            staged: Some(staged),
+            dirty: !local_only,
+            writers: 0,
+        }));
+        let link = FileNode {
+            remote: None,
+            size: target.len() as u64,
+            local_only,
+            symlink: true,
+            cached_version: None,
+            content: content.clone(),
+        };
+        let ino = self
+            .tree()
+            .insert(parent, name, NodeKind::File(link), LocalMeta::default());
+        let mut state = content.lock().await;
+        if let Err(err) = self.upload_locked(ino, &mut state).await {
+            let mut tree = self.tree();
+            tree.unlink(ino);
+            tree.forget_if_unused(ino, false);
+            return Err(err.context(format!("symlink {name}")));
+        }
+        drop(state);
+        let attr = self.attr(ino)?;
+        Ok(self.entry(attr))
+    }
+
+    /// The target of a symbolic link.
+    pub async fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let content = self.content_of(ino)?;
+        let state = content.lock().await;
+        if let Some(staged) = &state.staged {
+            return Ok(staged.read_at(0, staged.len() as usize)?);
+        }
+        drop(state);
+        let (container, object) = self.remote_object(ino)?;
+        let target = self
+            .remote
+            .read(container.as_deref(), &object, 0..object.size)
+            .await?;
+        Ok(target.to_vec())
     }
 
     /// Opens a file. Opening for writing stages the whole file locally first (unless it is
@@ -835,9 +902,11 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// else the encoded path.
     fn target_of(&self, tree: &super::tree::Tree, node: &Node, file: &FileNode) -> Target {
         let caps = self.remote.capabilities();
+        let path = tree.path_in_scope(node.ino);
         let name = match &file.remote {
             Some(object) if caps.overwrite_by_name => object.name.clone(),
-            _ => names::encode(&tree.path_in_scope(node.ino), &caps.name_rules),
+            _ if file.symlink => names::encode_link(&path, &caps.name_rules),
+            _ => names::encode(&path, &caps.name_rules),
         };
         Target {
             container: node.container.clone(),

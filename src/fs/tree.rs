@@ -70,6 +70,8 @@ pub struct FileNode {
     pub size: u64,
     /// Kept in the staging area, never uploaded (editor scratch files).
     pub local_only: bool,
+    /// A symbolic link: its content is the target, stored under a marked name.
+    pub symlink: bool,
     /// The version whose bytes the kernel page cache may hold.
     pub cached_version: Option<String>,
     /// Content state; see [`Content`].
@@ -413,7 +415,7 @@ impl Tree {
                 continue;
             };
             match &mut node.kind {
-                NodeKind::File(file) => match files.remove(&path) {
+                NodeKind::File(file) => match files.remove(&path).map(|listed| listed.meta) {
                     Some(mut meta) => {
                         // Listings may omit what the upload answer told us about the same version.
                         if let Some(old) =
@@ -454,7 +456,7 @@ impl Tree {
                 dir.origin = DirOrigin::Marker(meta);
             }
         }
-        for (path, meta) in files {
+        for (path, Listed { meta, symlink }) in files {
             let (parent_path, name) = match path.rfind('/') {
                 Some(slash) => (&path[..slash], &path[slash + 1..]),
                 None => ("", path.as_str()),
@@ -472,6 +474,7 @@ impl Tree {
                 size: meta.size,
                 remote: Some(meta),
                 local_only: false,
+                symlink,
                 cached_version: None,
                 content: Default::default(),
             });
@@ -544,13 +547,15 @@ pub fn new_dir(origin: DirOrigin) -> NodeKind {
 
 /// Sorts a listing into file paths and directory markers, decoding names and giving duplicate
 /// names unique suffixes (the newest object keeps the plain name).
-fn arrange(objects: Vec<ObjectMeta>) -> (HashMap<String, ObjectMeta>, HashMap<String, ObjectMeta>) {
+fn arrange(objects: Vec<ObjectMeta>) -> (HashMap<String, Listed>, HashMap<String, ObjectMeta>) {
     let mut markers = HashMap::new();
     let mut plain = Vec::new();
     for meta in objects {
-        let path = names::decode(&meta.name);
+        let link_base = names::strip_link_mark(&meta.name).map(str::to_string);
+        let symlink = link_base.is_some();
+        let path = names::decode(link_base.as_deref().unwrap_or(&meta.name));
         match path.strip_suffix('/') {
-            Some(dir) if valid_path(dir) => {
+            Some(dir) if valid_path(dir) && !symlink => {
                 markers.insert(dir.to_string(), meta);
             }
             _ => {
@@ -560,25 +565,31 @@ fn arrange(objects: Vec<ObjectMeta>) -> (HashMap<String, ObjectMeta>, HashMap<St
                     // Not a usable path (empty parts, `..`): show it flat, slashes substituted.
                     names::dir_name_from_title(&path)
                 };
-                plain.push((path, meta));
+                plain.push((path, Listed { meta, symlink }));
             }
         }
     }
     let candidates: Vec<Candidate> = plain
         .iter()
-        .map(|(path, meta)| Candidate {
+        .map(|(path, listed)| Candidate {
             name: path.clone(),
-            id: meta.id.clone(),
-            time: meta.modified.unwrap_or(SystemTime::UNIX_EPOCH),
+            id: listed.meta.id.clone(),
+            time: listed.meta.modified.unwrap_or(SystemTime::UNIX_EPOCH),
         })
         .collect();
     let unique = names::disambiguate(&candidates, Winner::Newest);
     let files = unique
         .into_iter()
         .zip(plain)
-        .map(|(path, (_, meta))| (path, meta))
+        .map(|(path, (_, listed))| (path, listed))
         .collect();
     (files, markers)
+}
+
+/// A listed object that shows as a file or a symbolic link.
+struct Listed {
+    meta: ObjectMeta,
+    symlink: bool,
 }
 
 fn valid_path(path: &str) -> bool {

@@ -218,3 +218,44 @@ fn hard_links_and_device_nodes_get_precise_errors() {
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
+
+#[test]
+fn symlinks_round_trip_and_emacs_locks_stay_local() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("links");
+    let id = mount.api_session_id("links");
+    std::fs::write(dir.join("target.txt"), b"pointed at").unwrap();
+    std::os::unix::fs::symlink("target.txt", dir.join("link")).unwrap();
+    std::os::unix::fs::symlink("user@host.1234:1700000000", dir.join(".#target.txt")).unwrap();
+
+    assert_eq!(
+        std::fs::read_link(dir.join("link")).unwrap().to_str(),
+        Some("target.txt")
+    );
+    assert_eq!(std::fs::read(dir.join("link")).unwrap(), b"pointed at");
+    assert_eq!(
+        std::fs::read_link(dir.join(".#target.txt"))
+            .unwrap()
+            .to_str(),
+        Some("user@host.1234:1700000000")
+    );
+    let kind = sh(&format!("stat -c %F {}", q(&dir.join("link"))));
+    assert_eq!(kind.trim(), "symbolic link");
+    // Stored as a marked object whose content is the target; the emacs lock is not stored.
+    assert_eq!(mount.api_file_names(&id), ["link↪", "target.txt"]);
+    assert_eq!(mount.api_get(&id, "link↪").unwrap(), b"target.txt");
+
+    // Renamed and removed like files.
+    sh(&format!(
+        "mv {} {}",
+        q(&dir.join("link")),
+        q(&dir.join("moved"))
+    ));
+    assert_eq!(
+        std::fs::read_link(dir.join("moved")).unwrap().to_str(),
+        Some("target.txt")
+    );
+    std::fs::remove_file(dir.join("moved")).unwrap();
+    std::fs::remove_file(dir.join(".#target.txt")).unwrap();
+    assert_eq!(mount.api_file_names(&id), ["target.txt"]);
+}
