@@ -27,6 +27,15 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// How the Mix server rewrites uploaded names (`sanitizeFilename`), so the core encodes
+/// around it.
+pub const NAME_RULES: NameRules = NameRules {
+    rewrites_whitespace: true,
+    rewrites_inner_dots: true,
+    collapses_underscores: true,
+    max_name_bytes: None,
+};
+
 /// The browser mode we create sessions with; Mix requires one and this one needs no extras.
 const BROWSER_MODE: &str = "local-browser-service";
 
@@ -82,12 +91,7 @@ impl MixRemote {
                 range_reads: true,
                 overwrite_by_name: true,
                 max_object_bytes: None,
-                name_rules: NameRules {
-                    rewrites_whitespace: true,
-                    rewrites_inner_dots: true,
-                    collapses_underscores: true,
-                    max_name_bytes: None,
-                },
+                name_rules: NAME_RULES,
             },
         })
     }

@@ -5,5 +5,6 @@ mod cli;
 mod errors;
 mod files;
 mod harness;
+mod reference;
 mod sessions;
 mod tools;
