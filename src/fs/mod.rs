@@ -19,6 +19,8 @@ pub mod names;
 mod ops;
 mod read;
 pub mod scratch;
+#[cfg(test)]
+mod tests;
 pub mod tree;
 mod xattr;
 

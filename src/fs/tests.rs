@@ -1,0 +1,158 @@
+//! Core tests on the in-memory remote: what the filesystem asks of the remote, counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::tree::{Ino, ROOT_INO};
+use super::{FsConfig, SessionFs};
+use crate::remote::faulty::{FaultyRemote, When};
+use crate::remote::memory::MemoryRemote;
+use crate::remote::{ErrorKind, Remote};
+
+struct Fixture {
+    memory: Arc<MemoryRemote>,
+    faulty: Arc<FaultyRemote>,
+    fs: SessionFs<dyn Remote>,
+    session_id: String,
+    session: Ino,
+    _staging: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let memory = Arc::new(MemoryRemote::new());
+    let session_id = memory.create_container("s").await.unwrap().id;
+    let faulty = Arc::new(FaultyRemote::new(memory.clone()));
+    let staging = tempfile::tempdir().unwrap();
+    let mut config = FsConfig::new(staging.path());
+    config.metadata_ttl = Duration::from_secs(60);
+    let remote: Arc<dyn Remote> = faulty.clone();
+    let fs = SessionFs::new(remote, config).unwrap();
+    let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+    Fixture {
+        memory,
+        faulty,
+        fs,
+        session_id,
+        session,
+        _staging: staging,
+    }
+}
+
+#[tokio::test]
+async fn one_listing_answers_every_lookup_and_miss_in_a_directory() {
+    let f = fixture().await;
+    for i in 0..50 {
+        f.memory.put(&f.session_id, &format!("f{i}"), b"x");
+    }
+    for i in 0..50 {
+        let entry = f.fs.lookup(f.session, &format!("f{i}")).await.unwrap();
+        assert_eq!(entry.attr.size, 1);
+    }
+    assert_eq!(
+        f.fs.lookup(f.session, "missing").await.unwrap_err().errno,
+        libc::ENOENT
+    );
+    assert_eq!(f.memory.calls("list"), 1);
+    assert_eq!(f.memory.calls("read"), 0);
+}
+
+#[tokio::test]
+async fn repeated_flushes_upload_once_and_close_uploads_nothing_more() {
+    let f = fixture().await;
+    let (entry, opened) =
+        f.fs.create(f.session, "new.txt", 0o644, false)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, b"hello").await.unwrap();
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.calls("upload"), 1);
+    assert_eq!(f.memory.get(&f.session_id, "new.txt").unwrap(), "hello");
+}
+
+#[tokio::test]
+async fn a_failed_upload_keeps_the_bytes_and_the_next_flush_retries() {
+    let f = fixture().await;
+    f.faulty
+        .fail("upload", When::Nth(1), ErrorKind::Unavailable);
+    let (entry, opened) =
+        f.fs.create(f.session, "keep.txt", 0o644, false)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, b"precious").await.unwrap();
+    let err = f.fs.flush(ino, opened.fh).await.unwrap_err();
+    assert_eq!(err.errno, libc::EIO);
+    assert!(f.memory.get(&f.session_id, "keep.txt").is_none());
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.get(&f.session_id, "keep.txt").unwrap(), "precious");
+}
+
+#[tokio::test]
+async fn rename_reuploads_under_the_new_name_and_deletes_the_old() {
+    let f = fixture().await;
+    f.memory.put(&f.session_id, "old", b"content");
+    f.fs.lookup(f.session, "old").await.unwrap();
+    f.fs.rename(f.session, "old", f.session, "new", false)
+        .await
+        .unwrap();
+    assert!(f.memory.get(&f.session_id, "old").is_none());
+    assert_eq!(f.memory.get(&f.session_id, "new").unwrap(), "content");
+    assert_eq!(f.memory.calls("upload"), 1);
+    assert_eq!(f.memory.calls("delete"), 1);
+}
+
+#[tokio::test]
+async fn scratch_files_are_never_uploaded() {
+    let f = fixture().await;
+    let (entry, opened) =
+        f.fs.create(f.session, ".notes.swp", 0o600, false)
+            .await
+            .unwrap();
+    f.fs.write(entry.attr.ino, opened.fh, 0, b"swap")
+        .await
+        .unwrap();
+    f.fs.flush(entry.attr.ino, opened.fh).await.unwrap();
+    f.fs.release(entry.attr.ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.calls("upload"), 0);
+    let opened = f.fs.open(entry.attr.ino, false, false).await.unwrap();
+    let bytes = f.fs.read(entry.attr.ino, opened.fh, 0, 100).await.unwrap();
+    assert_eq!(bytes, "swap", "the local copy still serves reads");
+    f.fs.unlink(f.session, ".notes.swp").await.unwrap();
+    assert_eq!(f.memory.calls("delete"), 0);
+}
+
+#[tokio::test]
+async fn a_dead_server_still_answers_from_the_last_listing() {
+    let f = fixture().await;
+    f.memory.put(&f.session_id, "seen", b"abc");
+    let staging = tempfile::tempdir().unwrap();
+    let mut config = FsConfig::new(staging.path());
+    // With a zero TTL every lookup lists again, so each one meets the dead server.
+    config.metadata_ttl = Duration::ZERO;
+    let remote: Arc<dyn Remote> = f.faulty.clone();
+    let fs = SessionFs::new(remote, config).unwrap();
+    let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+    fs.lookup(session, "seen").await.unwrap();
+
+    for operation in ["list", "list_containers", "read"] {
+        f.faulty
+            .fail(operation, When::Always, ErrorKind::Unavailable);
+    }
+    let ino = fs.lookup(session, "seen").await.unwrap().attr.ino;
+    assert_eq!(fs.getattr(ino).await.unwrap().size, 3);
+    let opened = fs.open(ino, false, false).await.unwrap();
+    assert_eq!(
+        fs.read(ino, opened.fh, 0, 3).await.unwrap_err().errno,
+        libc::EIO
+    );
+
+    let staging = tempfile::tempdir().unwrap();
+    let remote: Arc<dyn Remote> = f.faulty.clone();
+    let never_listed = SessionFs::new(remote, FsConfig::new(staging.path())).unwrap();
+    let err = never_listed.lookup(ROOT_INO, "s").await.unwrap_err();
+    assert_eq!(err.errno, libc::EIO, "without any listing the error shows");
+}
