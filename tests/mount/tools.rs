@@ -259,3 +259,23 @@ fn symlinks_round_trip_and_emacs_locks_stay_local() {
     std::fs::remove_file(dir.join(".#target.txt")).unwrap();
     assert_eq!(mount.api_file_names(&id), ["target.txt"]);
 }
+
+#[test]
+fn emacs_in_batch_mode_saves_and_leaves_only_the_file() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("emacs");
+    let id = mount.api_session_id("emacs");
+    std::fs::write(dir.join("notes.txt"), "first\n").unwrap();
+    sh(&format!(
+        "cd {} && emacs --batch notes.txt --eval \
+         '(progn (setq make-backup-files t) (goto-char (point-max)) (insert \"added\\n\") (save-buffer))'",
+        q(&dir)
+    ));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "first\nadded\n"
+    );
+    assert_eq!(mount.api_get(&id, "notes.txt").unwrap(), b"first\nadded\n");
+    // The backup `notes.txt~` (emacs renames the original to it) stays local.
+    assert_eq!(mount.api_file_names(&id), ["notes.txt"]);
+}
