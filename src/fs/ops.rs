@@ -10,7 +10,7 @@ use super::tree::{
 };
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
-use crate::write::StagingFile;
+use crate::write::{StagingFile, StreamingUpload};
 
 /// Size of each ranged GET when a whole object is copied into the staging area.
 const COPY_CHUNK_BYTES: u64 = 8 << 20;
@@ -101,6 +101,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             let staged = state.staged.as_mut().expect("staged above");
             staged.set_len(size)?;
             state.dirty = true;
+            state.stream = None;
             self.set_size(ino, size);
             if state.writers == 0 {
                 self.upload_locked(ino, &mut state).await?;
@@ -275,6 +276,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 staged: Some(staged),
                 dirty: !local_only,
                 writers: 1,
+                stream: None,
             })),
         };
         let meta = LocalMeta {
@@ -323,6 +325,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             staged: Some(staged),
             dirty: !local_only,
             writers: 0,
+            stream: None,
         }));
         let link = FileNode {
             remote: None,
@@ -377,6 +380,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             if truncate {
                 state.staged.as_mut().expect("staged above").set_len(0)?;
                 state.dirty = true;
+                state.stream = None;
                 self.set_size(ino, 0);
             }
             state.writers += 1;
@@ -427,11 +431,49 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .staged
             .as_mut()
             .ok_or_else(|| Error::new(libc::EBADF, "file is not staged for writing"))?;
+        let appended = offset == staged.len();
         staged.write_at(offset, data)?;
         let len = staged.len();
         state.dirty = true;
+        match &state.stream {
+            Some(stream) if appended => stream.advance(len),
+            // A write elsewhere: the streamed bytes are no longer the file; upload at flush.
+            Some(_) => state.stream = None,
+            None if offset == 0 && appended => self.start_stream(ino, &mut state),
+            None => {}
+        }
         self.set_size(ino, len);
         Ok(data.len() as u32)
+    }
+
+    /// Starts sending a file whose first bytes were just written at offset 0, if the API
+    /// takes streamed uploads (see `write::stream`).
+    fn start_stream(&self, ino: Ino, state: &mut Content) {
+        if !self.remote.capabilities().streaming_upload {
+            return;
+        }
+        let target = {
+            let tree = self.tree();
+            let Some(node) = tree.get(ino) else { return };
+            let Some(file) = node.file() else { return };
+            if file.local_only || file.symlink || !node.linked {
+                return;
+            }
+            self.target_of(&tree, node, file)
+        };
+        let Some(staged) = &state.staged else { return };
+        match StreamingUpload::start(
+            self.remote.clone(),
+            target.container,
+            target.name,
+            staged.path(),
+        ) {
+            Ok(stream) => {
+                stream.advance(staged.len());
+                state.stream = Some(stream);
+            }
+            Err(err) => log::debug!("no streamed upload: {err}"),
+        }
     }
 
     /// Called on every `close` of a handle: uploads the file if it was written.
@@ -463,7 +505,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if *writable {
             state.writers = state.writers.saturating_sub(1);
         }
-        let result = if state.dirty {
+        // A read-only handle leaves uploads to the writers' own flushes.
+        let result = if state.dirty && *writable {
             self.upload_locked(ino, &mut state).await
         } else {
             Ok(())
@@ -509,6 +552,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 .await?;
         }
         state.dirty = false;
+        state.stream = None;
         let open = self.handles.is_open(ino);
         if !open {
             state.staged = None;
@@ -591,7 +635,21 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             ));
         }
         let content = self.content_of(ino)?;
-        let mut state = content.lock().await;
+        // The file being replaced may be uploading right now (a flush from another process):
+        // its upload must land before ours, or it would overwrite the renamed file. Both locks
+        // are taken in inode order so that crossing renames cannot deadlock.
+        let target_content = target.and_then(|t| self.content_of(t).ok().map(|c| (t, c)));
+        let (mut state, _target_state) = match &target_content {
+            Some((t, target_content)) if *t < ino => {
+                let target_state = target_content.lock().await;
+                (content.lock().await, Some(target_state))
+            }
+            Some((_, target_content)) => {
+                let state = content.lock().await;
+                (state, Some(target_content.lock().await))
+            }
+            None => (content.lock().await, None),
+        };
         let (old_container, old_remote, was_local) = {
             let tree = self.tree();
             let node = tree.get(ino).ok_or_else(|| Error::not_found(name))?;
@@ -875,12 +933,33 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             size: staged.len(),
             md5: Some(staged.md5()?),
         };
-        let mut object = self
-            .remote
-            .upload(target.container.as_deref(), &target.name, &source)
-            .await
-            .map_err(|err| Error::from(err).at_risk())?;
+        let streamed = match state.stream.take() {
+            Some(stream) if stream.name == target.name && stream.container == target.container => {
+                match stream.finish(source.size).await {
+                    Ok(object) => Some(object),
+                    Err(err) => {
+                        log::info!("{}; uploading the staged copy instead", err.message);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut object = match streamed {
+            Some(object) => object,
+            None => self
+                .remote
+                .upload(target.container.as_deref(), &target.name, &source)
+                .await
+                .map_err(|err| Error::from(err).at_risk())?,
+        };
         object.md5 = object.md5.or(source.md5.clone());
+        log::debug!(
+            "uploaded inode {ino} as {:?}: {} bytes, md5 {}",
+            object.name,
+            source.size,
+            source.md5.as_deref().unwrap_or("-")
+        );
         if object.name != target.name {
             log::warn!(
                 "{} stored {:?} as {:?}; it will be listed under the stored name",

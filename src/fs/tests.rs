@@ -19,7 +19,11 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let memory = Arc::new(MemoryRemote::new());
+    fixture_over(MemoryRemote::new()).await
+}
+
+async fn fixture_over(memory: MemoryRemote) -> Fixture {
+    let memory = Arc::new(memory);
     let session_id = memory.create_container("s").await.unwrap().id;
     let faulty = Arc::new(FaultyRemote::new(memory.clone()));
     let staging = tempfile::tempdir().unwrap();
@@ -155,4 +159,44 @@ async fn a_dead_server_still_answers_from_the_last_listing() {
     let never_listed = SessionFs::new(remote, FsConfig::new(staging.path())).unwrap();
     let err = never_listed.lookup(ROOT_INO, "s").await.unwrap_err();
     assert_eq!(err.errno, libc::EIO, "without any listing the error shows");
+}
+
+#[tokio::test]
+async fn a_file_written_in_order_is_uploaded_while_it_is_written() {
+    let f = fixture_over(MemoryRemote::new().with_streaming()).await;
+    let (entry, opened) =
+        f.fs.create(f.session, "seq.bin", 0o644, false)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    for i in 0..10u8 {
+        f.fs.write(ino, opened.fh, u64::from(i) * 3, &[i; 3])
+            .await
+            .unwrap();
+    }
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.calls("upload_stream"), 1);
+    assert_eq!(f.memory.calls("upload"), 0);
+    let expected: Vec<u8> = (0..10u8).flat_map(|i| [i; 3]).collect();
+    assert_eq!(f.memory.get(&f.session_id, "seq.bin").unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_write_out_of_order_drops_the_stream_and_uploads_the_staged_copy() {
+    let f = fixture_over(MemoryRemote::new().with_streaming()).await;
+    let (entry, opened) =
+        f.fs.create(f.session, "rand.bin", 0o644, false)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, b"hello world").await.unwrap();
+    f.fs.write(ino, opened.fh, 0, b"J").await.unwrap();
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.calls("upload"), 1);
+    assert_eq!(
+        f.memory.get(&f.session_id, "rand.bin").unwrap(),
+        "Jello world"
+    );
 }

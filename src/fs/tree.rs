@@ -59,6 +59,9 @@ pub struct Content {
     pub dirty: bool,
     /// Open handles that may write.
     pub writers: usize,
+    /// The upload running while the file is written from start to end, if any; dropping it
+    /// aborts it.
+    pub stream: Option<crate::write::StreamingUpload>,
 }
 
 /// A regular file.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, Remote, RemoteError,
+    ByteStream, Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, Remote, RemoteError,
     RemoteResult, UploadSource,
 };
 
@@ -135,5 +135,15 @@ impl Remote for FaultyRemote {
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()> {
         self.check("delete")?;
         self.inner.delete(container, object).await
+    }
+
+    async fn upload_stream(
+        &self,
+        container: ContainerRef<'_>,
+        name: &str,
+        body: ByteStream,
+    ) -> RemoteResult<ObjectMeta> {
+        self.check("upload_stream")?;
+        self.inner.upload_stream(container, name, body).await
     }
 }

@@ -11,10 +11,11 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::{
-    Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteError,
-    RemoteResult, UploadSource,
+    ByteStream, Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote,
+    RemoteError, RemoteResult, UploadSource,
 };
 
 /// Objects of one container, by name.
@@ -51,10 +52,17 @@ impl MemoryRemote {
                 overwrite_by_name: true,
                 max_object_bytes: None,
                 name_rules: NameRules::default(),
+                streaming_upload: false,
             },
             state: Mutex::new(State::default()),
             versions: AtomicU64::new(1),
         }
+    }
+
+    /// The same remote, taking streamed uploads.
+    pub fn with_streaming(mut self) -> Self {
+        self.capabilities.streaming_upload = true;
+        self
     }
 
     /// How many times `operation` (a trait method name) was called.
@@ -185,6 +193,23 @@ impl Remote for MemoryRemote {
         let data = std::fs::read(&source.path)
             .map_err(|err| RemoteError::protocol(format!("read staged file: {err}")))?;
         drop(self.count("upload"));
+        Ok(self.put(&key(container), name, &data))
+    }
+
+    async fn upload_stream(
+        &self,
+        container: ContainerRef<'_>,
+        name: &str,
+        mut body: ByteStream,
+    ) -> RemoteResult<ObjectMeta> {
+        drop(self.count("upload_stream"));
+        let mut data = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| {
+                RemoteError::new(ErrorKind::Unavailable, format!("body ended: {err}"))
+            })?;
+            data.extend_from_slice(&chunk);
+        }
         Ok(self.put(&key(container), name, &data))
     }
 

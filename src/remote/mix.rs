@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use super::http::HttpClient;
 use super::{
-    Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteConfig,
-    RemoteError, RemoteResult, UploadSource,
+    ByteStream, Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote,
+    RemoteConfig, RemoteError, RemoteResult, UploadSource,
 };
 
 /// Characters escaped in a path segment: everything but RFC 3986 unreserved characters.
@@ -92,6 +92,7 @@ impl MixRemote {
                 overwrite_by_name: true,
                 max_object_bytes: None,
                 name_rules: NAME_RULES,
+                streaming_upload: true,
             },
         })
     }
@@ -132,6 +133,30 @@ impl MixRemote {
                 self.http.endpoint()
             ))
         })
+    }
+
+    /// The multipart `POST` that uploads `part` as `name`.
+    fn upload_request(
+        &self,
+        url: &str,
+        name: &str,
+        part: reqwest::multipart::Part,
+    ) -> RemoteResult<reqwest::RequestBuilder> {
+        let part = part
+            .file_name(name.to_string())
+            .mime_str("application/octet-stream")
+            .map_err(|err| RemoteError::protocol(err.to_string()))?;
+        // Names are sent as raw UTF-8 (what Go's multipart reader expects); the name encoding
+        // guarantees they hold no quote, backslash or control character.
+        let form = reqwest::multipart::Form::new()
+            .percent_encode_noop()
+            .part("file", part);
+        Ok(self
+            .http
+            .client()
+            .post(url)
+            .header("Accept", "application/json")
+            .multipart(form))
     }
 
     fn to_container(&self, session: SessionData) -> Container {
@@ -311,23 +336,34 @@ impl Remote for MixRemote {
                     let body = reqwest::Body::wrap_stream(
                         tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
                     );
-                    let part = reqwest::multipart::Part::stream_with_length(body, source.size)
-                        .file_name(name.to_string())
-                        .mime_str("application/octet-stream")
-                        .map_err(|err| RemoteError::protocol(err.to_string()))?;
-                    // Names are sent as raw UTF-8 (what Go's multipart reader expects); the name
-                    // encoding guarantees they hold no quote, backslash or control character.
-                    let form = reqwest::multipart::Form::new()
-                        .percent_encode_noop()
-                        .part("file", part);
-                    Ok(self
-                        .http
-                        .client()
-                        .post(&url)
-                        .header("Accept", "application/json")
-                        .multipart(form))
+                    let part = reqwest::multipart::Part::stream_with_length(body, source.size);
+                    self.upload_request(&url, name, part)
                 })
                 .await?;
+        let file: FileInfo = self.json(&what, response).await?;
+        Ok(Self::to_object(file))
+    }
+
+    async fn upload_stream(
+        &self,
+        container: ContainerRef<'_>,
+        name: &str,
+        body: ByteStream,
+    ) -> RemoteResult<ObjectMeta> {
+        let session = Self::container(container)?;
+        let what = format!("upload {name:?} to session {session} while it is written");
+        let url = self
+            .http
+            .url(&format!("{}/files/upload", Self::session_path(session)));
+        let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body));
+        let response = self
+            .upload_request(&url, name, part)?
+            .send()
+            .await
+            .map_err(|err| self.http.transport_error(&what, &err))?;
+        if response.status() != StatusCode::CREATED {
+            return Err(self.http.status_error(&what, response).await);
+        }
         let file: FileInfo = self.json(&what, response).await?;
         Ok(Self::to_object(file))
     }

@@ -56,6 +56,9 @@ pub struct Capabilities {
     pub max_object_bytes: Option<u64>,
     /// How the server rewrites names.
     pub name_rules: NameRules,
+    /// [`Remote::upload_stream`] works: an upload can start before the length is known, so a
+    /// file written from start to end is sent while it is being written.
+    pub streaming_upload: bool,
 }
 
 /// A remote container (a Mix session): one directory under the mount root.
@@ -219,7 +222,27 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Deletes `object`. `NotFound` if it is already gone; `Unsupported` on APIs without delete.
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()>;
+
+    /// Uploads `body` as `name` while the body is still being produced (its length is not
+    /// known up front). Tried once, never retried: the caller keeps the bytes and falls back
+    /// to [`Remote::upload`]. A body that ends with an error aborts the upload and stores
+    /// nothing. Only called when `capabilities().streaming_upload` is true.
+    async fn upload_stream(
+        &self,
+        container: ContainerRef<'_>,
+        name: &str,
+        body: ByteStream,
+    ) -> RemoteResult<ObjectMeta> {
+        let _ = (container, body);
+        Err(RemoteError::new(
+            ErrorKind::Unsupported,
+            format!("{name}: {} takes no streamed uploads", self.describe()),
+        ))
+    }
 }
+
+/// A body produced while it is sent.
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
 
 /// How to reach a remote: the one place that knows which type serves which backend.
 #[derive(Clone, Debug)]

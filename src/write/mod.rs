@@ -1,5 +1,8 @@
-//! The write path: staging files now; the upload scheduler and the crash journal build on them.
+//! The write path: staging files, and uploads that stream while a file is written; the crash
+//! journal builds on them.
 
 pub mod staging;
+pub mod stream;
 
 pub use staging::{StagingArea, StagingFile};
+pub use stream::StreamingUpload;

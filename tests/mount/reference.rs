@@ -3,7 +3,7 @@
 //! after every step the listings and every file's bytes must agree.
 //!
 //! `SESSIONFS_REFTEST_OPS` sets the number of operations (default 400, short enough for CI);
-//! `SESSIONFS_REFTEST_SEED` replays one seed. `scripts/reftest.sh` runs a long series.
+//! `SESSIONFS_REFTEST_SEED` replays one seed; `SESSIONFS_REFTEST_TRACE=1` prints each step. `scripts/reftest.sh` runs a long series.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -144,6 +144,9 @@ fn run(seed: u64, ops: usize) {
             let b = outcome(std::fs::remove_file(local_dir.join(name)));
             assert_eq!(a, b, "step {step}: {description}");
         }
+        if std::env::var_os("SESSIONFS_REFTEST_TRACE").is_some() {
+            eprintln!("step {step}: {description}");
+        }
         let (mounted, expected) = (snapshot(&remote_dir), snapshot(local_dir));
         let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
         assert_eq!(
@@ -152,10 +155,16 @@ fn run(seed: u64, ops: usize) {
             "seed {seed} step {step}: {description}"
         );
         for (name, bytes) in &expected {
-            assert!(
-                mounted[name] == *bytes,
-                "seed {seed} step {step}: {description}: {name} differs"
-            );
+            let got = &mounted[name];
+            if got != bytes {
+                let at = got.iter().zip(bytes).position(|(a, b)| a != b);
+                panic!(
+                    "seed {seed} step {step}: {description}: {name} differs: {} bytes, want {}, \
+                     first difference at {at:?}",
+                    got.len(),
+                    bytes.len()
+                );
+            }
         }
     }
     drop(open);
