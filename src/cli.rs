@@ -109,6 +109,9 @@ pub struct ServeArgs {
     /// Reject uploads larger than this with 413 (the real Mix server has no limit).
     #[arg(long)]
     pub max_upload_size: Option<bytesize::ByteSize>,
+    /// The one API key to accept (Lightfield); without it any `sk_lf_...` key is accepted.
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 fn parse_mode(text: &str) -> Result<u16, String> {

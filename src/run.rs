@@ -189,6 +189,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     config.latency = args.latency;
     config.bandwidth_bytes_per_sec = args.bandwidth.map(|b| b.as_u64());
     config.max_upload_bytes = args.max_upload_size.map(|b| b.as_u64());
+    config.token = args.token;
     let runtime = runtime()?;
     runtime.block_on(async {
         let server = emulator::spawn(args.backend, config)
@@ -210,6 +211,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
 pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     let runtime = runtime()?;
+    let mut token = args.token.clone();
     let (endpoint, emulator, data_note) = match &args.endpoint {
         Some(endpoint) => (endpoint.clone(), None, String::new()),
         None => {
@@ -217,22 +219,20 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
                 .data
                 .clone()
                 .unwrap_or_else(|| cli::default_data_dir(args.backend));
+            if token.is_none() {
+                token = embedded_token(args.backend);
+            }
+            let mut config = EmulatorConfig::new(&data_dir);
+            config.token = token.clone();
             let server = runtime
-                .block_on(emulator::spawn(
-                    args.backend,
-                    EmulatorConfig::new(&data_dir),
-                ))
+                .block_on(emulator::spawn(args.backend, config))
                 .map_err(|err| format!("cannot start the embedded emulator: {err}"))?;
             let note = format!(", embedded emulator data in {}", data_dir.display());
             (server.endpoint(), Some(server), note)
         }
     };
-    let remote = remote::connect(&RemoteConfig::new(
-        args.backend,
-        &endpoint,
-        args.token.clone(),
-    ))
-    .map_err(|err| err.message)?;
+    let remote = remote::connect(&RemoteConfig::new(args.backend, &endpoint, token))
+        .map_err(|err| err.message)?;
     runtime
         .block_on(remote.list_containers())
         .map_err(|err| format!("{}; nothing was mounted", err.message))?;
@@ -304,6 +304,14 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let _ = fs::remove_dir(&staging_dir);
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// A fresh API key shared by the embedded emulator and the client, for APIs that need one.
+fn embedded_token(backend: Backend) -> Option<String> {
+    match backend {
+        Backend::Lightfield => Some(format!("sk_lf_{}", uuid::Uuid::new_v4().simple())),
+        Backend::Mix => None,
+    }
 }
 
 /// Waits for SIGINT or SIGTERM (true) or for the mount to end by an external unmount (false).

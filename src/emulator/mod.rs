@@ -9,6 +9,7 @@
 //! runs one inside the mount process, so the README's first command needs nothing else.
 
 pub mod faults;
+pub mod lightfield;
 pub mod mix;
 pub mod store;
 
@@ -23,6 +24,8 @@ pub use faults::FaultSpec;
 pub enum Backend {
     /// Mix sessions and session files.
     Mix,
+    /// Lightfield files: flat, id-keyed, presigned uploads, no delete.
+    Lightfield,
 }
 
 /// Everything `serve` needs to start an emulator; also built by the mount command and tests.
@@ -42,6 +45,9 @@ pub struct EmulatorConfig {
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Largest accepted upload (`--max-upload-size`); `None` = no limit, as the real Mix server.
     pub max_upload_bytes: Option<u64>,
+    /// The one API key an emulator with auth accepts (`--token`); `None` accepts any key of
+    /// the API's documented shape (Lightfield: `sk_lf_...`).
+    pub token: Option<String>,
 }
 
 impl EmulatorConfig {
@@ -55,6 +61,7 @@ impl EmulatorConfig {
             latency: Duration::ZERO,
             bandwidth_bytes_per_sec: None,
             max_upload_bytes: None,
+            token: None,
         }
     }
 }
@@ -97,6 +104,7 @@ impl Drop for RunningEmulator {
 pub fn router(backend: Backend, config: &EmulatorConfig) -> std::io::Result<axum::Router> {
     let app = match backend {
         Backend::Mix => mix::router(mix::MixState::open(config)?),
+        Backend::Lightfield => lightfield::router(lightfield::LightfieldState::open(config)?),
     };
     Ok(faults::layer(app, config))
 }

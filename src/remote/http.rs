@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use reqwest::{Response, StatusCode};
 
@@ -232,6 +233,29 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
+}
+
+/// Reads `wanted` bytes of a ranged GET's body after skipping `skip` bytes (non-zero when the
+/// server ignored `Range` and sent the whole object), stopping early at the end of the body.
+pub async fn collect_range(
+    mut response: Response,
+    mut skip: u64,
+    wanted: usize,
+) -> Result<Bytes, reqwest::Error> {
+    let mut out = BytesMut::with_capacity(wanted.min(64 << 20));
+    while out.len() < wanted {
+        let Some(mut chunk) = response.chunk().await? else {
+            break;
+        };
+        if skip > 0 {
+            let dropped = (skip as usize).min(chunk.len());
+            let _ = chunk.split_to(dropped);
+            skip -= dropped as u64;
+        }
+        let take = chunk.len().min(wanted - out.len());
+        out.extend_from_slice(&chunk[..take]);
+    }
+    Ok(out.freeze())
 }
 
 async fn read_bounded(mut response: Response, limit: usize) -> Vec<u8> {

@@ -9,12 +9,12 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::http::HttpClient;
+use super::http::{self, HttpClient};
 use super::{
     ByteStream, Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote,
     RemoteConfig, RemoteError, RemoteResult, UploadSource,
@@ -306,7 +306,7 @@ impl Remote for MixRemote {
                     StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
                     _ => return Err(self.http.status_error(&what, response).await),
                 };
-                collect_range(response, skip, wanted)
+                http::collect_range(response, skip, wanted)
                     .await
                     .map_err(|err| self.http.transport_error(&what, &err))
             })
@@ -379,26 +379,4 @@ impl Remote for MixRemote {
             .await?;
         Ok(())
     }
-}
-
-/// Reads `wanted` bytes after skipping `skip` bytes of the body.
-async fn collect_range(
-    mut response: reqwest::Response,
-    mut skip: u64,
-    wanted: usize,
-) -> Result<Bytes, reqwest::Error> {
-    let mut out = BytesMut::with_capacity(wanted.min(64 << 20));
-    while out.len() < wanted {
-        let Some(mut chunk) = response.chunk().await? else {
-            break;
-        };
-        if skip > 0 {
-            let dropped = (skip as usize).min(chunk.len());
-            let _ = chunk.split_to(dropped);
-            skip -= dropped as u64;
-        }
-        let take = chunk.len().min(wanted - out.len());
-        out.extend_from_slice(&chunk[..take]);
-    }
-    Ok(out.freeze())
 }

@@ -12,8 +12,10 @@
 
 pub mod faulty;
 pub mod http;
+pub mod lightfield;
 pub mod memory;
 pub mod mix;
+pub mod paging;
 
 use std::fmt;
 use std::ops::Range;
@@ -273,5 +275,6 @@ impl RemoteConfig {
 pub fn connect(config: &RemoteConfig) -> RemoteResult<Arc<dyn Remote>> {
     Ok(match config.backend {
         Backend::Mix => Arc::new(mix::MixRemote::new(config)?),
+        Backend::Lightfield => Arc::new(lightfield::LightfieldRemote::new(config)?),
     })
 }

@@ -15,7 +15,7 @@ use sessionfs::remote::{self, Remote, RemoteConfig};
 use sessionfs::run;
 use tempfile::TempDir;
 
-/// A mounted sessionfs over a Mix emulator. Unmounts and stops the emulator on drop.
+/// A mounted sessionfs over an emulator (Mix unless built with [`TestMount::backend`]). Unmounts and stops the emulator on drop.
 pub struct TestMount {
     pub runtime: tokio::runtime::Runtime,
     pub emulator: Option<RunningEmulator>,
@@ -102,6 +102,11 @@ impl TestMount {
     /// The mount point.
     pub fn path(&self) -> &Path {
         self.mountpoint.path()
+    }
+
+    /// The emulator's base URL, for tests that speak its API themselves.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// `path()/name`.

@@ -5,6 +5,7 @@ mod cli;
 mod errors;
 mod files;
 mod harness;
+mod lightfield;
 mod reference;
 mod sessions;
 mod tools;

@@ -1,0 +1,615 @@
+//! The Lightfield files API: a flat, id-keyed store with presigned uploads and no delete.
+//!
+//! Contract: `shared/api/lightfield.md`. Every API call carries `Authorization: Bearer <key>`
+//! and `Lightfield-Version`; the presigned storage URLs carry neither. Listing pages through
+//! `GET /v1/files` with the shared [`paging`](super::paging) driver and keeps only COMPLETED
+//! files; names are not unique (the core disambiguates them). An upload is three steps: create a
+//! session, `PUT` the bytes to its `uploadUrl` with exactly its `uploadHeaders`, `complete` with
+//! the md5; if any step after the create fails, the session is cancelled so nothing is left
+//! PENDING. Reads are ranged GETs on a download URL from `/v1/files/{id}/url`, cached per file
+//! until shortly before it expires and fetched again when storage answers 403.
+//!
+//! The API key is never logged: it goes only into the `Authorization` header (which reqwest
+//! marks sensitive), and error messages carry the server's message, never the request.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lru::LruCache;
+use md5::{Digest, Md5};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+
+use super::http::{self, HttpClient};
+use super::paging::collect_pages;
+use super::{
+    Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteConfig,
+    RemoteError, RemoteResult, UploadSource,
+};
+
+/// The API version this client speaks.
+const API_VERSION: &str = "2026-03-01";
+/// Rows per `GET /v1/files` page: the API's maximum.
+const PAGE_SIZE: usize = 25;
+/// The API's object size limit (512 MiB).
+const MAX_OBJECT_BYTES: u64 = 512 * 1024 * 1024;
+/// Longest filename the API keeps.
+const MAX_NAME_BYTES: usize = 255;
+/// A download URL is fetched again when it expires within this margin.
+const URL_MARGIN: Duration = Duration::from_secs(30);
+/// Download URLs remembered at once.
+const URL_CACHE_ENTRIES: usize = 1024;
+/// Read size when hashing a staged file.
+const HASH_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A Lightfield server.
+pub struct LightfieldRemote {
+    http: HttpClient,
+    /// Sent only in the `Authorization` header of API calls.
+    token: String,
+    capabilities: Capabilities,
+    /// Download URL and its expiry per file id. Held only for a lookup or an insert.
+    urls: Mutex<LruCache<String, (String, SystemTime)>>,
+}
+
+/// The API's `File` object (the fields we use).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileData {
+    id: String,
+    status: String,
+    filename: String,
+    mime_type: String,
+    size_bytes: u64,
+    created_at: String,
+    completed_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    id: String,
+    upload_url: String,
+    upload_headers: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    data: Vec<FileData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownloadUrl {
+    url: String,
+    expires_at: String,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error: EnvelopeError,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeError {
+    message: String,
+}
+
+/// Reads Lightfield's `{"error":{"type","message",...}}` envelope.
+fn envelope_message(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .map(|envelope| envelope.error.message)
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// MIME type from the extension; the API needs one, and the rest is octet-stream.
+fn mime_type(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "mp3" => "audio/mpeg",
+        "mp4" => "video/mp4",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        _ => "application/octet-stream",
+    }
+}
+
+fn file_path(id: &str) -> String {
+    format!("/v1/files/{}", utf8_percent_encode(id, NON_ALPHANUMERIC))
+}
+
+impl LightfieldRemote {
+    /// A client for the Lightfield server at `config.endpoint`; fails without a token.
+    pub fn new(config: &RemoteConfig) -> RemoteResult<Self> {
+        let token = config
+            .token
+            .clone()
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                RemoteError::new(
+                    ErrorKind::PermissionDenied,
+                    "lightfield needs an API key (sk_lf_...): pass --token or set SESSIONFS_TOKEN",
+                )
+            })?;
+        Ok(Self {
+            http: HttpClient::new(&config.endpoint, envelope_message)?
+                .with_retry(config.retry.clone()),
+            token,
+            capabilities: Capabilities {
+                containers: false,
+                delete: false,
+                range_reads: true,
+                overwrite_by_name: false,
+                max_object_bytes: Some(MAX_OBJECT_BYTES),
+                name_rules: NameRules {
+                    max_name_bytes: Some(MAX_NAME_BYTES),
+                    ..NameRules::default()
+                },
+                // The presigned PUT needs the exact size and md5 up front.
+                streaming_upload: false,
+            },
+            urls: Mutex::new(LruCache::new(
+                NonZeroUsize::new(URL_CACHE_ENTRIES).expect("non-zero"),
+            )),
+        })
+    }
+
+    /// Calls the API and decodes its JSON answer; a refused key gets a hint on what to fix.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Option<serde_json::Value>,
+    ) -> RemoteResult<T> {
+        let url = self.http.url(path_and_query);
+        let response = self
+            .http
+            .send(what, || async {
+                let mut request = self
+                    .http
+                    .client()
+                    .request(method.clone(), &url)
+                    .bearer_auth(&self.token)
+                    .header("Lightfield-Version", API_VERSION)
+                    .header("Accept", "application/json");
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                Ok(request)
+            })
+            .await
+            .map_err(|mut err| {
+                if err.kind == ErrorKind::PermissionDenied {
+                    err.message.push_str(
+                        "; pass a valid lightfield API key with --token or SESSIONFS_TOKEN",
+                    );
+                }
+                err
+            })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.http.transport_error(what, &err))?;
+        serde_json::from_slice(&body).map_err(|err| {
+            RemoteError::protocol(format!(
+                "{what}: {} sent malformed JSON ({err})",
+                self.http.endpoint()
+            ))
+        })
+    }
+
+    fn to_object(file: FileData) -> ObjectMeta {
+        let modified = file
+            .completed_at
+            .as_deref()
+            .and_then(parse_time)
+            .or_else(|| parse_time(&file.created_at));
+        ObjectMeta {
+            // Ids are immutable versions: new content is always a new id.
+            version: file.id.clone(),
+            id: file.id,
+            name: file.filename,
+            size: file.size_bytes,
+            modified,
+            content_type: Some(file.mime_type),
+            md5: None,
+        }
+    }
+
+    /// A download URL for `id`: the cached one unless it is about to expire or `fresh` is set.
+    async fn download_url(&self, id: &str, fresh: bool) -> RemoteResult<String> {
+        if !fresh {
+            let mut urls = self.urls.lock().expect("url cache lock");
+            if let Some((url, expires)) = urls.get(id)
+                && *expires > SystemTime::now() + URL_MARGIN
+            {
+                return Ok(url.clone());
+            }
+        }
+        let what = format!("get a download url for {id}");
+        let answer: DownloadUrl = self
+            .call(&what, Method::GET, &format!("{}/url", file_path(id)), None)
+            .await?;
+        let expires = parse_time(&answer.expires_at).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.urls
+            .lock()
+            .expect("url cache lock")
+            .put(id.to_owned(), (answer.url.clone(), expires));
+        Ok(answer.url)
+    }
+
+    /// One ranged GET on a presigned URL (no API headers), with the shared retries.
+    async fn ranged_get(&self, what: &str, url: &str, range: &Range<u64>) -> RemoteResult<Bytes> {
+        let wanted = (range.end - range.start) as usize;
+        self.http
+            .retrying(what, || async {
+                let response = self
+                    .http
+                    .client()
+                    .get(url)
+                    .header("Range", format!("bytes={}-{}", range.start, range.end - 1))
+                    .send()
+                    .await
+                    .map_err(|err| self.http.transport_error(what, &err))?;
+                let skip = match response.status() {
+                    StatusCode::PARTIAL_CONTENT => 0,
+                    StatusCode::OK => range.start,
+                    StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
+                    _ => return Err(self.http.status_error(what, response).await),
+                };
+                http::collect_range(response, skip, wanted)
+                    .await
+                    .map_err(|err| self.http.transport_error(what, &err))
+            })
+            .await
+    }
+
+    /// The staged file's md5, when the core did not compute it while staging.
+    async fn md5_of(&self, source: &UploadSource) -> RemoteResult<String> {
+        if let Some(md5) = &source.md5 {
+            return Ok(md5.clone());
+        }
+        // The core fills md5 while staging; this covers files written out of order.
+        let staged_error = |err: std::io::Error| {
+            RemoteError::protocol(format!("cannot read the staged copy: {err}"))
+        };
+        let mut file = tokio::fs::File::open(&source.path)
+            .await
+            .map_err(staged_error)?;
+        let mut hasher = Md5::new();
+        let mut buf = vec![0; HASH_CHUNK_BYTES];
+        loop {
+            let n = file.read(&mut buf).await.map_err(staged_error)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
+    /// PUTs the staged bytes to the session's presigned URL, then completes it with `md5`.
+    async fn send_and_complete(
+        &self,
+        what: &str,
+        created: &Created,
+        source: &UploadSource,
+        md5: &str,
+    ) -> RemoteResult<FileData> {
+        self.http
+            .send(what, || async {
+                let file = tokio::fs::File::open(&source.path).await.map_err(|err| {
+                    RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
+                })?;
+                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    256 * 1024,
+                ));
+                let mut request = self
+                    .http
+                    .client()
+                    .put(&created.upload_url)
+                    .header("Content-Length", source.size)
+                    .body(body);
+                for (name, value) in &created.upload_headers {
+                    request = request.header(name, value);
+                }
+                Ok(request)
+            })
+            .await?;
+        let path = format!("{}/complete", file_path(&created.id));
+        let completed = self
+            .call::<FileData>(
+                what,
+                Method::POST,
+                &path,
+                Some(serde_json::json!({ "md5": md5 })),
+            )
+            .await;
+        match completed {
+            // A retried complete whose first attempt succeeded finds the file COMPLETED.
+            Err(err) if err.kind == ErrorKind::Conflict => {
+                let file: FileData = self
+                    .call(what, Method::GET, &file_path(&created.id), None)
+                    .await?;
+                if file.status == "COMPLETED" {
+                    Ok(file)
+                } else {
+                    Err(err)
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Remote for LightfieldRemote {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn describe(&self) -> String {
+        format!("lightfield at {}", self.http.endpoint())
+    }
+
+    /// Lightfield is flat, so there are no containers; the call still asks for one row of the
+    /// listing so that a mount with a wrong key fails at once with a clear message.
+    async fn list_containers(&self) -> RemoteResult<Vec<Container>> {
+        let _: Page = self
+            .call("list files", Method::GET, "/v1/files?limit=1", None)
+            .await?;
+        Ok(Vec::new())
+    }
+
+    async fn create_container(&self, _title: &str) -> RemoteResult<Container> {
+        Err(RemoteError::new(
+            ErrorKind::Unsupported,
+            "lightfield has no directories",
+        ))
+    }
+
+    async fn remove_container(&self, _id: &str) -> RemoteResult<()> {
+        Err(RemoteError::new(
+            ErrorKind::Unsupported,
+            "lightfield has no directories",
+        ))
+    }
+
+    async fn list(&self, _container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {
+        let rows = collect_pages(PAGE_SIZE, |offset| async move {
+            let path = format!("/v1/files?limit={PAGE_SIZE}&offset={offset}");
+            let page: Page = self.call("list files", Method::GET, &path, None).await?;
+            Ok(page.data)
+        })
+        .await?;
+        let mut seen = std::collections::HashSet::new();
+        Ok(rows
+            .into_iter()
+            .filter(|file| file.status == "COMPLETED")
+            // A file created while we paged shifts the rows, so one may come twice.
+            .filter(|file| seen.insert(file.id.clone()))
+            .map(Self::to_object)
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        _container: ContainerRef<'_>,
+        object: &ObjectMeta,
+        range: Range<u64>,
+    ) -> RemoteResult<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let what = format!("read {:?} ({})", object.name, object.id);
+        let url = self.download_url(&object.id, false).await?;
+        match self.ranged_get(&what, &url, &range).await {
+            // Storage refuses an expired URL with 403: get a new one and try once more.
+            Err(err) if err.kind == ErrorKind::PermissionDenied => {
+                let url = self.download_url(&object.id, true).await?;
+                self.ranged_get(&what, &url, &range).await
+            }
+            other => other,
+        }
+    }
+
+    async fn upload(
+        &self,
+        _container: ContainerRef<'_>,
+        name: &str,
+        source: &UploadSource,
+    ) -> RemoteResult<ObjectMeta> {
+        let what = format!("upload {name:?}");
+        if source.size == 0 {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidInput,
+                format!("{what}: lightfield cannot store empty files (the minimum is 1 byte)"),
+            ));
+        }
+        if source.size > MAX_OBJECT_BYTES {
+            return Err(RemoteError::new(
+                ErrorKind::TooLarge,
+                format!("{what}: lightfield holds files of at most 512 MiB"),
+            ));
+        }
+        let md5 = self.md5_of(source).await?;
+        let created: Created = self
+            .call(
+                &what,
+                Method::POST,
+                "/v1/files",
+                Some(serde_json::json!({
+                    "filename": name,
+                    "mimeType": mime_type(name),
+                    "sizeBytes": source.size,
+                })),
+            )
+            .await?;
+        match self.send_and_complete(&what, &created, source, &md5).await {
+            Ok(file) => Ok(ObjectMeta {
+                md5: Some(md5),
+                ..Self::to_object(file)
+            }),
+            Err(err) => {
+                let cancel = format!("cancel the failed upload of {name:?} ({})", created.id);
+                let path = format!("{}/cancel", file_path(&created.id));
+                if let Err(cancel_err) = self
+                    .call::<serde_json::Value>(&cancel, Method::POST, &path, None)
+                    .await
+                {
+                    log::warn!("{}; it expires by itself", cancel_err.message);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn delete(&self, _container: ContainerRef<'_>, _object: &ObjectMeta) -> RemoteResult<()> {
+        Err(RemoteError::new(
+            ErrorKind::Unsupported,
+            "lightfield has no delete",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::{self, Backend, EmulatorConfig};
+
+    const KEY: &str = "sk_lf_unit";
+
+    /// Every file's status, as the API lists them.
+    async fn statuses(endpoint: &str) -> Vec<String> {
+        let page: serde_json::Value = reqwest::Client::new()
+            .get(format!("{endpoint}/v1/files"))
+            .bearer_auth(KEY)
+            .header("Lightfield-Version", API_VERSION)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["status"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn failed_uploads_are_cancelled_and_good_ones_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = emulator::spawn(Backend::Lightfield, EmulatorConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let mut config =
+            RemoteConfig::new(Backend::Lightfield, server.endpoint(), Some(KEY.into()));
+        config.retry.max_attempts = 1;
+        let remote = LightfieldRemote::new(&config).unwrap();
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, b"abc").unwrap();
+        let source = |size, md5: Option<&str>| UploadSource {
+            path: staged.clone(),
+            size,
+            md5: md5.map(str::to_owned),
+        };
+
+        // The staged file is shorter than declared, so the PUT fails: cancelled.
+        let err = remote
+            .upload(None, "a.txt", &source(4, None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{}", err.message);
+        // The md5 does not match the bytes: complete refuses, cancelled.
+        let wrong = "0".repeat(32);
+        let err = remote
+            .upload(None, "a.txt", &source(3, Some(&wrong)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidInput, "{}", err.message);
+        assert_eq!(
+            statuses(&server.endpoint()).await,
+            ["CANCELLED", "CANCELLED"]
+        );
+
+        // md5 computed here when the core did not give one.
+        let object = remote
+            .upload(None, "a.txt", &source(3, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            object.md5.as_deref(),
+            Some("900150983cd24fb0d6963f7d28e17f72")
+        );
+        assert_eq!(object.content_type.as_deref(), Some("text/plain"));
+        let listed = remote.list(None).await.unwrap();
+        assert_eq!(listed.len(), 1, "only COMPLETED files are listed");
+        assert_eq!(
+            (listed[0].id.as_str(), listed[0].size),
+            (object.id.as_str(), 3)
+        );
+        assert_eq!(remote.read(None, &object, 1..3).await.unwrap(), &b"bc"[..]);
+
+        let empty = remote
+            .upload(None, "e.txt", &source(0, None))
+            .await
+            .unwrap_err();
+        assert_eq!(empty.kind, ErrorKind::InvalidInput);
+        assert!(empty.message.contains("empty files"), "{}", empty.message);
+        let delete = remote.delete(None, &object).await.unwrap_err();
+        assert_eq!(delete.kind, ErrorKind::Unsupported);
+        assert_eq!(delete.message, "lightfield has no delete");
+        server.shutdown().await;
+    }
+
+    #[test]
+    fn a_missing_token_is_refused_at_connect_time() {
+        let config = RemoteConfig::new(Backend::Lightfield, "http://127.0.0.1:1", None);
+        let err = LightfieldRemote::new(&config).err().expect("no token");
+        assert_eq!(err.kind, ErrorKind::PermissionDenied);
+        assert!(err.message.contains("--token"), "{}", err.message);
+    }
+
+    #[test]
+    fn mime_types_come_from_the_extension() {
+        assert_eq!(mime_type("a.TXT"), "text/plain");
+        assert_eq!(mime_type("archive.tar.gz"), "application/gzip");
+        assert_eq!(mime_type("README"), "application/octet-stream");
+    }
+}
