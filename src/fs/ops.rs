@@ -658,6 +658,17 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         };
         let overwrite_by_name = self.remote.capabilities().overwrite_by_name;
         let to_local = self.config.scratch.matches(new_name);
+        if old_remote.is_some() && !was_local && !self.remote.capabilities().delete {
+            // A rename would leave the old object behind for good: refuse before copying.
+            return Err(Error::new(
+                libc::EPERM,
+                format!(
+                    "rename {name}: {} has no delete, so a stored file cannot be renamed; \
+                     copy it instead",
+                    self.remote.describe()
+                ),
+            ));
+        }
         // The API has no move: the bytes go up again under the new name, so stage them first.
         self.ensure_staged(ino, &mut state, false).await?;
         let displaced = {
@@ -925,6 +936,18 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             )
         };
         if local_only || !linked {
+            return Ok(());
+        }
+        let min = self.remote.capabilities().min_object_bytes;
+        let len = state.staged.as_ref().map_or(0, StagingFile::len);
+        if len < min {
+            // Stays dirty, so the upload happens once the file has grown and is flushed again.
+            log::info!(
+                "{:?} has {len} bytes and {} stores files of at least {min}; it stays local \
+                 until it has content",
+                target.name,
+                self.remote.describe()
+            );
             return Ok(());
         }
         let staged = state.staged.as_ref().expect("a dirty file is staged");

@@ -168,6 +168,7 @@ impl LightfieldRemote {
                 range_reads: true,
                 overwrite_by_name: false,
                 max_object_bytes: Some(MAX_OBJECT_BYTES),
+                min_object_bytes: 1,
                 name_rules: NameRules {
                     max_name_bytes: Some(MAX_NAME_BYTES),
                     ..NameRules::default()

@@ -51,6 +51,7 @@ impl MemoryRemote {
                 range_reads: true,
                 overwrite_by_name: true,
                 max_object_bytes: None,
+                min_object_bytes: 0,
                 name_rules: NameRules::default(),
                 streaming_upload: false,
             },

@@ -91,6 +91,7 @@ impl MixRemote {
                 range_reads: true,
                 overwrite_by_name: true,
                 max_object_bytes: None,
+                min_object_bytes: 0,
                 name_rules: NAME_RULES,
                 streaming_upload: true,
             },

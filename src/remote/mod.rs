@@ -56,6 +56,9 @@ pub struct Capabilities {
     pub overwrite_by_name: bool,
     /// Largest object the API accepts, in bytes.
     pub max_object_bytes: Option<u64>,
+    /// Smallest object the API accepts (Lightfield refuses empty files); smaller files stay
+    /// local until they grow.
+    pub min_object_bytes: u64,
     /// How the server rewrites names.
     pub name_rules: NameRules,
     /// [`Remote::upload_stream`] works: an upload can start before the length is known, so a

@@ -338,3 +338,30 @@ fn mount_refuses_a_wrong_key_before_mounting() {
     }
     assert!(sh(&format!("ls -A {}", q(mnt.path()))).is_empty());
 }
+
+#[test]
+fn empty_files_stay_local_until_they_have_content() {
+    let mount = mount();
+    sh(&format!("touch {}", q(&mount.join("later.txt"))));
+    assert_eq!(std::fs::metadata(mount.join("later.txt")).unwrap().len(), 0);
+    assert!(Api::new(&mount).files().is_empty(), "nothing stored yet");
+    // `echo > file` flushes while the file is still empty, then writes and closes.
+    sh(&format!("echo content > {}", q(&mount.join("later.txt"))));
+    let files = Api::new(&mount).files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["filename"], "later.txt");
+    assert_eq!(
+        std::fs::read(mount.join("later.txt")).unwrap(),
+        b"content\n"
+    );
+}
+
+#[test]
+fn renaming_a_stored_file_is_refused_before_anything_is_copied() {
+    let mount = mount();
+    std::fs::write(mount.join("a.txt"), b"stored").unwrap();
+    let renamed = std::fs::rename(mount.join("a.txt"), mount.join("b.txt"));
+    assert_eq!(errno(renamed), libc::EPERM);
+    assert_eq!(ls(&mount), ["a.txt"]);
+    assert_eq!(Api::new(&mount).files().len(), 1, "no copy was uploaded");
+}
