@@ -179,7 +179,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             (node.container.clone(), tree.path_in_scope(ino))
         };
         let name = names::encode(&format!("{path}/"), &self.remote.capabilities().name_rules);
-        let empty = self.staging.create()?;
+        let empty = self.new_staging()?;
         let source = UploadSource {
             path: empty.path().to_path_buf(),
             size: 0,
@@ -264,7 +264,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             let opened = self.open(existing, true, truncate).await?;
             return Ok((self.entry(self.attr(existing)?), opened));
         }
-        let staged = self.staging.create()?;
+        let staged = self.new_staging()?;
         let local_only = self.config.scratch.matches(name);
         let file = FileNode {
             remote: None,
@@ -318,7 +318,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 format!("{name}: already exists"),
             ));
         }
-        let mut staged = self.staging.create()?;
+        let mut staged = self.new_staging()?;
         staged.write_at(0, target.as_bytes())?;
         let local_only = self.config.scratch.matches(name);
         let content = Arc::new(tokio::sync::Mutex::new(Content {
@@ -870,12 +870,18 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok((node.container.clone(), object))
     }
 
+    /// A new staging file, hashing what is written only where the API checks an md5 (hashing
+    /// costs more than the rest of the write path).
+    fn new_staging(&self) -> std::io::Result<StagingFile> {
+        self.staging.create(self.remote.capabilities().upload_md5)
+    }
+
     /// Gives the file a staged copy: empty when `empty`, else a copy of the remote object.
     async fn ensure_staged(&self, ino: Ino, state: &mut Content, empty: bool) -> Result<()> {
         if state.staged.is_some() {
             return Ok(());
         }
-        let mut staged = self.staging.create()?;
+        let mut staged = self.new_staging()?;
         if !empty && let Ok((container, object)) = self.remote_object(ino) {
             self.copy_into(container.as_deref(), &object, &mut staged)
                 .await?;
@@ -954,7 +960,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let source = UploadSource {
             path: staged.path().to_path_buf(),
             size: staged.len(),
-            md5: Some(staged.md5()?),
+            md5: match self.remote.capabilities().upload_md5 {
+                true => Some(staged.md5()?),
+                false => None,
+            },
         };
         let streamed = match state.stream.take() {
             Some(stream) if stream.name == target.name && stream.container == target.container => {

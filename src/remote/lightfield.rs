@@ -169,6 +169,7 @@ impl LightfieldRemote {
                 overwrite_by_name: false,
                 max_object_bytes: Some(MAX_OBJECT_BYTES),
                 min_object_bytes: 1,
+                upload_md5: true,
                 name_rules: NameRules {
                     max_name_bytes: Some(MAX_NAME_BYTES),
                     ..NameRules::default()

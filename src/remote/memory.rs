@@ -52,6 +52,7 @@ impl MemoryRemote {
                 overwrite_by_name: true,
                 max_object_bytes: None,
                 min_object_bytes: 0,
+                upload_md5: false,
                 name_rules: NameRules::default(),
                 streaming_upload: false,
             },

@@ -92,6 +92,7 @@ impl MixRemote {
                 overwrite_by_name: true,
                 max_object_bytes: None,
                 min_object_bytes: 0,
+                upload_md5: false,
                 name_rules: NAME_RULES,
                 streaming_upload: true,
             },

@@ -61,6 +61,8 @@ pub struct Capabilities {
     pub min_object_bytes: u64,
     /// How the server rewrites names.
     pub name_rules: NameRules,
+    /// Uploads carry an md5 the server checks, so staging computes it as bytes arrive.
+    pub upload_md5: bool,
     /// [`Remote::upload_stream`] works: an upload can start before the length is known, so a
     /// file written from start to end is sent while it is being written.
     pub streaming_upload: bool,

@@ -27,8 +27,8 @@ impl StagingArea {
         Ok(Self { dir })
     }
 
-    /// A new, empty staging file.
-    pub fn create(&self) -> io::Result<StagingFile> {
+    /// A new, empty staging file; with `hash_md5` its md5 is computed as bytes arrive in order.
+    pub fn create(&self, hash_md5: bool) -> io::Result<StagingFile> {
         let (file, path) = tempfile::Builder::new()
             .prefix("staged-")
             .tempfile_in(&self.dir)?
@@ -37,7 +37,8 @@ impl StagingArea {
             file,
             path,
             len: 0,
-            hasher: Some(Md5::new()),
+            hasher: hash_md5.then(Md5::new),
+            hash_md5,
         })
     }
 
@@ -56,6 +57,8 @@ pub struct StagingFile {
     len: u64,
     /// md5 of bytes `0..len`, while every write so far has been an append.
     hasher: Option<Md5>,
+    /// Whether to keep `hasher` going (a truncate to zero restarts it).
+    hash_md5: bool,
 }
 
 impl StagingFile {
@@ -85,7 +88,7 @@ impl StagingFile {
     pub fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         if len == 0 {
-            self.hasher = Some(Md5::new());
+            self.hasher = self.hash_md5.then(Md5::new);
         } else if len != self.len {
             self.hasher = None;
         }
@@ -134,7 +137,7 @@ mod tests {
     #[test]
     fn md5_follows_appends_without_a_second_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = StagingArea::new(dir.path()).unwrap().create().unwrap();
+        let mut file = StagingArea::new(dir.path()).unwrap().create(true).unwrap();
         file.write_at(0, b"hello ").unwrap();
         file.write_at(6, b"world").unwrap();
         assert!(file.hasher.is_some());
@@ -151,7 +154,7 @@ mod tests {
     fn random_writes_holes_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let area = StagingArea::new(dir.path()).unwrap();
-        let mut file = area.create().unwrap();
+        let mut file = area.create(true).unwrap();
         file.write_at(4, b"tail").unwrap();
         assert_eq!(file.read_at(0, 100).unwrap(), b"\0\0\0\0tail");
         file.write_at(0, b"he").unwrap();
