@@ -48,6 +48,22 @@ impl<R: Remote + ?Sized> FuseAdapter<R> {
     }
 }
 
+/// Answers an operation that returns nothing.
+fn answer_empty(op: &str, reply: ReplyEmpty, result: super::Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(err) => reply.error(failed(op, &err)),
+    }
+}
+
+/// Answers an operation that returns a name's entry.
+fn answer_entry(op: &str, reply: ReplyEntry, result: super::Result<super::Entry>) {
+    match result {
+        Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+        Err(err) => reply.error(failed(op, &err)),
+    }
+}
+
 /// Logs a failed operation once, at the error's level, and returns the errno to reply with.
 fn failed(op: &str, err: &Error) -> Errno {
     log!(err.level, "{op} failed: {}", err.message);
@@ -139,10 +155,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Err(errno) => return reply.error(errno),
         };
         self.spawn(move |fs| async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
-                Err(err) => reply.error(failed("lookup", &err)),
-            }
+            answer_entry("lookup", reply, fs.lookup(parent.0, &name).await)
         });
     }
 
@@ -235,10 +248,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Err(errno) => return reply.error(errno),
         };
         self.spawn(move |fs| async move {
-            match fs.mkdir(parent.0, &name, mode).await {
-                Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
-                Err(err) => reply.error(failed("mkdir", &err)),
-            }
+            answer_entry("mkdir", reply, fs.mkdir(parent.0, &name, mode).await)
         });
     }
 
@@ -248,10 +258,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Err(errno) => return reply.error(errno),
         };
         self.spawn(move |fs| async move {
-            match fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(err) => reply.error(failed("unlink", &err)),
-            }
+            answer_empty("unlink", reply, fs.unlink(parent.0, &name).await)
         });
     }
 
@@ -261,10 +268,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Err(errno) => return reply.error(errno),
         };
         self.spawn(move |fs| async move {
-            match fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(err) => reply.error(failed("rmdir", &err)),
-            }
+            answer_empty("rmdir", reply, fs.rmdir(parent.0, &name).await)
         });
     }
 
@@ -281,10 +285,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             _ => return reply.error(Errno::EINVAL),
         };
         self.spawn(move |fs| async move {
-            match fs.symlink(parent.0, &name, &target).await {
-                Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
-                Err(err) => reply.error(failed("symlink", &err)),
-            }
+            answer_entry("symlink", reply, fs.symlink(parent.0, &name, &target).await)
         });
     }
 
@@ -405,12 +406,9 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
-            match fs.flush(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(err) => reply.error(failed("flush", &err)),
-            }
-        });
+        self.spawn(
+            move |fs| async move { answer_empty("flush", reply, fs.flush(ino.0, fh.0).await) },
+        );
     }
 
     fn release(
@@ -424,10 +422,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         reply: ReplyEmpty,
     ) {
         self.spawn(move |fs| async move {
-            match fs.release(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(err) => reply.error(failed("release", &err)),
-            }
+            answer_empty("release", reply, fs.release(ino.0, fh.0).await)
         });
     }
 
@@ -439,12 +434,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
-            match fs.fsync(ino.0).await {
-                Ok(()) => reply.ok(),
-                Err(err) => reply.error(failed("fsync", &err)),
-            }
-        });
+        self.spawn(move |fs| async move { answer_empty("fsync", reply, fs.fsync(ino.0).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -18,6 +18,24 @@ use super::{ErrorKind, RemoteError, RemoteResult};
 /// Extracts the human message from an API's error body, if it has the API's envelope.
 pub type EnvelopeParser = fn(&[u8]) -> Option<String>;
 
+#[derive(serde::Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorEnvelopeBody,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorEnvelopeBody {
+    message: String,
+}
+
+/// Reads the `{"error":{"message":...}}` envelope that Mix and Lightfield share (their other
+/// keys differ and are not needed for the log line).
+pub fn error_envelope_message(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .map(|envelope| envelope.error.message)
+}
+
 /// How hard to retry temporary failures.
 #[derive(Clone, Debug)]
 pub struct RetryConfig {

@@ -93,23 +93,6 @@ struct DownloadUrl {
     expires_at: String,
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    error: EnvelopeError,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeError {
-    message: String,
-}
-
-/// Reads Lightfield's `{"error":{"type","message",...}}` envelope.
-fn envelope_message(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Envelope>(body)
-        .ok()
-        .map(|envelope| envelope.error.message)
-}
-
 fn parse_time(text: &str) -> Option<SystemTime> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
@@ -159,7 +142,7 @@ impl LightfieldRemote {
                 )
             })?;
         Ok(Self {
-            http: HttpClient::new(&config.endpoint, envelope_message)?
+            http: HttpClient::new(&config.endpoint, http::error_envelope_message)?
                 .with_retry(config.retry.clone()),
             token,
             capabilities: Capabilities {

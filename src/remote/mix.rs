@@ -62,28 +62,11 @@ struct FileInfo {
     is_dir: bool,
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    error: EnvelopeError,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeError {
-    message: String,
-}
-
-/// Reads Mix's `{"error":{"code","message","type"}}` envelope.
-fn envelope_message(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Envelope>(body)
-        .ok()
-        .map(|envelope| envelope.error.message)
-}
-
 impl MixRemote {
     /// A client for the Mix server at `config.endpoint`.
     pub fn new(config: &RemoteConfig) -> RemoteResult<Self> {
         Ok(Self {
-            http: HttpClient::new(&config.endpoint, envelope_message)?
+            http: HttpClient::new(&config.endpoint, http::error_envelope_message)?
                 .with_retry(config.retry.clone()),
             capabilities: Capabilities {
                 containers: true,
