@@ -1,8 +1,10 @@
 //! The write path: staging files, and uploads that stream while a file is written; the crash
 //! journal builds on them.
 
+pub mod journal;
 pub mod staging;
 pub mod stream;
 
+pub use journal::{Journal, PendingUpload};
 pub use staging::{StagingArea, StagingFile};
 pub use stream::StreamingUpload;

@@ -46,6 +46,26 @@ impl StagingArea {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Path of the staging file named `name` (as [`StagingFile::name`] gave it).
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Deletes staging files left by an earlier process that `keep` does not name (copies of
+    /// files that had reached the remote when that process died).
+    pub fn remove_strays(&self, keep: &[String]) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("staged-") && !keep.contains(&name) {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// One staged file. Its length is tracked here so attributes never need a `stat`, and its md5
@@ -127,6 +147,21 @@ impl StagingFile {
     /// Path of the staged bytes, for streaming an upload.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's name inside the staging directory, for the journal.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Keeps the file on disk after it is dropped, so the next mount can upload it.
+    pub fn keep(self) {
+        if let Err(err) = self.path.keep() {
+            log::error!("cannot keep staged copy {}: {err}", err.path.display());
+        }
     }
 }
 
