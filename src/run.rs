@@ -15,6 +15,8 @@ use crate::fs::fuse::FuseAdapter;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs};
 use crate::remote::{self, Remote, RemoteConfig};
+use crate::write::StagingArea;
+use crate::write::journal::{self, Journal};
 
 /// FUSE worker threads: enough that a cached `getattr` never waits behind a slow request.
 const FUSE_THREADS: usize = 4;
@@ -25,14 +27,19 @@ pub type RunError = String;
 /// Checks that `mountpoint` can be mounted on: an existing, empty directory. A stale sessionfs
 /// mount left by a crash ("Transport endpoint is not connected") is detached first.
 pub fn prepare_mountpoint(mountpoint: &Path) -> Result<PathBuf, RunError> {
+    let stale = |err: &std::io::Error| err.raw_os_error() == Some(libc::ENOTCONN);
+    let dead_mount = match fs::metadata(mountpoint) {
+        Err(err) => stale(&err),
+        Ok(_) => fs::read_dir(mountpoint).is_err_and(|err| stale(&err)),
+    };
+    if dead_mount {
+        log::info!(
+            "{} is a stale mount left by a crashed process; detaching it",
+            mountpoint.display()
+        );
+        lazy_unmount(mountpoint)?;
+    }
     match fs::metadata(mountpoint) {
-        Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => {
-            log::info!(
-                "{} is a stale mount left by a crashed process; detaching it",
-                mountpoint.display()
-            );
-            lazy_unmount(mountpoint)?;
-        }
         Err(err) if err.kind() == IoErrorKind::NotFound => {
             return Err(format!(
                 "mount point {} does not exist; create it with `mkdir -p {}`",
@@ -241,7 +248,27 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         .cache_dir
         .clone()
         .unwrap_or_else(cli::default_cache_dir);
-    let staging_dir = cache_dir.join(format!("staging-{}", std::process::id()));
+    // The embedded emulator's port changes every run; its data directory names it instead.
+    let identity = match &args.endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => format!("embedded:{}", data_note),
+    };
+    let staging = StagingDir::claim(&cache_dir, args.backend, &identity)?;
+    let staging_dir = staging.path.clone();
+    if staging.replay {
+        let journal = Journal::open(&staging_dir).map_err(|err| err.to_string())?;
+        let area = StagingArea::new(&staging_dir).map_err(|err| err.to_string())?;
+        match runtime.block_on(journal::replay(&journal, &area, &*remote)) {
+            Ok((0, 0)) => {}
+            Ok((uploaded, failed)) => log::info!(
+                "files left by an earlier mount: {uploaded} uploaded, {failed} still pending"
+            ),
+            Err(err) => log::error!(
+                "cannot read the journal in {}: {err}",
+                staging_dir.display()
+            ),
+        }
+    }
     let mut config = FsConfig::new(&staging_dir);
     config.metadata_ttl = args.metadata_ttl;
     config.read_only = args.read_only;
@@ -298,12 +325,81 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     } else {
         let _ = session.join();
     }
+    let kept = runtime.block_on(fs.keep_pending());
+    if kept > 0 {
+        log::error!(
+            "{kept} file(s) could not be uploaded; they stay in {} and the next mount of this \
+             remote uploads them",
+            staging_dir.display()
+        );
+    }
     if let Some(server) = emulator {
         runtime.block_on(server.shutdown());
     }
-    let _ = fs::remove_dir(&staging_dir);
+    staging.release(kept);
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// The staging directory of one remote, held by at most one mount at a time so that only one
+/// process replays its journal. A second mount of the same remote gets a private directory.
+struct StagingDir {
+    path: PathBuf,
+    /// This mount owns the remote's directory and replays what an earlier mount left.
+    replay: bool,
+    /// Holds the advisory lock while the mount runs.
+    _lock: Option<fs::File>,
+}
+
+impl StagingDir {
+    fn claim(cache_dir: &Path, backend: Backend, identity: &str) -> Result<Self, RunError> {
+        use md5::{Digest, Md5};
+        let key = format!("{:x}", Md5::digest(identity.as_bytes()));
+        let backend = format!("{backend:?}").to_lowercase();
+        let shared = cache_dir
+            .join("staging")
+            .join(format!("{backend}-{}", &key[..16]));
+        fs::create_dir_all(&shared).map_err(|err| {
+            format!(
+                "cannot create staging directory {}: {err}",
+                shared.display()
+            )
+        })?;
+        let lock = fs::File::create(shared.join(".lock"))
+            .map_err(|err| format!("cannot lock {}: {err}", shared.display()))?;
+        // SAFETY: flock on a file descriptor we own; it stays open as long as `lock` lives.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } == 0;
+        if locked {
+            return Ok(Self {
+                path: shared,
+                replay: true,
+                _lock: Some(lock),
+            });
+        }
+        let private =
+            shared.with_file_name(format!("{backend}-{}-{}", &key[..16], std::process::id()));
+        log::info!(
+            "another mount of this remote is running; staging in {}",
+            private.display()
+        );
+        Ok(Self {
+            path: private,
+            replay: false,
+            _lock: None,
+        })
+    }
+
+    /// Removes a private directory that holds nothing pending.
+    fn release(self, kept: usize) {
+        if !self.replay && kept == 0 {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// A fresh API key shared by the embedded emulator and the client, for APIs that need one.

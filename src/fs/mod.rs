@@ -35,7 +35,7 @@ use scratch::ScratchPatterns;
 use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
 
 use crate::remote::Remote;
-use crate::write::StagingArea;
+use crate::write::{Journal, StagingArea};
 
 /// What kind of inode an [`Attr`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +152,7 @@ pub struct SessionFs<R: Remote + ?Sized> {
     remote: Arc<R>,
     config: FsConfig,
     staging: StagingArea,
+    journal: Journal,
     mounted_at: SystemTime,
     /// The inode tree. Never held across an await.
     tree: Mutex<Tree>,
@@ -164,11 +165,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// A filesystem over `remote`.
     pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
         let staging = StagingArea::new(&config.staging_dir)?;
+        let journal = Journal::open(&config.staging_dir)?;
         let containers = remote.capabilities().containers;
         Ok(Self {
             remote,
             config,
             staging,
+            journal,
             mounted_at: SystemTime::now(),
             tree: Mutex::new(Tree::new(containers)),
             handles: Handles::default(),

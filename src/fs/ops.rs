@@ -10,7 +10,7 @@ use super::tree::{
 };
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
-use crate::write::{StagingFile, StreamingUpload};
+use crate::write::{PendingUpload, StagingFile, StreamingUpload};
 
 /// Size of each ranged GET when a whole object is copied into the staging area.
 const COPY_CHUNK_BYTES: u64 = 8 << 20;
@@ -100,7 +100,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             self.ensure_staged(ino, &mut state, size == 0).await?;
             let staged = state.staged.as_mut().expect("staged above");
             staged.set_len(size)?;
-            state.dirty = true;
+            self.mark_dirty(ino, &mut state);
             state.stream = None;
             self.set_size(ino, size);
             if state.writers == 0 {
@@ -274,16 +274,17 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             cached_version: None,
             content: Arc::new(tokio::sync::Mutex::new(Content {
                 staged: Some(staged),
-                dirty: !local_only,
                 writers: 1,
-                stream: None,
+                ..Content::default()
             })),
         };
         let meta = LocalMeta {
             perm: Some((mode & 0o7777) as u16),
             ..Default::default()
         };
+        let content = file.content.clone();
         let ino = self.tree().insert(parent, name, NodeKind::File(file), meta);
+        self.mark_dirty(ino, &mut *content.lock().await);
         let fh = self.handles.insert(Handle::File {
             ino,
             writable: true,
@@ -323,9 +324,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let local_only = self.config.scratch.matches(name);
         let content = Arc::new(tokio::sync::Mutex::new(Content {
             staged: Some(staged),
-            dirty: !local_only,
-            writers: 0,
-            stream: None,
+            ..Content::default()
         }));
         let link = FileNode {
             remote: None,
@@ -339,6 +338,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .tree()
             .insert(parent, name, NodeKind::File(link), LocalMeta::default());
         let mut state = content.lock().await;
+        self.mark_dirty(ino, &mut state);
         if let Err(err) = self.upload_locked(ino, &mut state).await {
             let mut tree = self.tree();
             tree.unlink(ino);
@@ -379,7 +379,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             self.ensure_staged(ino, &mut state, truncate).await?;
             if truncate {
                 state.staged.as_mut().expect("staged above").set_len(0)?;
-                state.dirty = true;
+                self.mark_dirty(ino, &mut state);
                 state.stream = None;
                 self.set_size(ino, 0);
             }
@@ -434,7 +434,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let appended = offset == staged.len();
         staged.write_at(offset, data)?;
         let len = staged.len();
-        state.dirty = true;
+        self.mark_dirty(ino, &mut state);
         match &state.stream {
             Some(stream) if appended => stream.advance(len),
             // A write elsewhere: the streamed bytes are no longer the file; upload at flush.
@@ -551,7 +551,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             self.delete_remote(container.as_deref(), &object, name)
                 .await?;
         }
-        state.dirty = false;
+        self.mark_clean(&mut state);
         state.stream = None;
         let open = self.handles.is_open(ino);
         if !open {
@@ -688,7 +688,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             file.remote = displaced.clone().filter(|_| overwrite_by_name);
             displaced
         };
-        state.dirty = !to_local;
+        // The journal's record must name the new path.
+        state.journaled = false;
+        if to_local {
+            self.mark_clean(&mut state);
+        } else {
+            self.mark_dirty(ino, &mut state);
+        }
         if let Err(err) = self.upload_locked(ino, &mut state).await {
             // Put the file back under its old name so nothing looks lost.
             let mut tree = self.tree();
@@ -699,7 +705,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 .expect("moved file");
             file.remote = old_remote;
             file.local_only = was_local;
-            state.dirty = true;
+            drop(tree);
+            state.journaled = false;
+            self.mark_dirty(ino, &mut state);
             return Err(err.context(format!("rename {name} to {new_name}")));
         }
         let (new_container, new_remote) = {
@@ -870,6 +878,71 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok((node.container.clone(), object))
     }
 
+    /// Marks the file's staged copy as ahead of the remote and, the first time, records that in
+    /// the journal, so a crash before the upload does not lose it. Local-only files are never
+    /// uploaded and never recorded.
+    fn mark_dirty(&self, ino: Ino, state: &mut Content) {
+        let record = {
+            let tree = self.tree();
+            let Some(node) = tree.get(ino) else { return };
+            let Some(file) = node.file() else { return };
+            if file.local_only {
+                return;
+            }
+            state.dirty = true;
+            if state.journaled {
+                return;
+            }
+            let Some(staged) = &state.staged else { return };
+            PendingUpload {
+                container: node.container.clone(),
+                path: tree.path_in_scope(ino),
+                symlink: file.symlink,
+                staged: staged.name(),
+            }
+        };
+        match self.journal.record(&record) {
+            Ok(()) => state.journaled = true,
+            Err(err) => log::warn!(
+                "cannot record the pending upload of {:?} ({err}); it is lost if this process \
+                 dies before the upload",
+                record.path
+            ),
+        }
+    }
+
+    /// Marks the staged copy as matching the remote (or as never to be uploaded).
+    fn mark_clean(&self, state: &mut Content) {
+        state.dirty = false;
+        if state.journaled {
+            if let Some(staged) = &state.staged {
+                self.journal.remove(&staged.name());
+            }
+            state.journaled = false;
+        }
+    }
+
+    /// Keeps the staged copies of files that could not be uploaded (they stay recorded in the
+    /// journal), so the next mount uploads them; returns how many. Called as the process ends.
+    pub async fn keep_pending(&self) -> usize {
+        let files = super::tree_files(&self.tree(), ROOT_INO);
+        let mut kept = 0;
+        for ino in files {
+            let Ok(content) = self.content_of(ino) else {
+                continue;
+            };
+            let mut state = content.lock().await;
+            if state.dirty
+                && state.journaled
+                && let Some(staged) = state.staged.take()
+            {
+                staged.keep();
+                kept += 1;
+            }
+        }
+        kept
+    }
+
     /// A new staging file, hashing what is written only where the API checks an md5 (hashing
     /// costs more than the rest of the write path).
     fn new_staging(&self) -> std::io::Result<StagingFile> {
@@ -1000,7 +1073,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 object.name
             );
         }
-        state.dirty = false;
+        self.mark_clean(state);
         if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
             file.size = source.size;
             file.cached_version = Some(object.version.clone());

@@ -57,6 +57,8 @@ pub struct Content {
     pub staged: Option<StagingFile>,
     /// The staged copy differs from the remote object.
     pub dirty: bool,
+    /// The journal holds a record of this pending upload.
+    pub journaled: bool,
     /// Open handles that may write.
     pub writers: usize,
     /// The upload running while the file is written from start to end, if any; dropping it

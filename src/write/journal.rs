@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::StagingArea;
+use crate::fs::names;
+use crate::remote::{Remote, UploadSource};
+
 /// One file whose staged bytes still have to reach the remote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingUpload {
@@ -73,6 +77,78 @@ impl Journal {
         records.sort_by_key(|(modified, _)| *modified);
         Ok(records.into_iter().map(|(_, record)| record).collect())
     }
+}
+
+/// Uploads what an earlier process left in `journal`, before anything is mounted: each staged
+/// copy goes up under its recorded path, then its record and copy are removed. Copies that fail
+/// stay for the next mount. Staged files no record names are leftovers and are deleted.
+/// Returns `(uploaded, failed)`.
+pub async fn replay<R: Remote + ?Sized>(
+    journal: &Journal,
+    staging: &StagingArea,
+    remote: &R,
+) -> io::Result<(usize, usize)> {
+    let pending = journal.pending()?;
+    let rules = remote.capabilities().name_rules;
+    let (mut uploaded, mut failed) = (0, 0);
+    let mut keep = Vec::new();
+    for upload in pending {
+        let path = staging.path_of(&upload.staged);
+        let Ok(meta) = fs::metadata(&path) else {
+            log::warn!(
+                "the staged copy of {:?} is gone; nothing to upload",
+                upload.path
+            );
+            journal.remove(&upload.staged);
+            continue;
+        };
+        let name = match upload.symlink {
+            true => names::encode_link(&upload.path, &rules),
+            false => names::encode(&upload.path, &rules),
+        };
+        let md5 = match remote.capabilities().upload_md5 {
+            true => Some(md5_of(&path)?),
+            false => None,
+        };
+        let source = UploadSource {
+            path: path.clone(),
+            size: meta.len(),
+            md5,
+        };
+        match remote
+            .upload(upload.container.as_deref(), &name, &source)
+            .await
+        {
+            Ok(_) => {
+                log::info!(
+                    "uploaded {:?}, left pending by an earlier mount",
+                    upload.path
+                );
+                journal.remove(&upload.staged);
+                let _ = fs::remove_file(&path);
+                uploaded += 1;
+            }
+            Err(err) => {
+                log::error!(
+                    "{}; {:?} stays in {} for the next mount",
+                    err.message,
+                    upload.path,
+                    staging.dir().display()
+                );
+                keep.push(upload.staged);
+                failed += 1;
+            }
+        }
+    }
+    staging.remove_strays(&keep)?;
+    Ok((uploaded, failed))
+}
+
+fn md5_of(path: &Path) -> io::Result<String> {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 #[cfg(test)]

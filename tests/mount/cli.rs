@@ -202,3 +202,44 @@ fn bad_mount_points_fail_clearly_and_mount_nothing() {
     );
     assert!(!is_mounted(empty.path()));
 }
+
+#[test]
+fn a_killed_mount_leaves_nothing_behind_that_the_next_mount_does_not_upload() {
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let mnt_arg = mnt.path().to_str().unwrap();
+    let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    sh(&format!("mkdir {}/s", q(mnt.path())));
+    let file = mnt.path().join("s/unsaved.txt");
+    let mut writer = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3>{}; echo not-yet-uploaded >&3; sleep 30",
+            q(&file)
+        ))
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the write", || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() == 17)
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let _ = writer.kill();
+    let _ = writer.wait();
+
+    // The dead mount ("Transport endpoint is not connected") is cleaned up by the next mount,
+    // which uploads the file before it mounts.
+    let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "not-yet-uploaded\n"
+    );
+    assert!(terminate(&mut child).success());
+    let staging = home.path().join(".cache/sessionfs/staging");
+    let leftovers = sh(&format!(
+        "find {} -type f -name 'staged-*' -o -name '*.json' | wc -l",
+        q(&staging)
+    ));
+    assert_eq!(leftovers.trim(), "0", "nothing pending stays behind");
+}
