@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::disk::DiskCache;
 use super::memory::{MemoryBudget, Reservation};
@@ -79,6 +79,8 @@ pub struct BlockCache {
     requests: Arc<Semaphore>,
     /// Cached and in-flight blocks. Never held across an await; taken before the budget's lock.
     state: Mutex<State>,
+    /// Woken when blocks enter the cache: they can be evicted for a reader waiting for memory.
+    cached: Notify,
     stats_requests: AtomicU64,
     stats_fetched: AtomicU64,
     stats_disk_hits: AtomicU64,
@@ -132,6 +134,7 @@ impl BlockCache {
                 blocks: LruCache::unbounded(),
                 inflight: HashMap::new(),
             }),
+            cached: Notify::new(),
             stats_requests: AtomicU64::new(0),
             stats_fetched: AtomicU64::new(0),
             stats_disk_hits: AtomicU64::new(0),
@@ -333,15 +336,20 @@ impl BlockCache {
         }
     }
 
-    /// Reserves `bytes`, evicting cached blocks and then waiting for requests in flight.
+    /// Reserves `bytes`, evicting cached blocks and then waiting for requests in flight (whose
+    /// memory comes back either freed or as evictable blocks).
     async fn reserve(&self, bytes: u64) -> Reservation {
         let bytes = bytes.min(self.budget.limit());
         loop {
             let released = self.budget.released();
+            let cached = self.cached.notified();
             if let Some(reservation) = self.try_reserve(bytes) {
                 return reservation;
             }
-            released.await;
+            tokio::select! {
+                () = released => {}
+                () = cached => {}
+            }
         }
     }
 
@@ -408,6 +416,7 @@ impl BlockCache {
                     slots.push(Some(Ok(block)));
                 }
                 drop(state);
+                self.cached.notify_waiters();
                 if !run.from_disk
                     && let Some(disk) = &self.disk
                 {
@@ -622,6 +631,26 @@ mod tests {
         let before = remote.calls("read");
         cache.read(&source, 0, 10, None).await.unwrap();
         assert_eq!(remote.calls("read"), before + 1, "block 0 was evicted");
+    }
+
+    #[tokio::test]
+    async fn many_readers_under_a_tiny_budget_all_finish() {
+        let len = 32 * BS as usize;
+        let (_remote, data, source) = object(len);
+        let cache = cache(config(MIN_BUDGET_BLOCKS));
+        let readers: Vec<_> = (0..32u64)
+            .map(|i| {
+                let cache = cache.clone();
+                let source = source.clone();
+                tokio::spawn(async move { (i, cache.read(&source, i * BS, BS, None).await) })
+            })
+            .collect();
+        for reader in readers {
+            let (i, got) = reader.await.unwrap();
+            let start = (i * BS) as usize;
+            assert_eq!(&got.unwrap()[..], &data[start..start + BS as usize]);
+        }
+        assert!(cache.budget().used() <= cache.budget().limit());
     }
 
     #[tokio::test]

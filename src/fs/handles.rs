@@ -1,8 +1,8 @@
 //! Open file and directory handles.
 //!
 //! A file handle remembers whether it may write (so `flush` knows whether to upload) and keeps
-//! the sequential-access detector of its reader ([`Prefetcher`]); the fetched bytes themselves
-//! live in the mount's one block cache. A directory handle holds the snapshot of entries taken
+//! its [`ReadState`]: the sequential-access detector of its reader and the object version it
+//! reads; the fetched bytes themselves live in the mount's one block cache. A directory handle holds the snapshot of entries taken
 //! at `opendir`, so paging through a large directory with `readdir` offsets is consistent even
 //! while the listing is refreshed.
 
@@ -13,6 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Attr;
 use super::tree::Ino;
 use crate::cache::Prefetcher;
+use crate::remote::ObjectMeta;
+
+/// What a file handle remembers about its reads of the remote object.
+#[derive(Debug, Default)]
+pub struct ReadState {
+    /// Decides how far ahead to fetch.
+    pub prefetcher: Prefetcher,
+    /// The object version this handle reads, pinned at its first remote read so that one
+    /// handle never returns bytes of two versions.
+    pub pinned: Option<ObjectMeta>,
+}
 
 /// What an open handle refers to.
 #[derive(Debug)]
@@ -23,8 +34,9 @@ pub enum Handle {
         ino: Ino,
         /// Opened with write access.
         writable: bool,
-        /// Decides how far ahead to fetch for this handle's reads. Never held across an await.
-        readahead: Mutex<Prefetcher>,
+        /// Prefetch window and pinned version of this handle's reads. Never held across an
+        /// await.
+        readahead: Mutex<ReadState>,
     },
     /// An open directory with its entries as listed at `opendir`.
     Dir {

@@ -5,4 +5,5 @@ mod cli;
 mod errors;
 mod files;
 mod harness;
+mod read;
 mod sessions;
