@@ -209,6 +209,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
 /// `sessionfs mount`: mounts and stays in the foreground until unmounted or signalled.
 pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    crate::cache::memory::limit_allocator_arenas();
     let runtime = runtime()?;
     let (endpoint, emulator, data_note) = match &args.endpoint {
         Some(endpoint) => (endpoint.clone(), None, String::new()),

@@ -117,6 +117,21 @@ impl Drop for Reservation {
     }
 }
 
+/// Makes the process footprint follow the budget: one malloc arena for all threads.
+///
+/// glibc gives each thread that contends for the heap its own arena, and every arena keeps
+/// freed multi-MiB block buffers for reuse. With blocks allocated and freed on several I/O
+/// threads that retention added about 100 MiB of RSS over a 256 MiB budget on a 1 GiB read;
+/// with one arena the peak stays within the budget plus a few MiB, at no measured cost in
+/// throughput. Called once at mount, before the I/O threads start.
+pub fn limit_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator tunable, before other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
