@@ -48,7 +48,8 @@ pub struct MountArgs {
     /// Data directory of the embedded emulator (used only without --endpoint).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Directory for staged writes and the disk block cache [default: $XDG_CACHE_HOME/sessionfs].
+    /// Directory for staged writes and the disk block cache
+    /// [default: $XDG_CACHE_HOME/sessionfs].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Size of the disk tier of the block cache under --cache-dir, e.g. 2GiB; 0 keeps blocks in

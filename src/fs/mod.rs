@@ -5,8 +5,8 @@
 //! `LIST` answers every `lookup` and `getattr` in a directory (and a miss in a fresh listing is
 //! a cached negative answer). Reads of unmodified files go through the mount's block cache
 //! (`crate::cache`); writes go to a staging file and the whole file is uploaded on flush, fsync
-//! or close, with the error returned there. Our own changes update the tree at once; other clients' changes show up when
-//! the TTL runs out.
+//! or close, with the error returned there. Our own changes update the tree at once; other
+//! clients' changes show up when the TTL runs out.
 //!
 //! Locks: the tree is a std mutex, never held across an await. A file's content lock (async) is
 //! held across its upload, so writes, renames and unlinks of that file wait for the upload.
