@@ -7,11 +7,12 @@
 //! the window closes and only the blocks asked for are fetched.
 //!
 //! The kernel sends reads of one stream slightly out of order (async reads, several fuser
-//! threads), so once a stream is open "near" is a tolerance: up to [`BACKWARD_TOLERANCE_BYTES`] behind the furthest
-//! position seen or [`FORWARD_TOLERANCE_BYTES`] past it keeps the stream (and its window) alive.
-//! After a random read only a read starting exactly where it ended opens a new stream.
-//! New fetches are asked for in batches: only when less than half a window is left ahead of
-//! the reader, so each batch is large and splits into several requests in flight.
+//! threads), so once a stream is open "near" is a tolerance: up to
+//! [`BACKWARD_TOLERANCE_BYTES`] behind the furthest position seen or
+//! [`FORWARD_TOLERANCE_BYTES`] past it keeps the stream (and its window) alive. After a random
+//! read only a read starting exactly where it ended opens a new stream. New fetches are asked
+//! for in batches: only when less than half a window is left ahead of the reader, so each batch
+//! is large and splits into several requests in flight.
 
 use std::ops::Range;
 

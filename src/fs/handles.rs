@@ -2,9 +2,9 @@
 //!
 //! A file handle remembers whether it may write (so `flush` knows whether to upload) and keeps
 //! its [`ReadState`]: the sequential-access detector of its reader and the object version it
-//! reads; the fetched bytes themselves live in the mount's one block cache. A directory handle holds the snapshot of entries taken
-//! at `opendir`, so paging through a large directory with `readdir` offsets is consistent even
-//! while the listing is refreshed.
+//! reads; the fetched bytes themselves live in the mount's one block cache. A directory handle
+//! holds the snapshot of entries taken at `opendir`, so paging through a large directory with
+//! `readdir` offsets is consistent even while the listing is refreshed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
