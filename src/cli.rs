@@ -48,9 +48,17 @@ pub struct MountArgs {
     /// Data directory of the embedded emulator (used only without --endpoint).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Directory for staged writes [default: $XDG_CACHE_HOME/sessionfs].
+    /// Directory for staged writes and the disk block cache
+    /// [default: $XDG_CACHE_HOME/sessionfs].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Size of the disk tier of the block cache under --cache-dir, e.g. 2GiB; 0 keeps blocks in
+    /// memory only.
+    #[arg(long, default_value = "0")]
+    pub cache_size: bytesize::ByteSize,
+    /// One memory budget for cached blocks, prefetch and write buffers, e.g. 256MiB.
+    #[arg(long, default_value = "512MiB")]
+    pub memory_limit: bytesize::ByteSize,
     /// How long a directory listing answers lookups before it is fetched again.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub metadata_ttl: Duration,
@@ -166,5 +174,24 @@ mod tests {
         assert_eq!(args.backend, Backend::Mix);
         assert!(args.endpoint.is_none());
         assert_eq!(args.metadata_ttl, Duration::from_secs(1));
+        assert_eq!(args.cache_size.as_u64(), 0);
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        let cli = Cli::parse_from([
+            "sessionfs",
+            "mount",
+            "/mnt/x",
+            "--memory-limit",
+            "256MiB",
+            "--cache-size",
+            "2GiB",
+        ]);
+        let Command::Mount(args) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(args.memory_limit.as_u64(), 256 << 20);
+        assert_eq!(args.cache_size.as_u64(), 2 << 30);
     }
 }

@@ -217,6 +217,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
 /// `sessionfs mount`: mounts and stays in the foreground until unmounted or signalled.
 pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    crate::cache::memory::limit_allocator_arenas();
     let runtime = runtime()?;
     let mut token = args.token.clone();
     let (endpoint, emulator, data_note) = match &args.endpoint {
@@ -276,14 +277,19 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     config.dir_mode = args.dir_mode;
     config.uid = args.uid.unwrap_or(config.uid);
     config.gid = args.gid.unwrap_or(config.gid);
+    config.cache.memory_limit = args.memory_limit.as_u64();
+    if args.cache_size.as_u64() > 0 {
+        let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));
+        config.cache.disk = Some((blocks_dir, args.cache_size.as_u64()));
+    }
     if let Some(patterns) = &args.local_only {
         config.scratch =
             ScratchPatterns::new(patterns.iter().filter(|p| !p.is_empty()).cloned().collect());
     }
     let fs = Arc::new(SessionFs::new(remote.clone(), config).map_err(|err| {
         format!(
-            "cannot create staging directory {}: {err}",
-            staging_dir.display()
+            "cannot set up staging in {} and the block cache: {err}",
+            cache_dir.display()
         )
     })?);
     let mount_options = mount_config(

@@ -115,9 +115,10 @@ pub async fn spawn(backend: Backend, config: EmulatorConfig) -> std::io::Result<
     let app = router(backend, &config)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    // Without TCP_NODELAY a response's headers and body wait on delayed ACKs (40 ms each).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        let _ = stream.set_nodelay(true);
+    // Without TCP_NODELAY the body written after the headers waits for a delayed ACK (about
+    // 40 ms per small response), which would make the emulator a poor baseline.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -3,10 +3,10 @@
 //!
 //! Design: one inode tree ([`tree::Tree`]) fed by whole-scope listings under a TTL, so one
 //! `LIST` answers every `lookup` and `getattr` in a directory (and a miss in a fresh listing is
-//! a cached negative answer). Reads of unmodified files are ranged GETs with read-ahead; writes go
-//! to a staging file and the whole file is uploaded on flush, fsync or close, with the error
-//! returned there. Our own changes update the tree at once; other clients' changes show up when
-//! the TTL runs out.
+//! a cached negative answer). Reads of unmodified files go through the mount's block cache
+//! (`crate::cache`); writes go to a staging file and the whole file is uploaded on flush, fsync
+//! or close, with the error returned there. Our own changes update the tree at once; other
+//! clients' changes show up when the TTL runs out.
 //!
 //! Locks: the tree is a std mutex, never held across an await. A file's content lock (async) is
 //! held across its upload, so writes, renames and unlinks of that file wait for the upload.
@@ -34,6 +34,7 @@ use handles::Handles;
 use scratch::ScratchPatterns;
 use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
 
+use crate::cache::{BlockCache, CacheConfig, MemoryBudget};
 use crate::remote::Remote;
 use crate::write::{Journal, StagingArea};
 
@@ -127,6 +128,8 @@ pub struct FsConfig {
     pub scratch: ScratchPatterns,
     /// Refuse every change.
     pub read_only: bool,
+    /// The block cache and the global memory budget.
+    pub cache: CacheConfig,
 }
 
 impl FsConfig {
@@ -143,6 +146,7 @@ impl FsConfig {
             staging_dir: staging_dir.into(),
             scratch: ScratchPatterns::default(),
             read_only: false,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -157,16 +161,21 @@ pub struct SessionFs<R: Remote + ?Sized> {
     /// The inode tree. Never held across an await.
     tree: Mutex<Tree>,
     handles: Handles,
+    /// Blocks of remote objects, under the global memory budget.
+    blocks: Arc<BlockCache>,
     /// One lock per scope so concurrent lookups share one listing request.
     refresh_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl<R: Remote + ?Sized> SessionFs<R> {
-    /// A filesystem over `remote`.
+    /// A filesystem over `remote`. Fails if the staging or disk-cache directory cannot be
+    /// made, or the memory limit is too small for the block size.
     pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
         let staging = StagingArea::new(&config.staging_dir)?;
         let journal = Journal::open(&config.staging_dir)?;
         let containers = remote.capabilities().containers;
+        let budget = MemoryBudget::new(config.cache.memory_limit);
+        let blocks = Arc::new(BlockCache::new(config.cache.clone(), budget)?);
         Ok(Self {
             remote,
             config,
@@ -175,8 +184,14 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             mounted_at: SystemTime::now(),
             tree: Mutex::new(Tree::new(containers)),
             handles: Handles::default(),
+            blocks,
             refresh_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The block cache (its counters and the global memory budget).
+    pub fn block_cache(&self) -> &BlockCache {
+        &self.blocks
     }
 
     /// The remote this filesystem shows.

@@ -578,6 +578,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 ),
             ));
         }
+        self.blocks.forget_object(container, &object.id);
         match self.remote.delete(container, object).await {
             Ok(()) => Ok(()),
             Err(err) if err.kind == ErrorKind::NotFound => Ok(()),
@@ -1074,6 +1075,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             );
         }
         self.mark_clean(state);
+        self.blocks
+            .forget_object(target.container.as_deref(), &object.id);
         if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
             file.size = source.size;
             file.cached_version = Some(object.version.clone());

@@ -6,6 +6,7 @@ mod errors;
 mod files;
 mod harness;
 mod lightfield;
+mod read;
 mod reference;
 mod sessions;
 mod tools;
