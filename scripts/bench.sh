@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Side-by-side read benchmark: every figure of the mount next to a baseline measured in the same
-# run against the same emulator on loopback (curl), and their ratio.
+# Side-by-side benchmark: every figure of the mount next to a baseline measured in the same run
+# (curl against the same emulator on loopback, or the local disk), and their ratio. Rows in
+# MiB/s, IOPS or files/s: mount / baseline (above 1: the mount is faster). Rows in seconds:
+# baseline / mount for cp and git (above 1: faster), mount / list API for ls and find (the share
+# of one listing request). Peak RSS: the share of the allowance (limit + 64 MiB) used.
 #
 #   scripts/bench.sh            # needs a release build: cargo build --release
 #
 # Environment: SESSIONFS_BIN (default $CARGO_TARGET_DIR or target, /release/sessionfs),
-# BENCH_SIZE_MIB (1024), BENCH_FILES (10000), BENCH_LATENCY (20ms), BENCH_MEMORY_LIMIT (256MiB).
+# BENCH_SIZE_MIB (1024), BENCH_FILES (10000), BENCH_LATENCY (20ms), BENCH_MEMORY_LIMIT (256MiB),
+# BENCH_SMALL_FILES (1000).
 # Tools: curl and python3 (required), fio (random case; skipped without it), nginx (emulator vs
 # nginx line; skipped without it). Runs as root (mounting, /proc/PID/io of the daemons).
 set -euo pipefail
@@ -195,6 +199,51 @@ print(round(job["iops"]), job["io_bytes"])' "$WORK/fio.json")
         "$(ratio "$IOPS" "$CURL_IOPS")"
     row "  server bytes per byte read (1 MiB blocks)" "$PER_BYTE" "-" "-"
     row "  blocks fetched per 4 KiB read" "$BLOCKS" "-" "-"
+fi
+unmount_fs
+
+# --- writes: cp of the big file, many small files, git clone ---
+mount_fs
+WRITES=$MNT/writes
+mkdir "$WRITES"
+WRITES_ID=$(curl -fs "$URL/api/sessions" |
+    python3 -c 'import json,sys; print([s["id"] for s in json.load(sys.stdin) if s["title"]=="writes"][0])')
+UP_CURL_S=$(timed "curl -fs -o /dev/null -F 'file=@$WORK/static/big.bin;filename=by-curl.bin' \
+    '$URL/api/sessions/$WRITES_ID/files/upload'")
+# cp returns when close returns, and close returns when the upload is complete on the server.
+UP_CP_S=$(timed "cp '$WORK/static/big.bin' '$WRITES/by-cp.bin'")
+STORED=$(curl -fs "$URL/api/sessions/$WRITES_ID/files" |
+    python3 -c 'import json,sys; print([f["size"] for f in json.load(sys.stdin) if f["name"]=="by-cp.bin"][0])')
+[ "$STORED" = "$((SIZE_MIB << 20))" ] || { echo "bench: by-cp.bin is $STORED bytes on the server" >&2; exit 1; }
+row "cp $SIZE_MIB MiB in vs curl upload (MiB/s)" "$(mibps "$UP_CP_S")" "$(mibps "$UP_CURL_S")" \
+    "$(ratio "$UP_CURL_S" "$UP_CP_S")"
+make_small() { # DIR: create, write 4 KiB and close $NSMALL files
+    python3 -c 'import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d)
+for i in range(n):
+    with open(os.path.join(d, f"f{i:04}"), "wb") as f:
+        f.write(b"x" * 4096)' "$1" "$NSMALL"
+}
+NSMALL=${BENCH_SMALL_FILES:-1000}
+SMALL_LOCAL_S=$(timed "$(declare -f make_small); NSMALL=$NSMALL make_small '$WORK/small'")
+SMALL_MOUNT_S=$(timed "$(declare -f make_small); NSMALL=$NSMALL make_small '$WRITES/small'")
+row "create+write 4 KiB+close, $NSMALL files (files/s)" "$(calc "round($NSMALL / $SMALL_MOUNT_S)")" \
+    "$(calc "round($NSMALL / $SMALL_LOCAL_S)")" "$(ratio "$SMALL_LOCAL_S" "$SMALL_MOUNT_S")"
+if command -v git >/dev/null; then
+    git init -q "$WORK/repo"
+    python3 -c 'import os, sys
+for d in range(10):
+    os.makedirs(f"{sys.argv[1]}/src/m{d}")
+    for f in range(20):
+        with open(f"{sys.argv[1]}/src/m{d}/f{f}.rs", "w") as out:
+            out.write(f"// module {d} file {f}\n" * 50)' "$WORK/repo"
+    git -C "$WORK/repo" add -A
+    git -C "$WORK/repo" -c user.email=b@e -c user.name=bench commit -qm bench
+    GIT_LOCAL_S=$(timed "git clone -q '$WORK/repo' '$WORK/clone'")
+    GIT_MOUNT_S=$(timed "git clone -q '$WORK/repo' '$WRITES/clone'")
+    row "git clone, 200 files (s) vs local disk" "$(calc "round($GIT_MOUNT_S, 3)")" \
+        "$(calc "round($GIT_LOCAL_S, 3)")" "$(ratio "$GIT_LOCAL_S" "$GIT_MOUNT_S")"
 fi
 unmount_fs
 stop_emulator
