@@ -182,23 +182,10 @@ impl Store {
     /// Every blob in `ns`, sorted by key.
     pub async fn list_blobs(&self, ns: &str) -> io::Result<Vec<BlobInfo>> {
         let dir = self.ns_dir(ns);
-        let mut out = Vec::new();
-        for blob_path in files_with_extension(&dir, "blob").await? {
-            let meta = match tokio::fs::metadata(&blob_path).await {
-                Ok(meta) => meta,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(err),
-            };
-            if let Some(file) = read_json::<KeyFile>(&blob_path.with_extension("key")).await? {
-                out.push(BlobInfo {
-                    key: file.key,
-                    size: meta.len(),
-                    modified: meta.modified()?,
-                });
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        // One blocking task for the whole listing: a task per file costs more than the I/O.
+        tokio::task::spawn_blocking(move || list_blobs_in(&dir))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Removes the blob `key` from `ns`; `false` when there was none. Readers that already
@@ -418,6 +405,39 @@ async fn remove_if_present(path: &Path) -> io::Result<bool> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// The blobs of one namespace directory, sorted by key (blocking).
+fn list_blobs_in(dir: &Path) -> io::Result<Vec<BlobInfo>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let blob_path = entry?.path();
+        if blob_path.extension().is_none_or(|e| e != "blob") {
+            continue;
+        }
+        let meta = match std::fs::metadata(&blob_path) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        let key = match std::fs::read(blob_path.with_extension("key")) {
+            Ok(body) => serde_json::from_slice::<KeyFile>(&body)?.key,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        out.push(BlobInfo {
+            key,
+            size: meta.len(),
+            modified: meta.modified()?,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }
 
 /// Files directly in `dir` ending in `.ext`; an absent directory has none.
