@@ -278,3 +278,44 @@ fn emacs_in_batch_mode_saves_and_leaves_only_the_file() {
     // The backup `notes.txt~` (emacs renames the original to it) stays local.
     assert_eq!(mount.api_file_names(&id), ["notes.txt"]);
 }
+
+#[test]
+fn nano_saves_through_a_terminal_and_its_lock_file_stays_local() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("nano");
+    let id = mount.api_session_id("nano");
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "line one\n").unwrap();
+    let session = format!("sessionfs-nano-{}", std::process::id());
+    sh(&format!(
+        "tmux new-session -d -s {session} -x 100 -y 30 \"nano {}\"",
+        q(&file)
+    ));
+    let pane = || sh_output(&format!("tmux capture-pane -p -t {session}")).stdout;
+    crate::harness::wait_until(std::time::Duration::from_secs(20), "nano to start", || {
+        String::from_utf8_lossy(&pane()).contains("line one")
+    });
+    // Type at the top, write out (^O, Enter to accept the name), exit (^X).
+    sh(&format!("tmux send-keys -t {session} 'TOP ' C-o"));
+    crate::harness::wait_until(
+        std::time::Duration::from_secs(20),
+        "the write prompt",
+        || String::from_utf8_lossy(&pane()).contains("File Name to Write"),
+    );
+    sh(&format!("tmux send-keys -t {session} Enter"));
+    crate::harness::wait_until(std::time::Duration::from_secs(20), "the save", || {
+        mount.api_get(&id, "notes.txt").as_deref() == Some(b"TOP line one\n".as_slice())
+    });
+    sh(&format!("tmux send-keys -t {session} C-x"));
+    crate::harness::wait_until(std::time::Duration::from_secs(20), "nano to exit", || {
+        !sh_output(&format!("tmux has-session -t {session}"))
+            .status
+            .success()
+    });
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "TOP line one\n");
+    assert_eq!(
+        mount.api_file_names(&id),
+        ["notes.txt"],
+        "the .notes.txt.swp lock stays local"
+    );
+}
