@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::emulator::{Backend, FaultSpec};
 
@@ -36,6 +37,10 @@ pub enum Command {
 pub struct MountArgs {
     /// Empty directory to mount on.
     pub mountpoint: PathBuf,
+    /// TOML file with defaults for backend, endpoint, token, cache-dir, cache-size,
+    /// memory-limit and metadata-ttl; the command line and SESSIONFS_TOKEN win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Which API the endpoint speaks.
     #[arg(long, value_enum, default_value = "mix")]
     pub backend: Backend,
@@ -122,6 +127,76 @@ pub struct ServeArgs {
     pub token: Option<String>,
 }
 
+/// The options a `--config` file may set (kebab-case keys, as on the command line).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    backend: Option<String>,
+    endpoint: Option<String>,
+    token: Option<String>,
+    cache_dir: Option<PathBuf>,
+    cache_size: Option<String>,
+    memory_limit: Option<String>,
+    metadata_ttl: Option<String>,
+}
+
+/// Parses the command line, then fills `mount` options it did not give from `--config`.
+pub fn parse() -> Result<Cli, String> {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|err| err.to_string())?;
+    if let (Command::Mount(args), Some(given)) =
+        (&mut cli.command, matches.subcommand_matches("mount"))
+    {
+        args.apply_config(given)?;
+    }
+    Ok(cli)
+}
+
+impl MountArgs {
+    /// Takes from the `--config` file every option that neither the command line nor the
+    /// environment set. The one place where the rule "command line, then environment, then
+    /// config file, then default" lives.
+    pub fn apply_config(&mut self, given: &ArgMatches) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read config {}: {err}", path.display()))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|err| format!("config {}: {err}", path.display()))?;
+        let unset = |id: &str| {
+            !matches!(
+                given.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let bad = |key: &str, err: String| format!("config {}: {key}: {err}", path.display());
+        if let Some(backend) = file.backend.filter(|_| unset("backend")) {
+            self.backend = Backend::from_str(&backend, true).map_err(|err| bad("backend", err))?;
+        }
+        if let Some(endpoint) = file.endpoint.filter(|_| unset("endpoint")) {
+            self.endpoint = Some(endpoint);
+        }
+        if let Some(token) = file.token.filter(|_| unset("token")) {
+            self.token = Some(token);
+        }
+        if let Some(dir) = file.cache_dir.filter(|_| unset("cache_dir")) {
+            self.cache_dir = Some(dir);
+        }
+        if let Some(size) = file.cache_size.filter(|_| unset("cache_size")) {
+            self.cache_size = size.parse().map_err(|err| bad("cache-size", err))?;
+        }
+        if let Some(limit) = file.memory_limit.filter(|_| unset("memory_limit")) {
+            self.memory_limit = limit.parse().map_err(|err| bad("memory-limit", err))?;
+        }
+        if let Some(ttl) = file.metadata_ttl.filter(|_| unset("metadata_ttl")) {
+            self.metadata_ttl = humantime::parse_duration(&ttl)
+                .map_err(|err| bad("metadata-ttl", err.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_mode(text: &str) -> Result<u16, String> {
     u16::from_str_radix(text, 8)
         .ok()
@@ -152,11 +227,56 @@ pub fn default_cache_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_config_file_fills_what_the_command_line_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessionfs.toml");
+        std::fs::write(
+            &path,
+            "backend = \"lightfield\"\nendpoint = \"http://127.0.0.1:9\"\ntoken = \"sk_lf_file\"\n\
+             metadata-ttl = \"5s\"\nmemory-limit = \"64MiB\"\n",
+        )
+        .unwrap();
+        let argv = [
+            "sessionfs",
+            "mount",
+            "/mnt/x",
+            "--config",
+            path.to_str().unwrap(),
+            "--metadata-ttl",
+            "2s",
+        ];
+        let matches = Cli::command().get_matches_from(argv);
+        let Command::Mount(mut args) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not mount")
+        };
+        args.apply_config(matches.subcommand_matches("mount").unwrap())
+            .unwrap();
+        assert_eq!(args.backend, Backend::Lightfield);
+        assert_eq!(args.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(args.token.as_deref(), Some("sk_lf_file"));
+        assert_eq!(
+            args.metadata_ttl,
+            Duration::from_secs(2),
+            "the command line wins"
+        );
+        assert_eq!(args.memory_limit.as_u64(), 64 << 20);
+
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let matches = Cli::command().get_matches_from(argv);
+        let Command::Mount(mut args) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not mount")
+        };
+        let err = args
+            .apply_config(matches.subcommand_matches("mount").unwrap())
+            .unwrap_err();
+        assert!(err.contains("colour"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! CLI entry: parse, set up logging, dispatch.
 
-use clap::Parser;
-
-use sessionfs::cli::{Cli, Command};
+use sessionfs::cli::{self, Command};
 use sessionfs::run;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("sessionfs: {message}");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Mount(args) => run::mount(args),
         Command::Serve(args) => run::serve(args),
