@@ -70,6 +70,10 @@ pub struct MountArgs {
     /// Refuse every change.
     #[arg(long)]
     pub read_only: bool,
+    /// Run in the background: return once the mount is ready (or print why it failed); the
+    /// log goes to sessionfs-PID.log under --cache-dir.
+    #[arg(long)]
+    pub daemon: bool,
     /// Let other users see the mount (needs user_allow_other for non-root).
     #[arg(long)]
     pub allow_other: bool,

@@ -214,8 +214,75 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     })
 }
 
+/// How long `--daemon` waits for the background mount to be ready.
+const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `sessionfs mount --daemon`: starts the same command without `--daemon` in a new session,
+/// its output in a log file, and returns once the mount point shows the mount (or prints the
+/// log and fails if the process ends first).
+pub fn daemonize(args: &MountArgs) -> Result<(), RunError> {
+    use std::os::unix::process::CommandExt;
+    let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(cli::default_cache_dir);
+    fs::create_dir_all(&cache_dir).map_err(|err| format!("{}: {err}", cache_dir.display()))?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|arg| arg != "--daemon")
+        .collect();
+    let exe =
+        std::env::current_exe().map_err(|err| format!("cannot find sessionfs itself: {err}"))?;
+    let log_path = cache_dir.join(format!("sessionfs-{}.log", std::process::id()));
+    let log =
+        fs::File::create(&log_path).map_err(|err| format!("{}: {err}", log_path.display()))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|err| err.to_string())?)
+        .stderr(log);
+    // SAFETY: setsid only detaches the child from our terminal; it touches no memory.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|err| format!("cannot start the mount: {err}"))?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < DAEMON_READY_TIMEOUT {
+        if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("the mount ended ({status}):\n{}", log.trim_end()));
+        }
+        if fs::read_to_string(&log_path).is_ok_and(|log| log.contains("unmount with")) {
+            println!(
+                "mounted on {} in the background (pid {}, log {}); stop with `sessionfs \
+                 unmount {}`",
+                mountpoint.display(),
+                child.id(),
+                log_path.display(),
+                mountpoint.display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "the mount was not ready after {DAEMON_READY_TIMEOUT:?}; see {}",
+        log_path.display()
+    ))
+}
+
 /// `sessionfs mount`: mounts and stays in the foreground until unmounted or signalled.
 pub fn mount(args: MountArgs) -> Result<(), RunError> {
+    if args.daemon {
+        return daemonize(&args);
+    }
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     crate::cache::memory::limit_allocator_arenas();
     let runtime = runtime()?;

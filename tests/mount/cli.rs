@@ -243,3 +243,52 @@ fn a_killed_mount_leaves_nothing_behind_that_the_next_mount_does_not_upload() {
     ));
     assert_eq!(leftovers.trim(), "0", "nothing pending stays behind");
 }
+
+#[test]
+fn daemon_returns_once_the_mount_is_ready_and_unmount_stops_it() {
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["mount", "--daemon", mnt.path().to_str().unwrap()])
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let banner = String::from_utf8_lossy(&output.stdout);
+    assert!(banner.contains("in the background"), "{banner}");
+    assert!(is_mounted(mnt.path()), "ready when --daemon returns");
+    sh(&format!(
+        "mkdir {0}/d && echo hi > {0}/d/f && cat {0}/d/f",
+        q(mnt.path())
+    ));
+
+    let unmount = Command::new(BIN)
+        .args(["unmount", mnt.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(unmount.status.success(), "{unmount:?}");
+    wait_until(Duration::from_secs(10), "the unmount", || {
+        !is_mounted(mnt.path())
+    });
+
+    // A daemon that cannot mount says why and fails.
+    let output = Command::new(BIN)
+        .args([
+            "mount",
+            "--daemon",
+            mnt.path().to_str().unwrap(),
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach http://127.0.0.1:9"),
+        "{stderr}"
+    );
+}
