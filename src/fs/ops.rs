@@ -75,13 +75,16 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Entry> {
         Self::check_name(name)?;
         self.dir_of(parent)?;
+        let ino = self.existing_child(parent, name).await?;
+        Ok(self.entry(self.attr(ino)?))
+    }
+
+    /// The inode of `name` in `parent`, from a listing younger than the TTL; ENOENT if none.
+    async fn existing_child(&self, parent: Ino, name: &str) -> Result<Ino> {
         self.ensure_fresh(parent).await?;
-        let tree = self.tree();
-        let ino = tree
+        self.tree()
             .child(parent, name)
-            .ok_or_else(|| Error::not_found(name))?;
-        let attr = self.attr_of(tree.get(ino).expect("children are in the table"));
-        Ok(self.entry(attr))
+            .ok_or_else(|| Error::not_found(name))
     }
 
     /// Attributes of `ino`, refreshed from the remote once the TTL has passed.
@@ -194,11 +197,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// Removes an empty directory.
     pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
         self.check_writable()?;
-        self.ensure_fresh(parent).await?;
-        let ino = self
-            .tree()
-            .child(parent, name)
-            .ok_or_else(|| Error::not_found(name))?;
+        let ino = self.existing_child(parent, name).await?;
         self.dir_of(ino)?;
         self.ensure_fresh(ino).await?;
         let origin = {
@@ -528,11 +527,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// Deletes a file.
     pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
         self.check_writable()?;
-        self.ensure_fresh(parent).await?;
-        let ino = self
-            .tree()
-            .child(parent, name)
-            .ok_or_else(|| Error::not_found(name))?;
+        let ino = self.existing_child(parent, name).await?;
         if self.dir_of(ino).is_ok() {
             return Err(Error::quiet(
                 libc::EISDIR,

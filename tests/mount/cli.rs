@@ -43,6 +43,21 @@ fn start(args: &[&str], home: &Path, ready: &str) -> (Child, String) {
     (child, banner)
 }
 
+/// A process that writes `line` to `file` and keeps it open: nothing is uploaded at close time.
+/// Returns once the bytes are visible through the mount.
+fn hold_open_after_writing(file: &Path, line: &str) -> Child {
+    let writer = Command::new("bash")
+        .arg("-c")
+        .arg(format!("exec 3>{}; echo {line} >&3; sleep 30", q(file)))
+        .spawn()
+        .unwrap();
+    let len = line.len() as u64 + 1;
+    wait_until(Duration::from_secs(10), "the write", || {
+        std::fs::metadata(file).is_ok_and(|m| m.len() == len)
+    });
+    writer
+}
+
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -90,17 +105,7 @@ fn sigterm_uploads_a_file_that_is_still_open() {
     sh(&format!("mkdir {}/s", q(mnt.path())));
     // A writer that keeps its file open: nothing has been uploaded at close time yet.
     let file = mnt.path().join("s/open.txt");
-    let mut writer = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "exec 3>{}; echo still-open >&3; sleep 30",
-            q(&file)
-        ))
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(10), "the write", || {
-        std::fs::metadata(&file).is_ok_and(|m| m.len() == 11)
-    });
+    let mut writer = hold_open_after_writing(&file, "still-open");
     let status = terminate(&mut child);
     let _ = writer.kill();
     let _ = writer.wait();
@@ -211,17 +216,7 @@ fn a_killed_mount_leaves_nothing_behind_that_the_next_mount_does_not_upload() {
     let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
     sh(&format!("mkdir {}/s", q(mnt.path())));
     let file = mnt.path().join("s/unsaved.txt");
-    let mut writer = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "exec 3>{}; echo not-yet-uploaded >&3; sleep 30",
-            q(&file)
-        ))
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(10), "the write", || {
-        std::fs::metadata(&file).is_ok_and(|m| m.len() == 17)
-    });
+    let mut writer = hold_open_after_writing(&file, "not-yet-uploaded");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
