@@ -208,8 +208,12 @@ WRITES=$MNT/writes
 mkdir "$WRITES"
 WRITES_ID=$(curl -fs "$URL/api/sessions" |
     python3 -c 'import json,sys; print([s["id"] for s in json.load(sys.stdin) if s["title"]=="writes"][0])')
+# Each write case starts with no dirty pages left by the setup or the previous case, so the
+# kernel's writeback throttling weighs on the baseline and the mount alike.
+sync
 UP_CURL_S=$(timed "curl -fs -o /dev/null -F 'file=@$WORK/static/big.bin;filename=by-curl.bin' \
     '$URL/api/sessions/$WRITES_ID/files/upload'")
+sync
 # cp returns when close returns, and close returns when the upload is complete on the server.
 UP_CP_S=$(timed "cp '$WORK/static/big.bin' '$WRITES/by-cp.bin'")
 STORED=$(curl -fs "$URL/api/sessions/$WRITES_ID/files" |
@@ -226,6 +230,7 @@ for i in range(n):
         f.write(b"x" * 4096)' "$1" "$NSMALL"
 }
 NSMALL=${BENCH_SMALL_FILES:-1000}
+sync
 SMALL_LOCAL_S=$(timed "$(declare -f make_small); NSMALL=$NSMALL make_small '$WORK/small'")
 SMALL_MOUNT_S=$(timed "$(declare -f make_small); NSMALL=$NSMALL make_small '$WRITES/small'")
 row "create+write 4 KiB+close, $NSMALL files (files/s)" "$(calc "round($NSMALL / $SMALL_MOUNT_S)")" \

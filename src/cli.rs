@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// Cap per connection, e.g. 100MiB (per second).
     #[arg(long)]
     pub bandwidth: Option<bytesize::ByteSize>,
+    /// Ignore Range on downloads and always answer 200 with the whole body, as the newest Mix
+    /// server does for uploaded files.
+    #[arg(long)]
+    pub no_range: bool,
     /// Reject uploads larger than this with 413 (the real Mix server has no limit).
     #[arg(long)]
     pub max_upload_size: Option<bytesize::ByteSize>,

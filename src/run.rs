@@ -196,6 +196,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     config.latency = args.latency;
     config.bandwidth_bytes_per_sec = args.bandwidth.map(|b| b.as_u64());
     config.max_upload_bytes = args.max_upload_size.map(|b| b.as_u64());
+    config.serve_ranges = !args.no_range;
     config.token = args.token;
     let runtime = runtime()?;
     runtime.block_on(async {

@@ -53,6 +53,9 @@ pub struct MixState {
     store: Store,
     max_upload_bytes: Option<u64>,
     zero_modified: bool,
+    /// Honour `Range` (Go's `ServeContent`); without it every GET gets the whole body with 200,
+    /// as the newest server's storage provider does for uploaded files.
+    serve_ranges: bool,
 }
 
 impl MixState {
@@ -62,6 +65,7 @@ impl MixState {
             store: Store::open(&config.data_dir)?,
             max_upload_bytes: config.max_upload_bytes,
             zero_modified: false,
+            serve_ranges: config.serve_ranges,
         })
     }
 
@@ -513,7 +517,7 @@ async fn serve_file(st: &MixState, id: &str, name: &str, headers: &HeaderMap) ->
         Ok(None) => return reply::not_found("File", name),
         Err(err) => return reply::internal_error("serving file", &err),
     };
-    let mut res = match content::serve(blob, name, headers).await {
+    let mut res = match content::serve(blob, name, headers, st.serve_ranges).await {
         Ok(res) => res,
         Err(err) => return reply::internal_error("serving file", &err),
     };

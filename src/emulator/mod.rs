@@ -45,6 +45,9 @@ pub struct EmulatorConfig {
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Largest accepted upload (`--max-upload-size`); `None` = no limit, as the real Mix server.
     pub max_upload_bytes: Option<u64>,
+    /// Honour `Range` on downloads (`--no-range` turns it off, as the newest Mix server serves
+    /// uploaded files with a plain 200).
+    pub serve_ranges: bool,
     /// The one API key an emulator with auth accepts (`--token`); `None` accepts any key of
     /// the API's documented shape (Lightfield: `sk_lf_...`).
     pub token: Option<String>,
@@ -61,6 +64,7 @@ impl EmulatorConfig {
             latency: Duration::ZERO,
             bandwidth_bytes_per_sec: None,
             max_upload_bytes: None,
+            serve_ranges: true,
             token: None,
         }
     }

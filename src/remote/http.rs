@@ -253,27 +253,55 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// Reads `wanted` bytes of a ranged GET's body after skipping `skip` bytes (non-zero when the
-/// server ignored `Range` and sent the whole object), stopping early at the end of the body.
+/// A response body read piece by piece, keeping what the last read did not use, so a later
+/// read continues exactly where the previous one stopped.
+#[derive(Debug)]
+pub struct BodyCursor {
+    response: Response,
+    leftover: Bytes,
+}
+
+impl BodyCursor {
+    /// Starts reading `response`'s body.
+    pub fn new(response: Response) -> Self {
+        Self {
+            response,
+            leftover: Bytes::new(),
+        }
+    }
+
+    /// Skips `skip` bytes, then returns the next `wanted` bytes (fewer only at the end).
+    pub async fn read(&mut self, mut skip: u64, wanted: usize) -> Result<Bytes, reqwest::Error> {
+        let mut out = BytesMut::with_capacity(wanted.min(64 << 20));
+        while out.len() < wanted {
+            let mut chunk = if self.leftover.is_empty() {
+                match self.response.chunk().await? {
+                    Some(chunk) => chunk,
+                    None => break,
+                }
+            } else {
+                std::mem::take(&mut self.leftover)
+            };
+            if skip > 0 {
+                let dropped = (skip as usize).min(chunk.len());
+                let _ = chunk.split_to(dropped);
+                skip -= dropped as u64;
+            }
+            let take = chunk.len().min(wanted - out.len());
+            out.extend_from_slice(&chunk.split_to(take));
+            self.leftover = chunk;
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// Reads `wanted` bytes after skipping `skip` bytes of the body.
 pub async fn collect_range(
-    mut response: Response,
-    mut skip: u64,
+    response: Response,
+    skip: u64,
     wanted: usize,
 ) -> Result<Bytes, reqwest::Error> {
-    let mut out = BytesMut::with_capacity(wanted.min(64 << 20));
-    while out.len() < wanted {
-        let Some(mut chunk) = response.chunk().await? else {
-            break;
-        };
-        if skip > 0 {
-            let dropped = (skip as usize).min(chunk.len());
-            let _ = chunk.split_to(dropped);
-            skip -= dropped as u64;
-        }
-        let take = chunk.len().min(wanted - out.len());
-        out.extend_from_slice(&chunk[..take]);
-    }
-    Ok(out.freeze())
+    BodyCursor::new(response).read(skip, wanted).await
 }
 
 async fn read_bounded(mut response: Response, limit: usize) -> Vec<u8> {

@@ -6,6 +6,7 @@
 //! server that ignores it (200 with the whole body) is handled by skipping to the offset.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -39,10 +40,88 @@ pub const NAME_RULES: NameRules = NameRules {
 /// The browser mode we create sessions with; Mix requires one and this one needs no extras.
 const BROWSER_MODE: &str = "local-browser-service";
 
+/// Objects with downloads left open when the server ignored `Range`.
+const OPEN_BODIES: usize = 4;
+/// Downloads of one object kept open at different positions.
+const BODIES_PER_OBJECT: usize = 3;
+/// How far ahead an open download may be skipped to instead of downloading from the start.
+const MAX_FORWARD_SKIP_BYTES: u64 = 64 << 20;
+/// Skipped bytes an open download keeps for reads that arrive slightly out of order (block
+/// requests run in parallel), so they need no new download from byte 0.
+const MAX_SKIPPED_BYTES: u64 = 16 << 20;
+
+/// A whole-body download kept open at `position`, with the most recent bytes it skipped.
+#[derive(Debug)]
+struct OpenBody {
+    position: u64,
+    cursor: http::BodyCursor,
+    skipped: std::collections::VecDeque<(u64, Bytes)>,
+    skipped_bytes: u64,
+}
+
+impl OpenBody {
+    fn new(cursor: http::BodyCursor) -> Self {
+        Self {
+            position: 0,
+            cursor,
+            skipped: Default::default(),
+            skipped_bytes: 0,
+        }
+    }
+
+    /// Whether a read at `start` can be served without a new download.
+    fn serves(&self, start: u64) -> bool {
+        let ahead = start >= self.position && start - self.position <= MAX_FORWARD_SKIP_BYTES;
+        ahead
+            || self
+                .skipped
+                .iter()
+                .any(|(at, bytes)| (*at..*at + bytes.len() as u64).contains(&start))
+    }
+
+    /// `wanted` bytes at `start` (fewer at the end): from the skipped bytes, or by reading on.
+    async fn read(&mut self, start: u64, wanted: usize) -> Result<Bytes, reqwest::Error> {
+        if let Some((at, bytes)) = self
+            .skipped
+            .iter()
+            .find(|(at, bytes)| (*at..*at + bytes.len() as u64).contains(&start))
+        {
+            let from = (start - at) as usize;
+            return Ok(bytes.slice(from..(from + wanted).min(bytes.len())));
+        }
+        if start > self.position {
+            let gap = self
+                .cursor
+                .read(0, (start - self.position) as usize)
+                .await?;
+            self.skipped_bytes += gap.len() as u64;
+            self.skipped.push_back((self.position, gap));
+            while self.skipped_bytes > MAX_SKIPPED_BYTES {
+                let (_, oldest) = self.skipped.pop_front().expect("bytes are counted");
+                self.skipped_bytes -= oldest.len() as u64;
+            }
+            self.position = start;
+        }
+        let data = self.cursor.read(0, wanted).await?;
+        self.position += data.len() as u64;
+        Ok(data)
+    }
+}
+
 /// A Mix server.
 pub struct MixRemote {
     http: HttpClient,
     capabilities: Capabilities,
+    /// Whole-body downloads (the server ignored `Range`: the newest server does for uploaded
+    /// files) kept open at their position, by URL and version, so that a sequential reader
+    /// costs one GET per object instead of one per block. Never held across an await.
+    open_bodies: std::sync::Mutex<lru::LruCache<String, Vec<OpenBody>>>,
+    /// Set once the server has honoured a `Range` (206). Until then, and for good once it
+    /// ignores one (200), reads of one object take turns (see `read_turn`), so parallel block
+    /// requests continue one download rather than each starting its own from byte 0.
+    ranges_honoured: std::sync::atomic::AtomicBool,
+    /// One lock per object being read while ranges are not known to work; idle ones dropped.
+    read_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +147,11 @@ impl MixRemote {
         Ok(Self {
             http: HttpClient::new(&config.endpoint, http::error_envelope_message)?
                 .with_retry(config.retry.clone()),
+            open_bodies: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(OPEN_BODIES).expect("non-zero"),
+            )),
+            ranges_honoured: std::sync::atomic::AtomicBool::new(false),
+            read_turns: Default::default(),
             capabilities: Capabilities {
                 containers: true,
                 delete: true,
@@ -80,6 +164,39 @@ impl MixRemote {
                 streaming_upload: true,
             },
         })
+    }
+
+    /// Unless the server is known to honour `Range`, the lock that makes reads of `key` take
+    /// turns.
+    fn read_turn(&self, key: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        if self
+            .ranges_honoured
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let mut turns = self.read_turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Some(turns.entry(key.to_string()).or_default().clone())
+    }
+
+    /// An open whole-body download of `key` that can serve a read at `start`, taken out.
+    fn take_open_body(&self, key: &str, start: u64) -> Option<OpenBody> {
+        let mut bodies = self.open_bodies.lock().unwrap_or_else(|p| p.into_inner());
+        let open = bodies.get_mut(key)?;
+        let index = open.iter().position(|body| body.serves(start))?;
+        Some(open.remove(index))
+    }
+
+    /// Keeps a whole-body download open for the reads that follow; a reader far ahead of
+    /// another gets a download of its own, up to [`BODIES_PER_OBJECT`].
+    fn keep_open_body(&self, key: String, body: OpenBody) {
+        let mut bodies = self.open_bodies.lock().unwrap_or_else(|p| p.into_inner());
+        let open = bodies.get_or_insert_mut(key, Vec::new);
+        if open.len() >= BODIES_PER_OBJECT {
+            open.remove(0);
+        }
+        open.push(body);
     }
 
     fn session_path(id: &str) -> String {
@@ -274,6 +391,19 @@ impl Remote for MixRemote {
         let what = format!("read {:?} in session {session}", object.name);
         let url = self.http.url(&Self::file_path(session, &object.name));
         let wanted = (range.end - range.start) as usize;
+        let key = format!("{url}#{}", object.version);
+        let turn = self.read_turn(&key);
+        let _turn = match &turn {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        if let Some(mut body) = self.take_open_body(&key, range.start) {
+            // Continuing an open download; if it broke, fall through to a new request.
+            if let Ok(data) = body.read(range.start, wanted).await {
+                self.keep_open_body(key, body);
+                return Ok(data);
+            }
+        }
         self.http
             .retrying(&what, || async {
                 let response = self
@@ -284,16 +414,29 @@ impl Remote for MixRemote {
                     .send()
                     .await
                     .map_err(|err| self.http.transport_error(&what, &err))?;
-                let skip = match response.status() {
-                    StatusCode::PARTIAL_CONTENT => 0,
-                    // The server ignored Range: skip to the offset in the full body.
-                    StatusCode::OK => range.start,
-                    StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
-                    _ => return Err(self.http.status_error(&what, response).await),
-                };
-                http::collect_range(response, skip, wanted)
-                    .await
-                    .map_err(|err| self.http.transport_error(&what, &err))
+                match response.status() {
+                    StatusCode::PARTIAL_CONTENT => {
+                        self.ranges_honoured
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        http::collect_range(response, 0, wanted)
+                            .await
+                            .map_err(|err| self.http.transport_error(&what, &err))
+                    }
+                    // The server ignored Range: skip to the offset in the whole body, and keep
+                    // the download open for the reads that follow.
+                    StatusCode::OK => {
+                        log::debug!("whole-body download for a read at {}", range.start);
+                        let mut body = OpenBody::new(http::BodyCursor::new(response));
+                        let data = body
+                            .read(range.start, wanted)
+                            .await
+                            .map_err(|err| self.http.transport_error(&what, &err))?;
+                        self.keep_open_body(key.clone(), body);
+                        Ok(data)
+                    }
+                    StatusCode::RANGE_NOT_SATISFIABLE => Ok(Bytes::new()),
+                    _ => Err(self.http.status_error(&what, response).await),
+                }
             })
             .await
     }

@@ -188,3 +188,32 @@ impl DirectExt for std::fs::OpenOptions {
         self.custom_flags(libc::O_DIRECT)
     }
 }
+
+#[test]
+fn a_server_that_ignores_range_still_serves_every_byte() {
+    // The newest Mix server answers 200 with the whole body to ranged GETs of uploaded files.
+    let mount = TestMount::backend(
+        sessionfs::emulator::Backend::Mix,
+        |dir| {
+            let mut config = sessionfs::emulator::EmulatorConfig::new(dir);
+            config.serve_ranges = false;
+            config
+        },
+        None,
+        |_| {},
+    );
+    let data = pseudo_random(24 << 20, 31);
+    let path = remote_file(&mount, "whole.bin", &data);
+    let local = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "cp '{}' '{}/copy'",
+        path.display(),
+        local.path().display()
+    ));
+    assert!(std::fs::read(local.path().join("copy")).unwrap() == data);
+    // A read in the middle, after the sequential one, starts a new download and still fits.
+    let file = File::open(&path).unwrap();
+    let mut buf = vec![0; 4096];
+    file.read_exact_at(&mut buf, 13 << 20).unwrap();
+    assert!(buf[..] == data[13 << 20..(13 << 20) + 4096]);
+}

@@ -40,6 +40,7 @@ pub(super) async fn serve(
     blob: Blob,
     name: &str,
     request: &HeaderMap,
+    serve_ranges: bool,
 ) -> std::io::Result<Response> {
     let size = blob.info.size;
     let modified = whole_seconds(blob.info.modified);
@@ -67,6 +68,7 @@ pub(super) async fn serve(
     };
     let mut status = StatusCode::OK;
     if let Some(spec) = request.get(header::RANGE).and_then(|v| v.to_str().ok())
+        && serve_ranges
         && if_range_allows(request, modified)
     {
         match parse_range(spec, size) {
@@ -81,7 +83,9 @@ pub(super) async fn serve(
 
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if serve_ranges {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.length));
     if status == StatusCode::PARTIAL_CONTENT {
         let last = range.start + range.length - 1;
