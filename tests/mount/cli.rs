@@ -189,22 +189,7 @@ fn bad_mount_points_fail_clearly_and_mount_nothing() {
     assert!(!is_mounted(full.path()));
 
     let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(BIN)
-        .args([
-            "mount",
-            empty.path().to_str().unwrap(),
-            "--endpoint",
-            "http://127.0.0.1:9",
-        ])
-        .env("HOME", home.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("cannot reach http://127.0.0.1:9"),
-        "{stderr}"
-    );
+    refuses_a_dead_endpoint(&[], empty.path(), home.path());
     assert!(!is_mounted(empty.path()));
 }
 
@@ -269,15 +254,16 @@ fn daemon_returns_once_the_mount_is_ready_and_unmount_stops_it() {
     });
 
     // A daemon that cannot mount says why and fails.
+    refuses_a_dead_endpoint(&["--daemon"], mnt.path(), home.path());
+}
+
+/// `sessionfs mount [flags] MNT --endpoint <nothing listening>` fails and names the endpoint.
+fn refuses_a_dead_endpoint(flags: &[&str], mnt: &Path, home: &Path) {
     let output = Command::new(BIN)
-        .args([
-            "mount",
-            "--daemon",
-            mnt.path().to_str().unwrap(),
-            "--endpoint",
-            "http://127.0.0.1:9",
-        ])
-        .env("HOME", home.path())
+        .arg("mount")
+        .args(flags)
+        .args([mnt.to_str().unwrap(), "--endpoint", "http://127.0.0.1:9"])
+        .env("HOME", home)
         .output()
         .unwrap();
     assert!(!output.status.success());

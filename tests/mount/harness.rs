@@ -208,15 +208,9 @@ impl TestMount {
 
     /// The bytes of a stored file, or `None` on 404.
     pub fn api_get(&self, session: &str, stored_name: &str) -> Option<Vec<u8>> {
-        let encoded: String =
-            percent_encoding::utf8_percent_encode(stored_name, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
         self.runtime.block_on(async {
             let response = self
-                .api(
-                    reqwest::Method::GET,
-                    &format!("/api/sessions/{session}/files/{encoded}"),
-                )
+                .api(reqwest::Method::GET, &file_path(session, stored_name))
                 .send()
                 .await
                 .unwrap();
@@ -248,15 +242,9 @@ impl TestMount {
 
     /// Deletes a file through the API.
     pub fn api_delete(&self, session: &str, stored_name: &str) {
-        let encoded: String =
-            percent_encoding::utf8_percent_encode(stored_name, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
         self.runtime.block_on(async {
             let response = self
-                .api(
-                    reqwest::Method::DELETE,
-                    &format!("/api/sessions/{session}/files/{encoded}"),
-                )
+                .api(reqwest::Method::DELETE, &file_path(session, stored_name))
                 .send()
                 .await
                 .unwrap();
@@ -269,6 +257,13 @@ impl Drop for TestMount {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The API path of a stored file, its name percent-encoded as one segment.
+fn file_path(session: &str, stored_name: &str) -> String {
+    let encoded =
+        percent_encoding::utf8_percent_encode(stored_name, percent_encoding::NON_ALPHANUMERIC);
+    format!("/api/sessions/{session}/files/{encoded}")
 }
 
 /// Runs a shell command line and returns its output; panics with stderr when it fails.
@@ -314,7 +309,9 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        if start.elapsed() >= deadline {
+            panic!("gave up waiting for {what} after {deadline:?}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
