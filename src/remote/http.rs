@@ -117,7 +117,7 @@ impl HttpClient {
         F: Fn() -> Fut,
         Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
     {
-        self.retrying(what, || async {
+        self.retrying(|| async {
             let request = build().await?;
             let response = request
                 .send()
@@ -134,7 +134,7 @@ impl HttpClient {
 
     /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out. Used by
     /// [`Self::send`] and by callers whose attempt also reads the body.
-    pub async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> RemoteResult<T>
+    pub async fn retrying<T, F, Fut>(&self, attempt: F) -> RemoteResult<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = RemoteResult<T>>,
@@ -147,7 +147,7 @@ impl HttpClient {
                 Err(err) if err.temporary && tries < self.retry.max_attempts => {
                     let delay = self.backoff(tries, err.retry_after);
                     log::info!(
-                        "{what}: {}; retry {tries}/{} in {delay:?}",
+                        "{}; retry {tries}/{} in {delay:?}",
                         err.message,
                         self.retry.max_attempts - 1
                     );

@@ -255,7 +255,7 @@ impl LightfieldRemote {
     async fn ranged_get(&self, what: &str, url: &str, range: &Range<u64>) -> RemoteResult<Bytes> {
         let wanted = (range.end - range.start) as usize;
         self.http
-            .retrying(what, || async {
+            .retrying(|| async {
                 let response = self
                     .http
                     .client()

@@ -324,20 +324,36 @@ impl Remote for MixRemote {
         let what = format!("create session {title:?}");
         let url = self.http.url("/api/sessions");
         let body = serde_json::json!({ "title": title, "browserMode": BROWSER_MODE });
-        // Not retried: a create that timed out may have succeeded, and a retry would make a
-        // second session with the same title.
+        // Retried only when the server refused the request before handling it (429, 503): a
+        // create that failed otherwise may have succeeded, and a retry would make a second
+        // session with the same title.
         let response = self
             .http
-            .client()
-            .post(&url)
-            .header("Accept", "application/json")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|err| self.http.transport_error(&what, &err))?;
-        if response.status() != StatusCode::CREATED {
-            return Err(self.http.status_error(&what, response).await);
-        }
+            .retrying(|| async {
+                let response = self
+                    .http
+                    .client()
+                    .post(&url)
+                    .header("Accept", "application/json")
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|err| RemoteError {
+                        temporary: false,
+                        ..self.http.transport_error(&what, &err)
+                    })?;
+                match response.status() {
+                    StatusCode::CREATED => Ok(response),
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                        Err(self.http.status_error(&what, response).await)
+                    }
+                    _ => Err(RemoteError {
+                        temporary: false,
+                        ..self.http.status_error(&what, response).await
+                    }),
+                }
+            })
+            .await?;
         let session: SessionData = self.json(&what, response).await?;
         Ok(self.to_container(session))
     }
@@ -405,7 +421,7 @@ impl Remote for MixRemote {
             }
         }
         self.http
-            .retrying(&what, || async {
+            .retrying(|| async {
                 let response = self
                     .http
                     .client()

@@ -59,15 +59,22 @@ impl TestMount {
             .build()
             .unwrap();
         let data = TempDir::new().unwrap();
+        let emulator_config = emulator_config(data.path());
+        // An emulator that injects faults needs the retries a real client has.
+        let attempts = if emulator_config.faults.is_empty() {
+            2
+        } else {
+            10
+        };
         let staging = TempDir::new().unwrap();
         let mountpoint = TempDir::new().unwrap();
         let emulator = runtime
-            .block_on(emulator::spawn(backend, emulator_config(data.path())))
+            .block_on(emulator::spawn(backend, emulator_config))
             .unwrap();
         let endpoint = emulator.endpoint();
         // Few, short retries: tests that stop the server want the error, not a long wait.
         let retry = RetryConfig {
-            max_attempts: 2,
+            max_attempts: attempts,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
         };

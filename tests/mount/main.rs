@@ -3,6 +3,7 @@
 
 mod cli;
 mod errors;
+mod faults;
 mod files;
 mod harness;
 mod lightfield;
