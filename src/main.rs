@@ -4,7 +4,11 @@ use sessionfs::cli::{self, Command};
 use sessionfs::run;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // fuser repeats our lifecycle lines and warns that an unmount already done by `umount`
+    // "failed"; its errors still show. RUST_LOG overrides all of this.
+    let default_filter = "info,fuser=warn,fuser::mnt=error";
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .init();
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(message) => {
