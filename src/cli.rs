@@ -70,6 +70,10 @@ pub struct MountArgs {
     /// Refuse every change.
     #[arg(long)]
     pub read_only: bool,
+    /// Turn off the user.sessionfs.* extended attributes: `ls -l` then costs no xattr round
+    /// trips (it asks for two per file).
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// Run in the background: return once the mount is ready (or print why it failed); the
     /// log goes to sessionfs-PID.log under --cache-dir.
     #[arg(long)]

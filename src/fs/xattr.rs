@@ -15,6 +15,13 @@ const PREFIX: &str = "user.sessionfs.";
 impl<R: Remote + ?Sized> SessionFs<R> {
     /// `(name, value)` of every attribute `ino` has.
     fn xattrs(&self, ino: Ino) -> Result<Vec<(String, String)>> {
+        if !self.config.xattrs {
+            // ENOSYS, once, makes the kernel answer every later xattr call itself.
+            return Err(Error::quiet(
+                libc::ENOSYS,
+                "extended attributes are off (--no-xattrs)",
+            ));
+        }
         let tree = self.tree();
         let node = tree
             .get(ino)

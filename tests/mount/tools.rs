@@ -319,3 +319,21 @@ fn nano_saves_through_a_terminal_and_its_lock_file_stays_local() {
         "the .notes.txt.swp lock stays local"
     );
 }
+
+#[test]
+fn with_xattrs_off_ls_l_works_and_xattr_calls_are_unsupported() {
+    let mount = TestMount::with(|config| config.xattrs = false);
+    let dir = mount.session_dir("plain");
+    std::fs::write(dir.join("f.txt"), b"abc").unwrap();
+    let listing = sh(&format!("ls -l {}", q(&dir)));
+    assert!(listing.contains(" f.txt\n"), "{listing}");
+    let script = format!(
+        "import os, errno\n\
+         try:\n    os.getxattr({path:?}, 'user.sessionfs.id')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n",
+        path = dir.join("f.txt").display().to_string()
+    );
+    assert_eq!(
+        sh(&format!("python3 -c {}", shell_quote(&script))),
+        "ENOTSUP\n"
+    );
+}
