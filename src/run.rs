@@ -288,8 +288,10 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     crate::cache::memory::limit_allocator_arenas();
     let runtime = runtime()?;
     let mut token = args.token.clone();
-    let (endpoint, emulator, data_note) = match &args.endpoint {
-        Some(endpoint) => (endpoint.clone(), None, String::new()),
+    // `identity` names the remote for its staging directory: the embedded emulator's port
+    // changes every run, so its data directory names it instead.
+    let (endpoint, emulator, data_note, identity) = match &args.endpoint {
+        Some(endpoint) => (endpoint.clone(), None, String::new(), endpoint.clone()),
         None => {
             let data_dir = args
                 .data
@@ -304,7 +306,8 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
                 .block_on(emulator::spawn(args.backend, config))
                 .map_err(|err| format!("cannot start the embedded emulator: {err}"))?;
             let note = format!(", embedded emulator data in {}", data_dir.display());
-            (server.endpoint(), Some(server), note)
+            let identity = format!("embedded:{}", data_dir.display());
+            (server.endpoint(), Some(server), note, identity)
         }
     };
     let remote = remote::connect(&RemoteConfig::new(args.backend, &endpoint, token))
@@ -317,11 +320,6 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         .cache_dir
         .clone()
         .unwrap_or_else(cli::default_cache_dir);
-    // The embedded emulator's port changes every run; its data directory names it instead.
-    let identity = match &args.endpoint {
-        Some(endpoint) => endpoint.clone(),
-        None => format!("embedded:{}", data_note),
-    };
     let staging = StagingDir::claim(&cache_dir, args.backend, &identity)?;
     let staging_dir = staging.path.clone();
     if staging.replay {
