@@ -331,7 +331,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         let objects = self.remote.list(container.as_deref()).await?;
         // Handles and content are checked before the tree is locked for the merge.
-        let files = tree_files(&self.tree(), scope);
+        let files = self.tree().files_below(scope);
         let busy_files: Vec<Ino> = files.into_iter().filter(|&i| self.is_busy(i)).collect();
         self.tree().merge_objects(
             scope,
@@ -360,18 +360,4 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             None => false,
         }
     }
-}
-
-/// Every file inode below `dir`.
-fn tree_files(tree: &Tree, dir: Ino) -> Vec<Ino> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(ino) = stack.pop() {
-        match tree.get(ino).map(|n| &n.kind) {
-            Some(NodeKind::Dir(d)) => stack.extend(d.children.values().copied()),
-            Some(NodeKind::File(_)) => out.push(ino),
-            None => {}
-        }
-    }
-    out
 }

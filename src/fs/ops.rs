@@ -816,7 +816,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// Uploads every file with unsaved local content; returns how many were uploaded. Used when
     /// unmounting so that no write is lost.
     pub async fn drain(&self) -> Result<usize> {
-        let files = super::tree_files(&self.tree(), ROOT_INO);
+        let files = self.tree().files_below(ROOT_INO);
         let mut uploaded = 0;
         let mut first_error = None;
         for ino in files {
@@ -921,7 +921,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// Keeps the staged copies of files that could not be uploaded (they stay recorded in the
     /// journal), so the next mount uploads them; returns how many. Called as the process ends.
     pub async fn keep_pending(&self) -> usize {
-        let files = super::tree_files(&self.tree(), ROOT_INO);
+        let files = self.tree().files_below(ROOT_INO);
         let mut kept = 0;
         for ino in files {
             let Ok(content) = self.content_of(ino) else {

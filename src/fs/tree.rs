@@ -392,6 +392,15 @@ impl Tree {
         }
     }
 
+    /// Every file inode below `dir`.
+    pub fn files_below(&self, dir: Ino) -> Vec<Ino> {
+        self.descendants(dir)
+            .into_iter()
+            .filter(|(_, ino)| self.get(*ino).is_some_and(|node| node.file().is_some()))
+            .map(|(_, ino)| ino)
+            .collect()
+    }
+
     fn descendants_one_level(&self, dir: Ino) -> Vec<Ino> {
         self.get(dir)
             .and_then(Node::dir)
