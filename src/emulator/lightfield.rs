@@ -499,29 +499,52 @@ async fn complete_file(
         Ok(md5) => md5,
         Err(res) => return *res,
     };
-    let loaded = match st.loaded().await {
-        Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("completing file", &err),
+    let changed = leave_pending(&st, &id, "completing file", "completed", |record, now| {
+        completion_problem(record, md5.as_deref()).or_else(|| {
+            record.status = Status::Completed;
+            record.completed_ms = Some(now);
+            None
+        })
+    })
+    .await;
+    let (record, now) = match changed {
+        Ok(done) => done,
+        Err(res) => return res,
     };
+    reply::json(StatusCode::OK, &record.view(now))
+}
+
+/// Moves the PENDING file `id` out of PENDING: `change` checks the record and edits the copy
+/// that is saved, or refuses with a response. Complete and cancel share it; the saved record
+/// and the time it was judged at come back.
+async fn leave_pending(
+    st: &LightfieldState,
+    id: &str,
+    doing: &str,
+    verb: &str,
+    change: impl FnOnce(&mut FileRecord, i64) -> Option<Response>,
+) -> Result<(FileRecord, i64), Response> {
+    let loaded = st
+        .loaded()
+        .await
+        .map_err(|err| reply::internal_error(doing, &err))?;
     let mut files = loaded.files.lock().await;
-    let Some(record) = files.get(&id) else {
-        return unknown_file(&id);
+    let Some(record) = files.get(id) else {
+        return Err(unknown_file(id));
     };
     let now = now_ms();
     let status = record.status_at(now);
     if status != Status::Pending {
-        return not_pending(record, status, "completed");
-    }
-    if let Some(res) = completion_problem(record, md5.as_deref()) {
-        return res;
+        return Err(not_pending(record, status, verb));
     }
     let mut record = record.clone();
-    record.status = Status::Completed;
-    record.completed_ms = Some(now);
-    if let Err(err) = st.save(&mut files, record.clone()).await {
-        return reply::internal_error("completing file", &err);
+    if let Some(refused) = change(&mut record, now) {
+        return Err(refused);
     }
-    reply::json(StatusCode::OK, &record.view(now))
+    st.save(&mut files, record.clone())
+        .await
+        .map_err(|err| reply::internal_error(doing, &err))?;
+    Ok((record, now))
 }
 
 async fn cancel_file(
@@ -532,25 +555,16 @@ async fn cancel_file(
     if let Err(res) = request::decode_cancel(&body) {
         return *res;
     }
-    let loaded = match st.loaded().await {
-        Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("cancelling file", &err),
+    let changed = leave_pending(&st, &id, "cancelling file", "cancelled", |record, _| {
+        record.status = Status::Cancelled;
+        record.uploaded = None;
+        None
+    })
+    .await;
+    let (record, now) = match changed {
+        Ok(done) => done,
+        Err(res) => return res,
     };
-    let mut files = loaded.files.lock().await;
-    let Some(record) = files.get(&id) else {
-        return unknown_file(&id);
-    };
-    let now = now_ms();
-    let status = record.status_at(now);
-    if status != Status::Pending {
-        return not_pending(record, status, "cancelled");
-    }
-    let mut record = record.clone();
-    record.status = Status::Cancelled;
-    record.uploaded = None;
-    if let Err(err) = st.save(&mut files, record.clone()).await {
-        return reply::internal_error("cancelling file", &err);
-    }
     if let Err(err) = st.inner.store.delete_blob(BLOB_NS, &id).await {
         return reply::internal_error("cancelling file", &err);
     }
