@@ -180,6 +180,42 @@ impl MixRemote {
         Some(turns.entry(key.to_string()).or_default().clone())
     }
 
+    /// Fails with `Conflict` when a download response describes another version than
+    /// `object` (its total size or its whole-second mtime differ): the file was replaced
+    /// between the listing and this request, and its bytes must not be cached as the old ones.
+    fn check_version(
+        what: &str,
+        response: &reqwest::Response,
+        object: &ObjectMeta,
+    ) -> RemoteResult<()> {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let size = match response.status() {
+            StatusCode::PARTIAL_CONTENT => header("Content-Range")
+                .and_then(|range| range.rsplit_once('/'))
+                .and_then(|(_, total)| total.parse::<u64>().ok()),
+            _ => response.content_length(),
+        };
+        let modified =
+            header("Last-Modified").and_then(|date| httpdate::parse_http_date(date).ok());
+        let size_differs = size.is_some_and(|size| size != object.size);
+        let modified_differs = matches!(
+            (object.modified, modified),
+            (Some(expected), Some(served)) if expected != served
+        );
+        if size_differs || modified_differs {
+            return Err(RemoteError::new(
+                ErrorKind::Conflict,
+                format!("{what}: the file changed on the server while being read; reopen it"),
+            ));
+        }
+        Ok(())
+    }
+
     /// An open whole-body download of `key` that can serve a read at `start`, taken out.
     fn take_open_body(&self, key: &str, start: u64) -> Option<OpenBody> {
         let mut bodies = self.open_bodies.lock().unwrap_or_else(|p| p.into_inner());
@@ -434,6 +470,7 @@ impl Remote for MixRemote {
                     StatusCode::PARTIAL_CONTENT => {
                         self.ranges_honoured
                             .store(true, std::sync::atomic::Ordering::Relaxed);
+                        Self::check_version(&what, &response, object)?;
                         http::collect_range(response, 0, wanted)
                             .await
                             .map_err(|err| self.http.transport_error(&what, &err))
@@ -442,6 +479,7 @@ impl Remote for MixRemote {
                     // the download open for the reads that follow.
                     StatusCode::OK => {
                         log::debug!("whole-body download for a read at {}", range.start);
+                        Self::check_version(&what, &response, object)?;
                         let mut body = OpenBody::new(http::BodyCursor::new(response));
                         let data = body
                             .read(range.start, wanted)
