@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod direct;
 pub mod emulator;
 pub mod fs;
 pub mod remote;

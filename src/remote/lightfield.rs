@@ -315,13 +315,7 @@ impl LightfieldRemote {
     ) -> RemoteResult<FileData> {
         self.http
             .send(what, || async {
-                let file = tokio::fs::File::open(&source.path).await.map_err(|err| {
-                    RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
-                })?;
-                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    256 * 1024,
-                ));
+                let body = reqwest::Body::wrap_stream(source.body(what)?);
                 let mut request = self
                     .http
                     .client()

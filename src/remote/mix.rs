@@ -506,22 +506,14 @@ impl Remote for MixRemote {
         let url = self
             .http
             .url(&format!("{}/files/upload", Self::session_path(session)));
-        let response =
-            self.http
-                .send(&what, || async {
-                    let file = tokio::fs::File::open(&source.path).await.map_err(|err| {
-                        RemoteError::new(
-                            ErrorKind::Protocol,
-                            format!("{what}: cannot open the staged copy: {err}"),
-                        )
-                    })?;
-                    let body = reqwest::Body::wrap_stream(
-                        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
-                    );
-                    let part = reqwest::multipart::Part::stream_with_length(body, source.size);
-                    self.upload_request(&url, name, part)
-                })
-                .await?;
+        let response = self
+            .http
+            .send(&what, || async {
+                let body = reqwest::Body::wrap_stream(source.body(&what)?);
+                let part = reqwest::multipart::Part::stream_with_length(body, source.size);
+                self.upload_request(&url, name, part)
+            })
+            .await?;
         let file: FileInfo = self.json(&what, response).await?;
         Ok(Self::to_object(file))
     }

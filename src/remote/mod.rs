@@ -112,6 +112,16 @@ pub struct UploadSource {
     pub md5: Option<String>,
 }
 
+impl UploadSource {
+    /// The staged bytes as a request body, read without the page cache where possible
+    /// (`crate::direct`); `what` names the upload in the error when the copy cannot be opened.
+    pub fn body(&self, what: &str) -> RemoteResult<ByteStream> {
+        crate::direct::file_body(&self.path, self.size).map_err(|err| {
+            RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
+        })
+    }
+}
+
 /// The closed set of ways a remote call fails; `fs::error` maps each to one errno.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {

@@ -3,7 +3,9 @@
 //! Every write goes to a staging file first (random writes, appends, truncation and re-opens
 //! all work on it like on a local file); the whole file is uploaded from it on flush, fsync or
 //! close. A staging file is deleted when it is dropped, so a file that reached the remote leaves
-//! nothing behind.
+//! nothing behind. Aligned writes (a `cp`, any large sequential write) bypass the page cache
+//! (see `crate::direct`); the kernel keeps them coherent with the buffered reads and writes of
+//! everything else.
 
 use std::fs::File;
 use std::io;
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 use tempfile::TempPath;
+
+use crate::direct;
 
 /// The directory that holds staging files.
 #[derive(Clone, Debug)]
@@ -34,6 +38,7 @@ impl StagingArea {
             .tempfile_in(&self.dir)?
             .into_parts();
         Ok(StagingFile {
+            direct: direct::open_direct(&path, true),
             file,
             path,
             len: 0,
@@ -73,6 +78,8 @@ impl StagingArea {
 #[derive(Debug)]
 pub struct StagingFile {
     file: File,
+    /// The same file opened with `O_DIRECT`, where the file system supports it.
+    direct: Option<File>,
     path: TempPath,
     len: u64,
     /// md5 of bytes `0..len`, while every write so far has been an append.
@@ -95,7 +102,12 @@ impl StagingFile {
 
     /// Writes `data` at `offset`, growing the file (with a hole) as needed.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)?;
+        match &self.direct {
+            Some(direct) if direct::is_aligned(offset, data) => {
+                direct.write_all_at(data, offset)?
+            }
+            _ => self.file.write_all_at(data, offset)?,
+        }
         match &mut self.hasher {
             Some(hasher) if offset == self.len => hasher.update(data),
             _ => self.hasher = None,
@@ -203,5 +215,23 @@ mod tests {
         let path = file.path().to_path_buf();
         drop(file);
         assert!(!path.exists(), "a dropped staging file is deleted");
+    }
+
+    #[test]
+    fn direct_and_buffered_writes_read_back_as_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = StagingArea::new(dir.path()).unwrap().create(true).unwrap();
+        let block = |byte: u8| direct::AlignedBuf::copy_of(&[byte; direct::ALIGN]);
+        file.write_at(0, &block(1)).unwrap();
+        file.write_at(10, b"buffered").unwrap();
+        file.write_at(direct::ALIGN as u64, &block(2)).unwrap();
+        file.write_at(0, &block(3)).unwrap();
+        file.write_at(2 * direct::ALIGN as u64, b"tail").unwrap();
+        let mut expected = vec![3; direct::ALIGN];
+        expected.extend_from_slice(&[2; direct::ALIGN]);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(file.read_at(0, 1 << 20).unwrap(), expected);
+        assert_eq!(std::fs::read(file.path()).unwrap(), expected);
+        assert_eq!(file.md5().unwrap(), format!("{:x}", Md5::digest(&expected)));
     }
 }

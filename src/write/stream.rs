@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,10 +17,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use crate::direct::{self, ALIGN, CHUNK_BYTES};
 use crate::remote::{ErrorKind, ObjectMeta, Remote, RemoteError, RemoteResult};
-
-/// Largest piece read from the staging file per body chunk.
-const CHUNK_BYTES: u64 = 256 * 1024;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Progress {
@@ -43,7 +40,9 @@ pub struct StreamingUpload {
 }
 
 struct Body {
-    file: File,
+    file: Arc<File>,
+    /// Whether `file` was opened with `O_DIRECT` (reads then start at aligned offsets).
+    direct: bool,
     sent: u64,
     progress: watch::Receiver<Progress>,
 }
@@ -57,24 +56,33 @@ impl StreamingUpload {
         path: &Path,
     ) -> io::Result<Self> {
         let (progress, receiver) = watch::channel(Progress::default());
+        let (file, direct) = match direct::open_direct(path, false) {
+            Some(file) => (file, true),
+            None => (File::open(path)?, false),
+        };
         let body = Body {
-            file: File::open(path)?,
+            file: Arc::new(file),
+            direct,
             sent: 0,
             progress: receiver,
         };
         let stream = futures::stream::unfold(body, |mut body| async move {
             loop {
                 let progress = *body.progress.borrow_and_update();
-                if body.sent < progress.written {
-                    let len = (progress.written - body.sent).min(CHUNK_BYTES) as usize;
-                    let mut buf = vec![0; len];
-                    return match body.file.read_exact_at(&mut buf, body.sent) {
-                        Ok(()) => {
-                            body.sent += len as u64;
-                            Some((Ok(Bytes::from(buf)), body))
-                        }
-                        Err(err) => Some((Err(err), body)),
-                    };
+                // Direct reads start at aligned offsets: until the end is known, send only
+                // whole aligned pieces.
+                let ready = if body.direct && !progress.finished {
+                    progress.written - progress.written % ALIGN as u64
+                } else {
+                    progress.written
+                };
+                if body.sent < ready {
+                    let len = (ready - body.sent).min(CHUNK_BYTES as u64) as usize;
+                    let chunk = body.read(len).await;
+                    if chunk.is_ok() {
+                        body.sent += len as u64;
+                    }
+                    return Some((chunk, body));
                 }
                 if progress.finished {
                     return None;
@@ -121,6 +129,25 @@ impl StreamingUpload {
             ));
         }
         Ok(object)
+    }
+}
+
+impl Body {
+    /// The next `len` final bytes, read on a blocking thread.
+    async fn read(&self, len: usize) -> io::Result<Bytes> {
+        let (file, direct, offset) = (self.file.clone(), self.direct, self.sent);
+        let chunk =
+            tokio::task::spawn_blocking(move || direct::read_chunk(&file, direct, offset, len))
+                .await
+                .map_err(io::Error::other)??;
+        if chunk.len() == len {
+            Ok(chunk)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the staged copy is shorter than the bytes written",
+            ))
+        }
     }
 }
 
