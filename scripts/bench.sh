@@ -60,9 +60,9 @@ start_emulator() { # [latency]
 }
 stop_emulator() { kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=""; }
 
-mount_fs() {
+mount_fs() { # [extra mount options]
     RUST_LOG=warn "$BIN" mount "$MNT" --endpoint "$URL" --memory-limit "$MEMORY_LIMIT" \
-        --cache-dir "$WORK/cache" --metadata-ttl 60s >"$WORK/mount.log" 2>&1 &
+        --cache-dir "$WORK/cache" --metadata-ttl 60s "$@" >"$WORK/mount.log" 2>&1 &
     MOUNT_PID=$!
     for _ in $(seq 200); do
         grep -qs " $MNT fuse" /proc/mounts && return 0
@@ -161,6 +161,13 @@ row "ls -l $NFILES files cold vs list API (s)" "$(calc "round($LS_COLD, 3)")" \
     "$(calc "round($LIST_S, 3)")" "$(ratio "$LS_COLD" "$LIST_S")"
 row "ls -l $NFILES files warm vs list API (s)" "$(calc "round($LS_WARM, 3)")" \
     "$(calc "round($LIST_S, 3)")" "$(ratio "$LS_WARM" "$LIST_S")"
+unmount_fs
+# The same with the user.sessionfs.* xattrs on: ls -l then asks every file for two of them.
+mount_fs --xattrs
+ls -l "$MANY" >/dev/null
+LS_XATTRS=$(timed "ls -l '$MANY'")
+row "ls -l $NFILES files warm, --xattrs (s)" "$(calc "round($LS_XATTRS, 3)")" \
+    "$(calc "round($LIST_S, 3)")" "$(ratio "$LS_XATTRS" "$LIST_S")"
 unmount_fs
 
 # --- find, and random 4 KiB reads, on a fresh mount ---

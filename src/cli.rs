@@ -70,10 +70,11 @@ pub struct MountArgs {
     /// Refuse every change.
     #[arg(long)]
     pub read_only: bool,
-    /// Turn off the user.sessionfs.* extended attributes: `ls -l` then costs no xattr round
-    /// trips (it asks for two per file).
+    /// Answer the user.sessionfs.* extended attributes (remote id, stored name, md5, content
+    /// type). Off by default: GNU `ls -l` asks every file for two attributes, and answering them
+    /// costs two round trips per file (`ls -l` of 10 000 files: 0.3-0.5 s instead of 0.04 s).
     #[arg(long)]
-    pub no_xattrs: bool,
+    pub xattrs: bool,
     /// Run in the background: return once the mount is ready (or print why it failed); the
     /// log goes to sessionfs-PID.log under --cache-dir.
     #[arg(long)]

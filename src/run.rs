@@ -339,7 +339,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let mut config = FsConfig::new(&staging_dir);
     config.metadata_ttl = args.metadata_ttl;
     config.read_only = args.read_only;
-    config.xattrs = !args.no_xattrs;
+    config.xattrs = args.xattrs;
     config.file_mode = args.file_mode;
     config.dir_mode = args.dir_mode;
     config.uid = args.uid.unwrap_or(config.uid);

@@ -128,8 +128,9 @@ pub struct FsConfig {
     pub scratch: ScratchPatterns,
     /// Refuse every change.
     pub read_only: bool,
-    /// Answer `user.sessionfs.*` xattrs. Off, the kernel stops asking (ENOSYS), which saves
-    /// `ls -l` two round trips per file (it asks for the SELinux label and the ACL).
+    /// Answer `user.sessionfs.*` xattrs (`mount --xattrs`). Off (the default), the kernel stops
+    /// asking (ENOSYS), which saves `ls -l` two round trips per file (it asks for the SELinux
+    /// label and the ACL).
     pub xattrs: bool,
     /// The block cache and the global memory budget.
     pub cache: CacheConfig,
@@ -149,7 +150,7 @@ impl FsConfig {
             staging_dir: staging_dir.into(),
             scratch: ScratchPatterns::default(),
             read_only: false,
-            xattrs: true,
+            xattrs: false,
             cache: CacheConfig::default(),
         }
     }

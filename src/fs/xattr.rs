@@ -19,7 +19,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             // ENOSYS, once, makes the kernel answer every later xattr call itself.
             return Err(Error::quiet(
                 libc::ENOSYS,
-                "extended attributes are off (--no-xattrs)",
+                "extended attributes are off (mount --xattrs turns them on)",
             ));
         }
         let tree = self.tree();

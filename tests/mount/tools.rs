@@ -183,7 +183,7 @@ fn shared_mmap_writes_reach_the_server_after_msync() {
 
 #[test]
 fn xattrs_expose_the_remote_identity_and_refuse_writes() {
-    let mount = TestMount::new();
+    let mount = TestMount::with(|config| config.xattrs = true);
     let dir = mount.session_dir("xattr");
     std::fs::write(dir.join("my f.txt"), b"abc").unwrap();
     let script = format!(
@@ -321,8 +321,8 @@ fn nano_saves_through_a_terminal_and_its_lock_file_stays_local() {
 }
 
 #[test]
-fn with_xattrs_off_ls_l_works_and_xattr_calls_are_unsupported() {
-    let mount = TestMount::with(|config| config.xattrs = false);
+fn by_default_ls_l_works_and_xattr_calls_are_unsupported() {
+    let mount = TestMount::new();
     let dir = mount.session_dir("plain");
     std::fs::write(dir.join("f.txt"), b"abc").unwrap();
     let listing = sh(&format!("ls -l {}", q(&dir)));
