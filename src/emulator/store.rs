@@ -26,17 +26,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
 use md5::{Digest, Md5};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-/// Bytes per read when streaming a blob out; large reads keep the loopback baseline fast.
-const READ_CHUNK_BYTES: usize = 512 * 1024;
+/// Bytes per read when streaming a blob out: large reads into recycled buffers
+/// (`crate::direct`) keep the loopback baseline fast.
+const READ_CHUNK_BYTES: usize = crate::direct::CHUNK_BYTES;
 /// Chunks read ahead of the consumer while streaming a blob out.
-const READ_AHEAD_CHUNKS: usize = 4;
+const READ_AHEAD_CHUNKS: usize = 2;
 /// Write buffer for incoming blob bodies, so small network chunks become large disk writes.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -323,16 +324,7 @@ impl Blob {
     pub async fn read_prefix(&self, n: usize) -> io::Result<Vec<u8>> {
         let file = self.file.try_clone()?;
         tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0; n];
-            let mut filled = 0;
-            while filled < n {
-                match read_at(&file, &mut buf[filled..], filled as u64)? {
-                    0 => break,
-                    got => filled += got,
-                }
-            }
-            buf.truncate(filled);
-            Ok(buf)
+            crate::direct::read_chunk(&file, false, 0, n).map(|prefix| prefix.to_vec())
         })
         .await?
     }
@@ -351,16 +343,14 @@ impl Blob {
             let mut pos = range.start;
             while pos < end {
                 let want = (end - pos).min(READ_CHUNK_BYTES as u64) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                let item = match read_at(&file, &mut buf, pos) {
-                    Ok(0) => Err(io::Error::new(
+                let item = match crate::direct::read_chunk(&file, false, pos, want) {
+                    Ok(chunk) if chunk.is_empty() => Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "blob shrank while read",
                     )),
-                    Ok(got) => {
-                        pos += got as u64;
-                        buf.truncate(got);
-                        Ok(buf.freeze())
+                    Ok(chunk) => {
+                        pos += chunk.len() as u64;
+                        Ok(chunk)
                     }
                     Err(err) => Err(err),
                 };
@@ -371,16 +361,6 @@ impl Blob {
             }
         });
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-    }
-}
-
-fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    loop {
-        match file.read_at(buf, offset) {
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
     }
 }
 
