@@ -347,8 +347,9 @@ impl BlockCache {
         }
     }
 
-    /// Reserves `bytes`, evicting cached blocks as needed, without waiting.
-    fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+    /// Reserves `bytes` of the budget, evicting cached blocks as needed, without waiting (also
+    /// for the write path's buffers, which share the budget).
+    pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
         loop {
             if let Some(reservation) = self.budget.try_reserve(bytes) {
                 return Some(reservation);

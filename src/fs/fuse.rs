@@ -401,7 +401,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     ) {
         let data = crate::direct::write_buffer(offset, data);
         self.spawn(move |fs| async move {
-            match fs.write(ino.0, fh.0, offset, &data).await {
+            match fs.write(ino.0, fh.0, offset, data).await {
                 Ok(written) => reply.written(written),
                 Err(err) => reply.error(failed("write", &err)),
             }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use super::handles::Handle;
 use super::names;
 use super::tree::{
@@ -10,7 +12,7 @@ use super::tree::{
 };
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
-use crate::write::{PendingUpload, StagingFile, StreamingUpload};
+use crate::write::{PendingUpload, QUEUE_BYTES, StagingFile, StreamingUpload};
 
 /// Size of each ranged GET when a whole object is copied into the staging area.
 const COPY_CHUNK_BYTES: u64 = 8 << 20;
@@ -403,7 +405,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// Writes into the staged copy.
-    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         match self.handles.get(fh).as_deref() {
             Some(Handle::File { writable: true, .. }) => {}
             _ => {
@@ -431,23 +433,31 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .as_mut()
             .ok_or_else(|| Error::new(libc::EBADF, "file is not staged for writing"))?;
         let appended = offset == staged.len();
-        staged.write_at(offset, data)?;
+        staged.write_at(offset, &data)?;
         let len = staged.len();
         self.mark_dirty(ino, &mut state);
-        match &state.stream {
-            Some(stream) if appended => stream.advance(len),
+        let written = data.len() as u32;
+        match &mut state.stream {
+            Some(stream) if appended => {
+                let alive = stream.push(data).await;
+                if !alive {
+                    // The upload failed already; the staged copy is sent at flush.
+                    state.stream = None;
+                }
+            }
             // A write elsewhere: the streamed bytes are no longer the file; upload at flush.
             Some(_) => state.stream = None,
-            None if offset == 0 && appended => self.start_stream(ino, &mut state),
+            None if offset == 0 && appended => self.start_stream(ino, &mut state, data).await,
             None => {}
         }
         self.set_size(ino, len);
-        Ok(data.len() as u32)
+        Ok(written)
     }
 
-    /// Starts sending a file whose first bytes were just written at offset 0, if the API
-    /// takes streamed uploads (see `write::stream`).
-    fn start_stream(&self, ino: Ino, state: &mut Content) {
+    /// Starts sending a file whose `first` bytes were just written at offset 0, if the API
+    /// takes streamed uploads and the memory budget has room for the queue (see
+    /// `write::stream`).
+    async fn start_stream(&self, ino: Ino, state: &mut Content, first: Bytes) {
         if !self.remote.capabilities().streaming_upload {
             return;
         }
@@ -460,18 +470,14 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             self.target_of(&tree, node, file)
         };
-        let Some(staged) = &state.staged else { return };
-        match StreamingUpload::start(
-            self.remote.clone(),
-            target.container,
-            target.name,
-            staged.path(),
-        ) {
-            Ok(stream) => {
-                stream.advance(staged.len());
-                state.stream = Some(stream);
-            }
-            Err(err) => log::debug!("no streamed upload: {err}"),
+        let Some(memory) = self.blocks.try_reserve(QUEUE_BYTES) else {
+            log::debug!("no streamed upload for inode {ino}: the memory budget is in use");
+            return;
+        };
+        let mut upload =
+            StreamingUpload::start(self.remote.clone(), target.container, target.name, memory);
+        if upload.push(first).await {
+            state.stream = Some(upload);
         }
     }
 

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::tree::{Ino, ROOT_INO};
 use super::{FsConfig, SessionFs};
 use crate::remote::faulty::{FaultyRemote, When};
@@ -23,12 +25,17 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_over(memory: MemoryRemote) -> Fixture {
+    fixture_with(memory, |_| {}).await
+}
+
+async fn fixture_with(memory: MemoryRemote, tweak: impl FnOnce(&mut FsConfig)) -> Fixture {
     let memory = Arc::new(memory);
     let session_id = memory.create_container("s").await.unwrap().id;
     let faulty = Arc::new(FaultyRemote::new(memory.clone()));
     let staging = tempfile::tempdir().unwrap();
     let mut config = FsConfig::new(staging.path());
     config.metadata_ttl = Duration::from_secs(60);
+    tweak(&mut config);
     let remote: Arc<dyn Remote> = faulty.clone();
     let fs = SessionFs::new(remote, config).unwrap();
     let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
@@ -68,7 +75,9 @@ async fn repeated_flushes_upload_once_and_close_uploads_nothing_more() {
             .await
             .unwrap();
     let ino = entry.attr.ino;
-    f.fs.write(ino, opened.fh, 0, b"hello").await.unwrap();
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
     f.fs.flush(ino, opened.fh).await.unwrap();
     f.fs.flush(ino, opened.fh).await.unwrap();
     f.fs.release(ino, opened.fh).await.unwrap();
@@ -86,7 +95,9 @@ async fn a_failed_upload_keeps_the_bytes_and_the_next_flush_retries() {
             .await
             .unwrap();
     let ino = entry.attr.ino;
-    f.fs.write(ino, opened.fh, 0, b"precious").await.unwrap();
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"precious"))
+        .await
+        .unwrap();
     let err = f.fs.flush(ino, opened.fh).await.unwrap_err();
     assert_eq!(err.errno, libc::EIO);
     assert!(f.memory.get(&f.session_id, "keep.txt").is_none());
@@ -116,7 +127,7 @@ async fn scratch_files_are_never_uploaded() {
         f.fs.create(f.session, ".notes.swp", 0o600, false)
             .await
             .unwrap();
-    f.fs.write(entry.attr.ino, opened.fh, 0, b"swap")
+    f.fs.write(entry.attr.ino, opened.fh, 0, Bytes::from_static(b"swap"))
         .await
         .unwrap();
     f.fs.flush(entry.attr.ino, opened.fh).await.unwrap();
@@ -170,9 +181,14 @@ async fn a_file_written_in_order_is_uploaded_while_it_is_written() {
             .unwrap();
     let ino = entry.attr.ino;
     for i in 0..10u8 {
-        f.fs.write(ino, opened.fh, u64::from(i) * 3, &[i; 3])
-            .await
-            .unwrap();
+        f.fs.write(
+            ino,
+            opened.fh,
+            u64::from(i) * 3,
+            Bytes::copy_from_slice(&[i; 3]),
+        )
+        .await
+        .unwrap();
     }
     f.fs.flush(ino, opened.fh).await.unwrap();
     f.fs.release(ino, opened.fh).await.unwrap();
@@ -190,8 +206,12 @@ async fn a_write_out_of_order_drops_the_stream_and_uploads_the_staged_copy() {
             .await
             .unwrap();
     let ino = entry.attr.ino;
-    f.fs.write(ino, opened.fh, 0, b"hello world").await.unwrap();
-    f.fs.write(ino, opened.fh, 0, b"J").await.unwrap();
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"hello world"))
+        .await
+        .unwrap();
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"J"))
+        .await
+        .unwrap();
     f.fs.flush(ino, opened.fh).await.unwrap();
     f.fs.release(ino, opened.fh).await.unwrap();
     assert_eq!(f.memory.calls("upload"), 1);
@@ -199,4 +219,25 @@ async fn a_write_out_of_order_drops_the_stream_and_uploads_the_staged_copy() {
         f.memory.get(&f.session_id, "rand.bin").unwrap(),
         "Jello world"
     );
+}
+
+#[tokio::test]
+async fn without_memory_for_its_queue_a_file_is_uploaded_at_close_instead_of_streamed() {
+    let f = fixture_with(MemoryRemote::new().with_streaming(), |config| {
+        config.cache.memory_limit = crate::write::QUEUE_BYTES / 2;
+    })
+    .await;
+    let (entry, opened) =
+        f.fs.create(f.session, "big.bin", 0o644, false)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"streamed?"))
+        .await
+        .unwrap();
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.calls("upload_stream"), 0);
+    assert_eq!(f.memory.calls("upload"), 1);
+    assert_eq!(f.memory.get(&f.session_id, "big.bin").unwrap(), &b"streamed?"[..]);
 }

@@ -7,4 +7,4 @@ pub mod stream;
 
 pub use journal::{Journal, PendingUpload};
 pub use staging::{StagingArea, StagingFile};
-pub use stream::StreamingUpload;
+pub use stream::{QUEUE_BYTES, StreamingUpload};

@@ -2,122 +2,112 @@
 //!
 //! `cp` of a large file would otherwise take the time to stage it plus the time to upload it.
 //! When the first write of an empty file lands at offset 0 and the API takes streamed uploads,
-//! an upload starts at once; its body reads the staging file up to the bytes written so far and
-//! waits for more. Every append moves the end forward. At flush the end is fixed and the upload
-//! completes. Anything else (a write elsewhere, a truncate, a rename, an unlink) drops the
-//! stream, which aborts the request so the server stores nothing, and the file is uploaded from
-//! its staged copy as usual. The staged copy stays the source of truth throughout.
+//! an upload starts at once, and every append hands its bytes to the request body as they are
+//! (the staged copy is written too, and never read back for this). At flush the body ends and
+//! the upload completes. Anything else (a write elsewhere, a truncate, a rename, an unlink)
+//! drops the stream, which aborts the request so the server stores nothing, and the file is
+//! uploaded from its staged copy as usual. The staged copy stays the source of truth.
+//!
+//! The body queues at most [`QUEUE_CHUNKS`] writes, held under the memory budget; a writer
+//! faster than the network waits for room.
 
-use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
-use crate::direct::{self, ALIGN, CHUNK_BYTES};
+use crate::cache::Reservation;
 use crate::remote::{ErrorKind, ObjectMeta, Remote, RemoteError, RemoteResult};
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Progress {
-    /// Bytes of the staging file that are final.
-    written: u64,
-    /// No more bytes will come: the body ends at `written`.
-    finished: bool,
-}
+/// Writes queued for the body: with writes of at most 1 MiB (the mount's `max_write`), at most
+/// this many MiB per streamed file.
+pub const QUEUE_CHUNKS: usize = 8;
+
+/// Memory a streamed upload reserves for its queue.
+pub const QUEUE_BYTES: u64 = (QUEUE_CHUNKS as u64) << 20;
 
 /// An upload that runs while its file is written.
 #[derive(Debug)]
 pub struct StreamingUpload {
-    progress: watch::Sender<Progress>,
+    chunks: Option<mpsc::Sender<Bytes>>,
+    /// Set just before the queue closes on purpose; a queue that closes without it (the
+    /// upload was dropped) ends the body with an error, so the server stores nothing.
+    finished: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<RemoteResult<ObjectMeta>>>,
+    /// Bytes handed to the body so far.
+    queued: u64,
+    _memory: Reservation,
     /// Container the upload goes to.
     pub container: Option<String>,
     /// Stored name the upload goes to.
     pub name: String,
 }
 
-struct Body {
-    file: Arc<File>,
-    /// Whether `file` was opened with `O_DIRECT` (reads then start at aligned offsets).
-    direct: bool,
-    sent: u64,
-    progress: watch::Receiver<Progress>,
-}
-
 impl StreamingUpload {
-    /// Starts uploading the staging file at `path` as `name`; nothing is final yet.
+    /// Starts uploading `name`; its bytes come from [`push`](Self::push). `memory` pays for
+    /// the queue (at least [`QUEUE_BYTES`]).
     pub fn start<R: Remote + ?Sized>(
         remote: Arc<R>,
         container: Option<String>,
         name: String,
-        path: &Path,
-    ) -> io::Result<Self> {
-        let (progress, receiver) = watch::channel(Progress::default());
-        let (file, direct) = match direct::open_direct(path, false) {
-            Some(file) => (file, true),
-            None => (File::open(path)?, false),
-        };
-        let body = Body {
-            file: Arc::new(file),
-            direct,
-            sent: 0,
-            progress: receiver,
-        };
-        let stream = futures::stream::unfold(body, |mut body| async move {
-            loop {
-                let progress = *body.progress.borrow_and_update();
-                // Direct reads start at aligned offsets: until the end is known, send only
-                // whole aligned pieces.
-                let ready = if body.direct && !progress.finished {
-                    progress.written - progress.written % ALIGN as u64
-                } else {
-                    progress.written
-                };
-                if body.sent < ready {
-                    let len = (ready - body.sent).min(CHUNK_BYTES as u64) as usize;
-                    let chunk = body.read(len).await;
-                    if chunk.is_ok() {
-                        body.sent += len as u64;
-                    }
-                    return Some((chunk, body));
-                }
-                if progress.finished {
-                    return None;
-                }
-                if body.progress.changed().await.is_err() {
-                    // The upload was dropped: end the body with an error so nothing is stored.
-                    return Some((Err(io::Error::other("streamed upload abandoned")), body));
-                }
+        memory: Reservation,
+    ) -> Self {
+        let (chunks, mut queue) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+        let finished = Arc::new(AtomicBool::new(false));
+        let ended = finished.clone();
+        let body = futures::stream::poll_fn(move |cx| match queue.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(None) if ended.load(Ordering::Acquire) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                Poll::Ready(Some(Err(io::Error::other("streamed upload abandoned"))))
             }
+            Poll::Pending => Poll::Pending,
         });
         let (task_container, task_name) = (container.clone(), name.clone());
         let task = tokio::spawn(async move {
             remote
-                .upload_stream(task_container.as_deref(), &task_name, stream.boxed())
+                .upload_stream(task_container.as_deref(), &task_name, body.boxed())
                 .await
         });
-        Ok(Self {
-            progress,
+        Self {
+            chunks: Some(chunks),
+            finished,
             task: Some(task),
+            queued: 0,
+            _memory: memory,
             container,
             name,
-        })
+        }
     }
 
-    /// Bytes `0..written` of the staging file are final and may be sent.
-    pub fn advance(&self, written: u64) {
-        self.progress.send_modify(|p| p.written = written);
+    /// Hands the next bytes of the file to the body, waiting while the queue is full. `false`
+    /// when the upload has already ended (it failed): drop the stream and upload at close.
+    pub async fn push(&mut self, chunk: Bytes) -> bool {
+        let len = chunk.len() as u64;
+        let Some(chunks) = &self.chunks else {
+            return false;
+        };
+        if chunks.send(chunk).await.is_err() {
+            return false;
+        }
+        self.queued += len;
+        true
     }
 
     /// The file is complete at `len` bytes: ends the body and waits for the server's answer.
     pub async fn finish(mut self, len: u64) -> RemoteResult<ObjectMeta> {
-        self.progress.send_modify(|p| {
-            p.written = len;
-            p.finished = true;
-        });
+        if self.queued != len {
+            return Err(RemoteError::new(
+                ErrorKind::Protocol,
+                format!("streamed {} bytes of a {len}-byte file", self.queued),
+            ));
+        }
+        self.finished.store(true, Ordering::Release);
+        self.chunks = None;
         let task = self.task.take().expect("finished once");
         let object = task.await.map_err(|err| {
             RemoteError::new(ErrorKind::Protocol, format!("upload task: {err}"))
@@ -129,25 +119,6 @@ impl StreamingUpload {
             ));
         }
         Ok(object)
-    }
-}
-
-impl Body {
-    /// The next `len` final bytes, read on a blocking thread.
-    async fn read(&self, len: usize) -> io::Result<Bytes> {
-        let (file, direct, offset) = (self.file.clone(), self.direct, self.sent);
-        let chunk =
-            tokio::task::spawn_blocking(move || direct::read_chunk(&file, direct, offset, len))
-                .await
-                .map_err(io::Error::other)??;
-        if chunk.len() == len {
-            Ok(chunk)
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the staged copy is shorter than the bytes written",
-            ))
-        }
     }
 }
 
