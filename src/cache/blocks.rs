@@ -347,6 +347,19 @@ impl BlockCache {
         }
     }
 
+    /// Drops the cached blocks `blocks` of `source` (requests in flight finish as usual): a
+    /// reader has copied them into the kernel's page cache, and their memory serves better as
+    /// the next blocks ahead, already resident, than as a second copy.
+    pub fn release(&self, source: &Source, blocks: Range<u64>) {
+        let released: Vec<Cached> = {
+            let mut state = self.state();
+            blocks
+                .filter_map(|index| state.blocks.pop(&Self::block_key(source, index)))
+                .collect()
+        };
+        drop(released);
+    }
+
     /// Reserves `bytes` of the budget, evicting cached blocks as needed, without waiting (also
     /// for the write path's buffers, which share the budget).
     pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {

@@ -13,6 +13,11 @@
 //! read only a read starting exactly where it ended opens a new stream. New fetches are asked
 //! for in batches: only when less than half a window is left ahead of the reader, so each batch
 //! is large and splits into several requests in flight.
+//!
+//! Blocks a stream has left behind (further back than the tolerance) are [`consumed`]: the
+//! kernel holds their bytes in its page cache now, so the caller can give their memory back.
+//!
+//! [`consumed`]: Prefetcher::consumed
 
 use std::ops::Range;
 
@@ -32,6 +37,8 @@ pub struct Prefetcher {
     window: u64,
     /// End of what has been asked for ahead of the reader.
     ahead: u64,
+    /// Bytes before this were reported consumed (or precede the stream).
+    released: u64,
 }
 
 impl Prefetcher {
@@ -53,10 +60,12 @@ impl Prefetcher {
             offset == self.furthest
         } || offset == 0;
         if !sequential {
+            // A stream that starts later starts here: nothing before it is its to release.
             *self = Self {
                 furthest: end,
                 window: 0,
                 ahead: 0,
+                released: end,
             };
             return None;
         }
@@ -84,6 +93,21 @@ impl Prefetcher {
     pub fn window(&self) -> u64 {
         self.window
     }
+
+    /// Indexes of the `block_size` blocks the current stream has newly left behind, each
+    /// reported once; none while the access is random.
+    pub fn consumed(&mut self, block_size: u64) -> Option<Range<u64>> {
+        if self.window == 0 {
+            return None;
+        }
+        let first = self.released.div_ceil(block_size);
+        let last = self.furthest.saturating_sub(BACKWARD_TOLERANCE_BYTES) / block_size;
+        if last <= first {
+            return None;
+        }
+        self.released = last * block_size;
+        Some(first..last)
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +117,27 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const SIZE: u64 = 1 << 30;
     const CAP: u64 = 64 * MIB;
+
+    #[test]
+    fn a_stream_reports_the_blocks_it_left_behind_once() {
+        let mut p = Prefetcher::default();
+        p.on_read(0, MIB, SIZE, CAP);
+        assert_eq!(p.consumed(MIB), None, "still within the tolerance");
+        for i in 1..10 {
+            p.on_read(i * MIB, MIB, SIZE, CAP);
+        }
+        assert_eq!(p.consumed(MIB), Some(0..6));
+        assert_eq!(p.consumed(MIB), None);
+        p.on_read(10 * MIB, MIB, SIZE, CAP);
+        assert_eq!(p.consumed(MIB), Some(6..7));
+        // A random read ends the stream; a new one releases only from where it began.
+        p.on_read(500 * MIB, 4096, SIZE, CAP);
+        assert_eq!(p.consumed(MIB), None);
+        for i in 0..8 {
+            p.on_read(500 * MIB + 4096 + i * MIB, MIB, SIZE, CAP);
+        }
+        assert_eq!(p.consumed(MIB), Some(501..504));
+    }
 
     #[test]
     fn the_window_doubles_up_to_the_cap_on_sequential_reads() {

@@ -351,8 +351,9 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        let direct = flags.0 & libc::O_DIRECT != 0;
         self.spawn(move |fs| async move {
-            match fs.open(ino.0, writable, truncate).await {
+            match fs.open(ino.0, writable, truncate, direct).await {
                 Ok(opened) => {
                     let flags = if writable {
                         WRITER_FLAGS

@@ -23,6 +23,9 @@ pub struct ReadState {
     /// The object version this handle reads, pinned at its first remote read so that one
     /// handle never returns bytes of two versions.
     pub pinned: Option<ObjectMeta>,
+    /// Opened with `O_DIRECT`: its reads skip the kernel's page cache, so the blocks it has
+    /// read stay in ours.
+    pub bypasses_page_cache: bool,
 }
 
 /// What an open handle refers to.

@@ -1,11 +1,11 @@
 //! The operations of [`SessionFs`], one async method per FUSE request.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::handles::Handle;
+use super::handles::{Handle, ReadState};
 use super::names;
 use super::tree::{
     Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
@@ -262,7 +262,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.ensure_fresh(parent).await?;
         let existing = self.tree().child(parent, name);
         if let Some(existing) = existing {
-            let opened = self.open(existing, true, truncate).await?;
+            let opened = self.open(existing, true, truncate, false).await?;
             return Ok((self.entry(self.attr(existing)?), opened));
         }
         let staged = self.new_staging()?;
@@ -368,8 +368,15 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// Opens a file. Opening for writing stages the whole file locally first (unless it is
-    /// being truncated), so random writes and appends work like on a local disk.
-    pub async fn open(&self, ino: Ino, writable: bool, truncate: bool) -> Result<Opened> {
+    /// being truncated), so random writes and appends work like on a local disk. `direct`: the
+    /// caller asked for `O_DIRECT`, so the kernel will not cache what it reads.
+    pub async fn open(
+        &self,
+        ino: Ino,
+        writable: bool,
+        truncate: bool,
+        direct: bool,
+    ) -> Result<Opened> {
         if writable {
             self.check_writable()?;
         }
@@ -399,7 +406,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let fh = self.handles.insert(Handle::File {
             ino,
             writable,
-            readahead: Default::default(),
+            readahead: Mutex::new(ReadState {
+                bypasses_page_cache: direct,
+                ..Default::default()
+            }),
         });
         Ok(Opened { fh, keep_cache })
     }

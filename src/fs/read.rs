@@ -69,7 +69,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Err(Error::new(libc::EISDIR, "read on a directory handle"));
         };
         let ours = self.is_own_version(ino, &current);
-        let (object, ahead) = {
+        let (object, ahead, consumed) = {
             let mut state = readahead.lock().unwrap();
             let pinned = state.pinned.get_or_insert_with(|| current.clone());
             if pinned.version != current.version && ours {
@@ -79,18 +79,25 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             if offset >= object.size {
                 return Ok(Bytes::new());
             }
-            let cap = self.blocks.config().window_cap();
-            let ahead = state
-                .prefetcher
-                .on_read(offset, size as u64, object.size, cap);
-            (object, ahead)
+            let config = self.blocks.config();
+            let ahead =
+                state
+                    .prefetcher
+                    .on_read(offset, size as u64, object.size, config.window_cap());
+            let consumed = state.prefetcher.consumed(config.block_size);
+            let consumed = consumed.filter(|_| !state.bypasses_page_cache);
+            (object, ahead, consumed)
         };
         let replaced = object.version != current.version;
         let source = self.source(container, object, replaced);
-        Ok(self
+        let data = self
             .blocks
             .read(&source, offset, size as u64, ahead)
-            .await?)
+            .await?;
+        if let Some(blocks) = consumed {
+            self.blocks.release(&source, blocks);
+        }
+        Ok(data)
     }
 
     /// Whether `current` is the version our own upload made (or a reader opened since), as

@@ -133,7 +133,10 @@ async fn scratch_files_are_never_uploaded() {
     f.fs.flush(entry.attr.ino, opened.fh).await.unwrap();
     f.fs.release(entry.attr.ino, opened.fh).await.unwrap();
     assert_eq!(f.memory.calls("upload"), 0);
-    let opened = f.fs.open(entry.attr.ino, false, false).await.unwrap();
+    let opened =
+        f.fs.open(entry.attr.ino, false, false, false)
+            .await
+            .unwrap();
     let bytes = f.fs.read(entry.attr.ino, opened.fh, 0, 100).await.unwrap();
     assert_eq!(bytes, "swap", "the local copy still serves reads");
     f.fs.unlink(f.session, ".notes.swp").await.unwrap();
@@ -159,7 +162,7 @@ async fn a_dead_server_still_answers_from_the_last_listing() {
     }
     let ino = fs.lookup(session, "seen").await.unwrap().attr.ino;
     assert_eq!(fs.getattr(ino).await.unwrap().size, 3);
-    let opened = fs.open(ino, false, false).await.unwrap();
+    let opened = fs.open(ino, false, false, false).await.unwrap();
     assert_eq!(
         fs.read(ino, opened.fh, 0, 3).await.unwrap_err().errno,
         libc::EIO
@@ -239,5 +242,8 @@ async fn without_memory_for_its_queue_a_file_is_uploaded_at_close_instead_of_str
     f.fs.release(ino, opened.fh).await.unwrap();
     assert_eq!(f.memory.calls("upload_stream"), 0);
     assert_eq!(f.memory.calls("upload"), 1);
-    assert_eq!(f.memory.get(&f.session_id, "big.bin").unwrap(), &b"streamed?"[..]);
+    assert_eq!(
+        f.memory.get(&f.session_id, "big.bin").unwrap(),
+        &b"streamed?"[..]
+    );
 }
