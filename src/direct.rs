@@ -27,6 +27,10 @@ pub const ALIGN: usize = 4096;
 /// Size of the recycled buffers: one FUSE write, one upload chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Smallest write that goes to disk directly: a smaller one costs less as a copy into the page
+/// cache than as a synchronous disk write (a 4 KiB write took 0.3 ms direct).
+pub const MIN_DIRECT_BYTES: usize = 128 << 10;
+
 /// Idle buffers kept for reuse (so at most this many MiB sit unused).
 const POOL_BUFFERS: usize = 16;
 
@@ -104,20 +108,21 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Whether `len` bytes at `offset` are whole aligned blocks.
-fn is_aligned_span(offset: u64, len: usize) -> bool {
-    len > 0 && offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN)
+/// Whether `len` bytes at `offset` are whole aligned blocks, enough of them to write directly.
+fn is_direct_span(offset: u64, len: usize) -> bool {
+    len >= MIN_DIRECT_BYTES && offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN)
 }
 
-/// Whether a write of `data` at `offset` can go straight to disk.
-pub fn is_aligned(offset: u64, data: &[u8]) -> bool {
-    is_aligned_span(offset, data.len()) && (data.as_ptr() as usize).is_multiple_of(ALIGN)
+/// Whether a write of `data` at `offset` should go straight to disk: it is large, and its
+/// offset, length and memory are aligned.
+pub fn is_direct_write(offset: u64, data: &[u8]) -> bool {
+    is_direct_span(offset, data.len()) && (data.as_ptr() as usize).is_multiple_of(ALIGN)
 }
 
-/// Copies FUSE write data into a buffer that can be written with direct I/O when its offset
-/// and length allow it; anything else gets an ordinary copy.
+/// Copies FUSE write data into a buffer that can be written with direct I/O when
+/// [`is_direct_write`] will allow it; anything else gets an ordinary copy.
 pub fn write_buffer(offset: u64, data: &[u8]) -> Bytes {
-    if is_aligned_span(offset, data.len()) {
+    if is_direct_span(offset, data.len()) {
         AlignedBuf::copy_of(data).into_bytes()
     } else {
         Bytes::copy_from_slice(data)
@@ -210,9 +215,11 @@ mod tests {
         drop(first);
         let second = AlignedBuf::copy_of(b"short");
         assert_eq!(&second[..], b"short");
-        assert!(is_aligned(0, &AlignedBuf::copy_of(&pattern(ALIGN))));
-        assert!(!is_aligned(1, &AlignedBuf::copy_of(&pattern(ALIGN))));
-        assert!(!is_aligned(0, &pattern(ALIGN + 1)));
+        let big = AlignedBuf::copy_of(&pattern(MIN_DIRECT_BYTES));
+        assert!(is_direct_write(0, &big));
+        assert!(!is_direct_write(1, &big));
+        assert!(!is_direct_write(0, &big[ALIGN..]), "too small");
+        assert!(!is_direct_write(0, &pattern(MIN_DIRECT_BYTES + 1)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,7 +103,7 @@ impl StagingFile {
     /// Writes `data` at `offset`, growing the file (with a hole) as needed.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         match &self.direct {
-            Some(direct) if direct::is_aligned(offset, data) => {
+            Some(direct) if direct::is_direct_write(offset, data) => {
                 direct.write_all_at(data, offset)?
             }
             _ => self.file.write_all_at(data, offset)?,
@@ -221,14 +221,15 @@ mod tests {
     fn direct_and_buffered_writes_read_back_as_one_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut file = StagingArea::new(dir.path()).unwrap().create(true).unwrap();
-        let block = |byte: u8| direct::AlignedBuf::copy_of(&[byte; direct::ALIGN]);
+        const N: usize = direct::MIN_DIRECT_BYTES;
+        let block = |byte: u8| direct::AlignedBuf::copy_of(&[byte; N]);
         file.write_at(0, &block(1)).unwrap();
         file.write_at(10, b"buffered").unwrap();
-        file.write_at(direct::ALIGN as u64, &block(2)).unwrap();
+        file.write_at(N as u64, &block(2)).unwrap();
         file.write_at(0, &block(3)).unwrap();
-        file.write_at(2 * direct::ALIGN as u64, b"tail").unwrap();
-        let mut expected = vec![3; direct::ALIGN];
-        expected.extend_from_slice(&[2; direct::ALIGN]);
+        file.write_at(2 * N as u64, b"tail").unwrap();
+        let mut expected = vec![3; N];
+        expected.extend_from_slice(&[2; N]);
         expected.extend_from_slice(b"tail");
         assert_eq!(file.read_at(0, 1 << 20).unwrap(), expected);
         assert_eq!(std::fs::read(file.path()).unwrap(), expected);
