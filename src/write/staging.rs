@@ -3,7 +3,7 @@
 //! Every write goes to a staging file first (random writes, appends, truncation and re-opens
 //! all work on it like on a local file); the whole file is uploaded from it on flush, fsync or
 //! close. A staging file is deleted when it is dropped, so a file that reached the remote leaves
-//! nothing behind. Aligned writes (a `cp`, any large sequential write) bypass the page cache
+//! nothing behind. Large aligned writes (a `cp`, any big sequential write) bypass the page cache
 //! (see `crate::direct`); the kernel keeps them coherent with the buffered reads and writes of
 //! everything else.
 
