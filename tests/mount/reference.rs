@@ -89,8 +89,12 @@ fn run(seed: u64, ops: usize) {
             }
         } else if op < 55 && !open.is_empty() {
             let pair = &open[rng.below(open.len() as u64) as usize];
-            let offset = rng.below(200_000);
-            let len = 1 + rng.below(70_000) as usize;
+            let (offset, len) = if rng.below(4) == 0 {
+                // Large and block-aligned: staged with O_DIRECT, among buffered writes.
+                (rng.below(48) * 4096, (32 + rng.below(96) as usize) * 4096)
+            } else {
+                (rng.below(200_000), 1 + rng.below(70_000) as usize)
+            };
             let byte = rng.below(256) as u8;
             let data = vec![byte; len];
             description = format!("write {} at {offset} len {len}", pair.name);
