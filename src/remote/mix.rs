@@ -90,12 +90,13 @@ impl OpenBody {
             return Ok(bytes.slice(from..(from + wanted).min(bytes.len())));
         }
         if start > self.position {
-            let gap = self
-                .cursor
-                .read(0, (start - self.position) as usize)
-                .await?;
-            self.skipped_bytes += gap.len() as u64;
-            self.skipped.push_back((self.position, gap));
+            // Only the last MAX_SKIPPED_BYTES of the gap are kept; the rest is dropped as it
+            // arrives (a download from byte 0 to a far offset once held the whole gap).
+            let gap = start - self.position;
+            let dropped = gap.saturating_sub(MAX_SKIPPED_BYTES);
+            let kept = self.cursor.read(dropped, (gap - dropped) as usize).await?;
+            self.skipped_bytes += kept.len() as u64;
+            self.skipped.push_back((self.position + dropped, kept));
             while self.skipped_bytes > MAX_SKIPPED_BYTES {
                 let (_, oldest) = self.skipped.pop_front().expect("bytes are counted");
                 self.skipped_bytes -= oldest.len() as u64;
