@@ -6,7 +6,6 @@
 //! server that ignores it (200 with the whole body) is handled by skipping to the offset.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -16,6 +15,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::http::{self, HttpClient};
+use super::turns::{OrderedTurns, Turn};
 use super::{
     ByteStream, Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote,
     RemoteConfig, RemoteError, RemoteResult, UploadSource,
@@ -118,11 +118,11 @@ pub struct MixRemote {
     /// costs one GET per object instead of one per block. Never held across an await.
     open_bodies: std::sync::Mutex<lru::LruCache<String, Vec<OpenBody>>>,
     /// Set once the server has honoured a `Range` (206). Until then, and for good once it
-    /// ignores one (200), reads of one object take turns (see `read_turn`), so parallel block
+    /// ignores one (200), reads of one object take turns in order of offset, so parallel block
     /// requests continue one download rather than each starting its own from byte 0.
     ranges_honoured: std::sync::atomic::AtomicBool,
-    /// One lock per object being read while ranges are not known to work; idle ones dropped.
-    read_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The turns of reads while ranges are not known to work.
+    read_turns: OrderedTurns,
 }
 
 #[derive(Deserialize)]
@@ -167,18 +167,16 @@ impl MixRemote {
         })
     }
 
-    /// Unless the server is known to honour `Range`, the lock that makes reads of `key` take
-    /// turns.
-    fn read_turn(&self, key: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    /// Unless the server is known to honour `Range`, waits for the turn of a read of `key` at
+    /// `offset` (see `turns`).
+    async fn read_turn(&self, key: &str, offset: u64) -> Option<Turn> {
         if self
             .ranges_honoured
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             return None;
         }
-        let mut turns = self.read_turns.lock().unwrap_or_else(|p| p.into_inner());
-        turns.retain(|_, lock| Arc::strong_count(lock) > 1);
-        Some(turns.entry(key.to_string()).or_default().clone())
+        Some(self.read_turns.take(key, offset).await)
     }
 
     /// Fails with `Conflict` when a download response describes another version than
@@ -445,19 +443,19 @@ impl Remote for MixRemote {
         let url = self.http.url(&Self::file_path(session, &object.name));
         let wanted = (range.end - range.start) as usize;
         let key = format!("{url}#{}", object.version);
-        let turn = self.read_turn(&key);
-        let _turn = match &turn {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
+        let mut turn = self.read_turn(&key, range.start).await;
         if let Some(mut body) = self.take_open_body(&key, range.start) {
             // Continuing an open download; if it broke, fall through to a new request.
             if let Ok(data) = body.read(range.start, wanted).await {
                 self.keep_open_body(key, body);
+                if let Some(turn) = &mut turn {
+                    turn.continue_at(range.start + data.len() as u64);
+                }
                 return Ok(data);
             }
         }
-        self.http
+        let data = self
+            .http
             .retrying(|| async {
                 let response = self
                     .http
@@ -493,7 +491,11 @@ impl Remote for MixRemote {
                     _ => Err(self.http.status_error(&what, response).await),
                 }
             })
-            .await
+            .await?;
+        if let Some(turn) = &mut turn {
+            turn.continue_at(range.start + data.len() as u64);
+        }
+        Ok(data)
     }
 
     async fn upload(

@@ -16,6 +16,7 @@ pub mod lightfield;
 pub mod memory;
 pub mod mix;
 pub mod paging;
+pub mod turns;
 
 use std::fmt;
 use std::ops::Range;
