@@ -6,7 +6,7 @@
 //! holds the snapshot of entries taken at `opendir`, so paging through a large directory with
 //! `readdir` offsets is consistent even while the listing is refreshed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -83,5 +83,18 @@ impl Handles {
             .unwrap()
             .values()
             .any(|h| matches!(**h, Handle::File { ino: open, .. } if open == ino))
+    }
+
+    /// Every inode with an open file handle, for checks over many files at once.
+    pub fn open_files(&self) -> HashSet<Ino> {
+        self.open
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|h| match **h {
+                Handle::File { ino, .. } => Some(ino),
+                Handle::Dir { .. } => None,
+            })
+            .collect()
     }
 }

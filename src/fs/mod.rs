@@ -24,7 +24,7 @@ mod tests;
 pub mod tree;
 mod xattr;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -331,9 +331,14 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Ok(());
         }
         let objects = self.remote.list(container.as_deref()).await?;
-        // Handles and content are checked before the tree is locked for the merge.
+        // Handles and content are checked before the tree is locked for the merge: the open
+        // files once, then each file's content, so a refresh is linear in files plus handles.
         let files = self.tree().files_below(scope);
-        let busy_files: Vec<Ino> = files.into_iter().filter(|&i| self.is_busy(i)).collect();
+        let open = self.handles.open_files();
+        let busy_files: HashSet<Ino> = files
+            .into_iter()
+            .filter(|&i| open.contains(&i) || self.holds_local_content(i))
+            .collect();
         self.tree().merge_objects(
             scope,
             objects,
@@ -343,11 +348,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(())
     }
 
-    /// A file is busy while open or while it holds unsaved local content.
-    fn is_busy(&self, ino: Ino) -> bool {
-        if self.handles.is_open(ino) {
-            return true;
-        }
+    /// Whether a file holds unsaved local content (or is being changed right now); such a
+    /// file, like an open one, keeps its local state through a listing refresh.
+    fn holds_local_content(&self, ino: Ino) -> bool {
         let content = self
             .tree()
             .get(ino)
