@@ -151,8 +151,7 @@ fi
 # --- cold and warm sequential read and peak RSS, each on a fresh mount; then ls -l ---
 BIG=$MNT/bench/big.bin
 MANY=$MNT/many
-CURLS=() COLDS=() WARMS=() LOCALS=() RSS=0
-cat "$WORK/static/big.bin" >/dev/null # a file read before reads fastest from the page cache
+CURLS=() COLDS=() WARMS=() RSS=0
 for _ in $(seq "$REPEAT"); do
     CURLS+=("$(timed "curl -fs -o /dev/null '$BIG_URL'")")
     mount_fs
@@ -161,13 +160,10 @@ for _ in $(seq "$REPEAT"); do
     RSS=$(calc "max($RSS, $(peak_rss_mib))")
     WARMS+=("$(timed "cat '$BIG'")")
     unmount_fs
-    # The ceiling of a warm re-read: the same bytes from the page cache of a local file.
-    LOCALS+=("$(timed "cat '$WORK/static/big.bin'")")
 done
 CURL_S=$(median "${CURLS[@]}")
 COLD_S=$(median "${COLDS[@]}")
 WARM_S=$(median "${WARMS[@]}")
-LOCAL_S=$(median "${LOCALS[@]}")
 mount_fs
 ls "$MNT" >/dev/null
 LIST_S=$(timed "curl -fs -o /dev/null '$URL/api/sessions/$MANY_ID/files'")
@@ -177,8 +173,6 @@ row "cold sequential read, cat vs curl (MiB/s)" "$(mibps "$COLD_S")" "$(mibps "$
     "$(ratio "$CURL_S" "$COLD_S")"
 row "warm re-read, cat vs curl (MiB/s)" "$(mibps "$WARM_S")" "$(mibps "$CURL_S")" \
     "$(ratio "$CURL_S" "$WARM_S")"
-row "warm re-read vs cat of a local cached file" "$(mibps "$WARM_S")" "$(mibps "$LOCAL_S")" \
-    "$(ratio "$LOCAL_S" "$WARM_S")"
 row "peak RSS, --memory-limit $MEMORY_LIMIT (MiB)" "$RSS" "$(calc "${MEMORY_LIMIT%MiB} + 64")" \
     "$(ratio "$RSS" "$(calc "${MEMORY_LIMIT%MiB} + 64")")"
 row "ls -l $NFILES files cold vs list API (s)" "$(calc "round($LS_COLD, 3)")" \
