@@ -49,6 +49,9 @@ const MAX_FORWARD_SKIP_BYTES: u64 = 64 << 20;
 /// Skipped bytes an open download keeps for reads that arrive slightly out of order (block
 /// requests run in parallel), so they need no new download from byte 0.
 const MAX_SKIPPED_BYTES: u64 = 16 << 20;
+/// Skipped bytes kept by all open downloads together (each may hold up to
+/// [`MAX_SKIPPED_BYTES`] more while a read uses it).
+const MAX_TOTAL_SKIPPED_BYTES: u64 = 32 << 20;
 
 /// A whole-body download kept open at `position`, with the most recent bytes it skipped.
 #[derive(Debug)]
@@ -79,6 +82,13 @@ impl OpenBody {
                 .any(|(at, bytes)| (*at..*at + bytes.len() as u64).contains(&start))
     }
 
+    /// Drops the oldest piece of skipped bytes.
+    fn forget_oldest_skipped(&mut self) {
+        if let Some((_, oldest)) = self.skipped.pop_front() {
+            self.skipped_bytes -= oldest.len() as u64;
+        }
+    }
+
     /// `wanted` bytes at `start` (fewer at the end): from the skipped bytes, or by reading on.
     async fn read(&mut self, start: u64, wanted: usize) -> Result<Bytes, reqwest::Error> {
         if let Some((at, bytes)) = self
@@ -98,8 +108,7 @@ impl OpenBody {
             self.skipped_bytes += kept.len() as u64;
             self.skipped.push_back((self.position + dropped, kept));
             while self.skipped_bytes > MAX_SKIPPED_BYTES {
-                let (_, oldest) = self.skipped.pop_front().expect("bytes are counted");
-                self.skipped_bytes -= oldest.len() as u64;
+                self.forget_oldest_skipped();
             }
             self.position = start;
         }
@@ -232,6 +241,23 @@ impl MixRemote {
             open.remove(0);
         }
         open.push(body);
+        // Over the shared cap, the oldest skipped bytes of the fullest download go first.
+        loop {
+            let total: u64 = bodies
+                .iter()
+                .flat_map(|(_, open)| open.iter())
+                .map(|body| body.skipped_bytes)
+                .sum();
+            if total <= MAX_TOTAL_SKIPPED_BYTES {
+                break;
+            }
+            let fullest = bodies
+                .iter_mut()
+                .flat_map(|(_, open)| open.iter_mut())
+                .max_by_key(|body| body.skipped_bytes)
+                .expect("bytes are counted");
+            fullest.forget_oldest_skipped();
+        }
     }
 
     fn session_path(id: &str) -> String {
