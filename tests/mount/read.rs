@@ -177,6 +177,27 @@ fn an_open_handle_never_mixes_two_versions() {
     }
 }
 
+#[test]
+fn a_file_replaced_before_the_mount_lists_it_gives_estale_not_new_bytes() {
+    let mount = small_blocks();
+    let old = pseudo_random(10 * BLOCK as usize, 19);
+    let path = remote_file(&mount, "swapped.bin", &old);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags_direct()
+        .open(&path)
+        .unwrap();
+    // A read away from the start fetches only its own block: nothing else is cached.
+    let mut block = vec![0u8; BLOCK as usize];
+    file.read_at(&mut block, 5 * BLOCK).unwrap();
+    assert_eq!(block, old[5 * BLOCK as usize..6 * BLOCK as usize]);
+    let id = mount.api_session_id("reads");
+    mount.api_upload(&id, "swapped.bin", &pseudo_random(9 * BLOCK as usize, 20));
+    // The server has the new file; this handle must not read its bytes as the old version.
+    let err = file.read_at(&mut block, 8 * BLOCK).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
+}
+
 /// `O_DIRECT` on an `OpenOptions`.
 trait DirectExt {
     fn custom_flags_direct(&mut self) -> &mut Self;
