@@ -82,30 +82,52 @@ impl OrderedTurns {
         };
         let me = (offset, self.tickets.fetch_add(1, Ordering::Relaxed));
         line.queue.lock().unwrap().waiting.insert(me);
+        // A reader dropped while it waits leaves the queue, so it never blocks the others.
+        let waiting = Waiting { line, me };
         let patience = Instant::now() + GRACE;
         loop {
             // Registered before looking, so a turn given back meanwhile still wakes us.
-            let changed = line.changed.notified();
+            let changed = waiting.line.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            let patient = Instant::now() < patience;
             {
-                let mut queue = line.queue.lock().unwrap();
+                let mut queue = waiting.line.queue.lock().unwrap();
                 let expected = queue.next.is_none_or(|next| next == offset);
-                if !queue.busy
-                    && queue.waiting.first() == Some(&me)
-                    && (expected || Instant::now() >= patience)
-                {
+                if !queue.busy && queue.waiting.first() == Some(&me) && (expected || !patient) {
                     queue.waiting.remove(&me);
                     queue.busy = true;
                     break;
                 }
             }
-            tokio::select! {
-                () = &mut changed => {}
-                () = tokio::time::sleep_until(patience) => {}
+            if patient {
+                tokio::select! {
+                    () = &mut changed => {}
+                    () = tokio::time::sleep_until(patience) => {}
+                }
+            } else {
+                changed.await;
             }
         }
-        Turn { line, next: None }
+        Turn {
+            line: waiting.line.clone(),
+            next: None,
+        }
+    }
+}
+
+/// A reader's place in the queue while it waits.
+struct Waiting {
+    line: Arc<Line>,
+    me: (u64, u64),
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let left = self.line.queue.lock().unwrap().waiting.remove(&self.me);
+        if left {
+            self.line.changed.notify_waiters();
+        }
     }
 }
 
@@ -129,6 +151,7 @@ impl Drop for Turn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_readers_go_in_order_of_offset() {
@@ -179,9 +202,38 @@ mod tests {
         }
         ahead.await.unwrap();
         assert_eq!(*order.lock().unwrap(), vec![10, 30]);
-        // Nobody continues at 40: after the grace period a read elsewhere goes anyway.
-        let start = Instant::now();
-        drop(turns.take("k", 100).await);
-        assert!(start.elapsed() >= GRACE);
+        // Nobody continues at 40: a read elsewhere waits out the grace period, then goes.
+        let acquired = Arc::new(AtomicBool::new(false));
+        let (t, a) = (turns.clone(), acquired.clone());
+        let far = tokio::spawn(async move {
+            drop(t.take("k", 100).await);
+            a.store(true, Ordering::SeqCst);
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !acquired.load(Ordering::SeqCst),
+            "it waits while the continuation may still come"
+        );
+        far.await.unwrap();
+        assert!(acquired.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_dropped_while_it_waits_leaves_the_queue() {
+        let turns = Arc::new(OrderedTurns::default());
+        let held = turns.take("k", 0).await;
+        let t = turns.clone();
+        let low = tokio::spawn(async move { drop(t.take("k", 5).await) });
+        let line = turns.lines.lock().unwrap().get("k").unwrap().clone();
+        while line.queue.lock().unwrap().waiting.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        low.abort();
+        assert!(low.await.unwrap_err().is_cancelled());
+        assert!(line.queue.lock().unwrap().waiting.is_empty());
+        drop(held);
+        drop(turns.take("k", 50).await);
     }
 }
