@@ -82,11 +82,13 @@ impl OpenBody {
                 .any(|(at, bytes)| (*at..*at + bytes.len() as u64).contains(&start))
     }
 
-    /// Drops the oldest piece of skipped bytes.
-    fn forget_oldest_skipped(&mut self) {
-        if let Some((_, oldest)) = self.skipped.pop_front() {
-            self.skipped_bytes -= oldest.len() as u64;
-        }
+    /// Drops the oldest piece of skipped bytes and returns its length.
+    fn forget_oldest_skipped(&mut self) -> u64 {
+        let Some((_, oldest)) = self.skipped.pop_front() else {
+            return 0;
+        };
+        self.skipped_bytes -= oldest.len() as u64;
+        oldest.len() as u64
     }
 
     /// `wanted` bytes at `start` (fewer at the end): from the skipped bytes, or by reading on.
@@ -224,6 +226,66 @@ impl MixRemote {
         Ok(())
     }
 
+    /// Continues an open whole-body download of `key` for `wanted` bytes at `start`, if one
+    /// can serve them; `None` (a new request is needed) if none can or it broke.
+    async fn continue_open_body(&self, key: &str, start: u64, wanted: usize) -> Option<Bytes> {
+        let mut body = self.take_open_body(key, start)?;
+        let data = body.read(start, wanted).await.ok()?;
+        self.keep_open_body(key.to_string(), body);
+        Some(data)
+    }
+
+    /// A new GET of `range` of `object` at `url`. A server that ignores `Range` answers with
+    /// the whole body: it is skipped to the offset and kept open under `key` for the reads
+    /// that follow.
+    async fn download(
+        &self,
+        what: &str,
+        url: &str,
+        key: &str,
+        object: &ObjectMeta,
+        range: Range<u64>,
+    ) -> RemoteResult<Bytes> {
+        let wanted = (range.end - range.start) as usize;
+        self.http
+            .retrying(|| async {
+                let response = self
+                    .http
+                    .client()
+                    .get(url)
+                    .header("Range", format!("bytes={}-{}", range.start, range.end - 1))
+                    .send()
+                    .await
+                    .map_err(|err| self.http.transport_error(what, &err))?;
+                match response.status() {
+                    StatusCode::PARTIAL_CONTENT => {
+                        self.ranges_honoured
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        Self::check_version(what, &response, object)?;
+                        http::collect_range(response, 0, wanted)
+                            .await
+                            .map_err(|err| self.http.transport_error(what, &err))
+                    }
+                    // The server ignored Range: skip to the offset in the whole body, and keep
+                    // the download open for the reads that follow.
+                    StatusCode::OK => {
+                        log::debug!("whole-body download for a read at {}", range.start);
+                        Self::check_version(what, &response, object)?;
+                        let mut body = OpenBody::new(http::BodyCursor::new(response));
+                        let data = body
+                            .read(range.start, wanted)
+                            .await
+                            .map_err(|err| self.http.transport_error(what, &err))?;
+                        self.keep_open_body(key.to_string(), body);
+                        Ok(data)
+                    }
+                    StatusCode::RANGE_NOT_SATISFIABLE => Ok(Bytes::new()),
+                    _ => Err(self.http.status_error(what, response).await),
+                }
+            })
+            .await
+    }
+
     /// An open whole-body download of `key` that can serve a read at `start`, taken out.
     fn take_open_body(&self, key: &str, start: u64) -> Option<OpenBody> {
         let mut bodies = self.open_bodies.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,21 +304,18 @@ impl MixRemote {
         }
         open.push(body);
         // Over the shared cap, the oldest skipped bytes of the fullest download go first.
-        loop {
-            let total: u64 = bodies
-                .iter()
-                .flat_map(|(_, open)| open.iter())
-                .map(|body| body.skipped_bytes)
-                .sum();
-            if total <= MAX_TOTAL_SKIPPED_BYTES {
-                break;
-            }
+        let mut total: u64 = bodies
+            .iter()
+            .flat_map(|(_, open)| open.iter())
+            .map(|body| body.skipped_bytes)
+            .sum();
+        while total > MAX_TOTAL_SKIPPED_BYTES {
             let fullest = bodies
                 .iter_mut()
                 .flat_map(|(_, open)| open.iter_mut())
                 .max_by_key(|body| body.skipped_bytes)
                 .expect("bytes are counted");
-            fullest.forget_oldest_skipped();
+            total -= fullest.forget_oldest_skipped();
         }
     }
 
@@ -470,54 +529,13 @@ impl Remote for MixRemote {
         let wanted = (range.end - range.start) as usize;
         let key = format!("{url}#{}", object.version);
         let mut turn = self.read_turn(&key, range.start).await;
-        if let Some(mut body) = self.take_open_body(&key, range.start) {
-            // Continuing an open download; if it broke, fall through to a new request.
-            if let Ok(data) = body.read(range.start, wanted).await {
-                self.keep_open_body(key, body);
-                if let Some(turn) = &mut turn {
-                    turn.continue_at(range.start + data.len() as u64);
-                }
-                return Ok(data);
+        let data = match self.continue_open_body(&key, range.start, wanted).await {
+            Some(data) => data,
+            None => {
+                self.download(&what, &url, &key, object, range.clone())
+                    .await?
             }
-        }
-        let data = self
-            .http
-            .retrying(|| async {
-                let response = self
-                    .http
-                    .client()
-                    .get(&url)
-                    .header("Range", format!("bytes={}-{}", range.start, range.end - 1))
-                    .send()
-                    .await
-                    .map_err(|err| self.http.transport_error(&what, &err))?;
-                match response.status() {
-                    StatusCode::PARTIAL_CONTENT => {
-                        self.ranges_honoured
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
-                        Self::check_version(&what, &response, object)?;
-                        http::collect_range(response, 0, wanted)
-                            .await
-                            .map_err(|err| self.http.transport_error(&what, &err))
-                    }
-                    // The server ignored Range: skip to the offset in the whole body, and keep
-                    // the download open for the reads that follow.
-                    StatusCode::OK => {
-                        log::debug!("whole-body download for a read at {}", range.start);
-                        Self::check_version(&what, &response, object)?;
-                        let mut body = OpenBody::new(http::BodyCursor::new(response));
-                        let data = body
-                            .read(range.start, wanted)
-                            .await
-                            .map_err(|err| self.http.transport_error(&what, &err))?;
-                        self.keep_open_body(key.clone(), body);
-                        Ok(data)
-                    }
-                    StatusCode::RANGE_NOT_SATISFIABLE => Ok(Bytes::new()),
-                    _ => Err(self.http.status_error(&what, response).await),
-                }
-            })
-            .await?;
+        };
         if let Some(turn) = &mut turn {
             turn.continue_at(range.start + data.len() as u64);
         }
