@@ -34,11 +34,7 @@ fn reads_at_block_boundaries_and_at_the_end() {
     let path = remote_file(&mount, "edges.bin", &data);
     // O_DIRECT keeps the kernel's page cache and readahead out of the way, so each pread
     // reaches the block cache at exactly this offset.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_direct()
-        .open(&path)
-        .unwrap();
+    let file = open_direct(&path);
     for (offset, size) in [
         (0, 4096),
         (BLOCK - 4096, 8192),
@@ -112,11 +108,7 @@ fn a_random_read_fetches_only_its_block() {
     let len = 32 * BLOCK as usize;
     let data = pseudo_random(len, 14);
     let path = remote_file(&mount, "random.bin", &data);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_direct()
-        .open(&path)
-        .unwrap();
+    let file = open_direct(&path);
     let offsets = [20 * BLOCK + 4096, 3 * BLOCK, 27 * BLOCK + 8192, 11 * BLOCK];
     for offset in offsets {
         let mut buf = vec![0u8; 4096];
@@ -151,11 +143,7 @@ fn an_open_handle_never_mixes_two_versions() {
     let mount = small_blocks();
     let old = pseudo_random(10 * BLOCK as usize, 17);
     let path = remote_file(&mount, "pinned.bin", &old);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_direct()
-        .open(&path)
-        .unwrap();
+    let file = open_direct(&path);
     let mut head = vec![0u8; BLOCK as usize];
     file.read_at(&mut head, 0).unwrap();
     assert_eq!(head, old[..BLOCK as usize]);
@@ -182,11 +170,7 @@ fn a_file_replaced_before_the_mount_lists_it_gives_estale_not_new_bytes() {
     let mount = small_blocks();
     let old = pseudo_random(10 * BLOCK as usize, 19);
     let path = remote_file(&mount, "swapped.bin", &old);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_direct()
-        .open(&path)
-        .unwrap();
+    let file = open_direct(&path);
     // A read away from the start fetches only its own block: nothing else is cached.
     let mut block = vec![0u8; BLOCK as usize];
     file.read_at(&mut block, 5 * BLOCK).unwrap();
@@ -198,16 +182,15 @@ fn a_file_replaced_before_the_mount_lists_it_gives_estale_not_new_bytes() {
     assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
 }
 
-/// `O_DIRECT` on an `OpenOptions`.
-trait DirectExt {
-    fn custom_flags_direct(&mut self) -> &mut Self;
-}
-
-impl DirectExt for std::fs::OpenOptions {
-    fn custom_flags_direct(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_DIRECT)
-    }
+/// Opens `path` for reading with `O_DIRECT`: the kernel's page cache and readahead stay out of
+/// the way, so each read reaches the mount's block cache at exactly its offset.
+fn open_direct(path: &std::path::Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap()
 }
 
 #[test]
