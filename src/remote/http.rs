@@ -7,6 +7,7 @@
 //! envelope ([`EnvelopeParser`]).
 
 use std::future::Future;
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -169,6 +170,22 @@ impl HttpClient {
             .min(self.retry.max_delay);
         let jitter = rand::thread_rng().gen_range(0.5..=1.0);
         ceiling.mul_f64(jitter)
+    }
+
+    /// Sends one GET of bytes `range` of `url` (one attempt; callers retry around it and
+    /// handle a server that ignores `Range`).
+    pub async fn get_range(
+        &self,
+        what: &str,
+        url: &str,
+        range: &Range<u64>,
+    ) -> RemoteResult<Response> {
+        self.client
+            .get(url)
+            .header("Range", format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|err| self.transport_error(what, &err))
     }
 
     /// Classifies a failure to get any response (refused, reset, timed out).

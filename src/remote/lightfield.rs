@@ -256,14 +256,7 @@ impl LightfieldRemote {
         let wanted = (range.end - range.start) as usize;
         self.http
             .retrying(|| async {
-                let response = self
-                    .http
-                    .client()
-                    .get(url)
-                    .header("Range", format!("bytes={}-{}", range.start, range.end - 1))
-                    .send()
-                    .await
-                    .map_err(|err| self.http.transport_error(what, &err))?;
+                let response = self.http.get_range(what, url, range).await?;
                 let skip = match response.status() {
                     StatusCode::PARTIAL_CONTENT => 0,
                     StatusCode::OK => range.start,
