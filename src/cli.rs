@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::emulator::{Backend, FaultSpec};
+use crate::backend::Backend;
+use crate::emulator::FaultSpec;
 
 /// Mount remote file APIs as a local drive.
 #[derive(Debug, Parser)]
@@ -224,8 +225,7 @@ pub fn default_data_dir(backend: Backend) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("sessionfs")
-        .join(format!("{backend:?}").to_lowercase())
+    base.join("sessionfs").join(backend.name())
 }
 
 /// Where staged writes go when no `--cache-dir` is given.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::remote::ByteStream;
+use crate::stream::ByteStream;
 
 /// Alignment of offsets, lengths and memory for direct I/O (the largest logical block size
 /// in common use).

@@ -6,6 +6,7 @@
 //! uploads, and `emulator` serves faithful copies of the APIs for tests and for the zero-setup
 //! mount.
 
+pub mod backend;
 pub mod cache;
 pub mod cli;
 pub mod direct;
@@ -13,4 +14,5 @@ pub mod emulator;
 pub mod fs;
 pub mod remote;
 pub mod run;
+pub mod stream;
 pub mod write;

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use fuser::{BackgroundSession, MountOption};
 
+use crate::backend::Backend;
 use crate::cli::{self, MountArgs, ServeArgs};
-use crate::emulator::{self, Backend, EmulatorConfig};
+use crate::emulator::{self, EmulatorConfig};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs};
-use crate::remote::{self, Remote, RemoteConfig};
+use crate::remote::{Remote, RemoteConfig};
 use crate::write::StagingArea;
 use crate::write::journal::{self, Journal};
 
@@ -92,7 +93,7 @@ pub fn mount_config(
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("sessionfs".to_string()),
-        MountOption::Subtype(format!("{backend:?}").to_lowercase()),
+        MountOption::Subtype(backend.name().to_string()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -204,7 +205,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
             .await
             .map_err(|err| format!("cannot serve on {}: {err}", args.listen))?;
         println!(
-            "serving the {:?} emulator on {} with data in {}",
+            "serving the {} emulator on {} with data in {}",
             args.backend,
             server.endpoint(),
             data_dir.display()
@@ -287,31 +288,31 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     crate::cache::memory::limit_allocator_arenas();
     let runtime = runtime()?;
-    let mut token = args.token.clone();
+    let mut client = RemoteConfig::new(
+        args.endpoint.clone().unwrap_or_default(),
+        args.token.clone(),
+    );
     // `identity` names the remote for its staging directory: the embedded emulator's port
     // changes every run, so its data directory names it instead.
-    let (endpoint, emulator, data_note, identity) = match &args.endpoint {
-        Some(endpoint) => (endpoint.clone(), None, String::new(), endpoint.clone()),
+    let (emulator, data_note, identity) = match &args.endpoint {
+        Some(endpoint) => (None, String::new(), endpoint.clone()),
         None => {
             let data_dir = args
                 .data
                 .clone()
                 .unwrap_or_else(|| cli::default_data_dir(args.backend));
-            if token.is_none() {
-                token = embedded_token(args.backend);
-            }
             let mut config = EmulatorConfig::new(&data_dir);
-            config.token = token.clone();
+            args.backend.embed(&mut config, &mut client);
             let server = runtime
                 .block_on(emulator::spawn(args.backend, config))
                 .map_err(|err| format!("cannot start the embedded emulator: {err}"))?;
+            client.endpoint = server.endpoint();
             let note = format!(", embedded emulator data in {}", data_dir.display());
             let identity = format!("embedded:{}", data_dir.display());
-            (server.endpoint(), Some(server), note, identity)
+            (Some(server), note, identity)
         }
     };
-    let remote = remote::connect(&RemoteConfig::new(args.backend, &endpoint, token))
-        .map_err(|err| err.message)?;
+    let remote = args.backend.connect(&client).map_err(|err| err.message)?;
     runtime
         .block_on(remote.list_containers())
         .map_err(|err| format!("{}; nothing was mounted", err.message))?;
@@ -428,7 +429,7 @@ impl StagingDir {
     fn claim(cache_dir: &Path, backend: Backend, identity: &str) -> Result<Self, RunError> {
         use md5::{Digest, Md5};
         let key = format!("{:x}", Md5::digest(identity.as_bytes()));
-        let backend = format!("{backend:?}").to_lowercase();
+        let backend = backend.name();
         let shared = cache_dir
             .join("staging")
             .join(format!("{backend}-{}", &key[..16]));
@@ -472,14 +473,6 @@ impl StagingDir {
         if !self.replay && kept == 0 {
             let _ = fs::remove_dir_all(&self.path);
         }
-    }
-}
-
-/// A fresh API key shared by the embedded emulator and the client, for APIs that need one.
-fn embedded_token(backend: Backend) -> Option<String> {
-    match backend {
-        Backend::Lightfield => Some(format!("sk_lf_{}", uuid::Uuid::new_v4().simple())),
-        Backend::Mix => None,
     }
 }
 

@@ -10,8 +10,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
+use sessionfs::backend::Backend;
 use sessionfs::emulator::lightfield::{self, LightfieldState};
-use sessionfs::emulator::{Backend, EmulatorConfig, router, spawn};
+use sessionfs::emulator::{EmulatorConfig, router, spawn};
 use tower::ServiceExt;
 
 const HOST: &str = "lf.test:9000";

@@ -7,7 +7,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use sessionfs::emulator::{Backend, EmulatorConfig, FaultSpec, router, spawn};
+use sessionfs::backend::Backend;
+use sessionfs::emulator::{EmulatorConfig, FaultSpec, router, spawn};
 use tower::ServiceExt;
 
 const HOST: &str = "emu.test:8088";

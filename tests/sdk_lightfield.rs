@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sessionfs::emulator::{Backend, EmulatorConfig, spawn};
+use sessionfs::backend::Backend;
+use sessionfs::emulator::{EmulatorConfig, spawn};
 
 /// The SDK version the contract notes were written against.
 const SDK_REQUIREMENT: &str = "lightfield==0.20.0a2";

@@ -19,14 +19,7 @@ use std::time::Duration;
 
 pub use faults::FaultSpec;
 
-/// Which API an emulator speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// Mix sessions and session files.
-    Mix,
-    /// Lightfield files: flat, id-keyed, presigned uploads, no delete.
-    Lightfield,
-}
+use crate::backend::Backend;
 
 /// Everything `serve` needs to start an emulator; also built by the mount command and tests.
 #[derive(Clone, Debug)]
@@ -106,11 +99,7 @@ impl Drop for RunningEmulator {
 /// Builds the router for `backend` over the store in `config.data_dir`, wrapped in the fault and
 /// network-simulation layer.
 pub fn router(backend: Backend, config: &EmulatorConfig) -> std::io::Result<axum::Router> {
-    let app = match backend {
-        Backend::Mix => mix::router(mix::MixState::open(config)?),
-        Backend::Lightfield => lightfield::router(lightfield::LightfieldState::open(config)?),
-    };
-    Ok(faults::layer(app, config))
+    Ok(faults::layer(backend.emulator_router(config)?, config))
 }
 
 /// Binds `config.listen` and serves `backend` on the current tokio runtime until the returned

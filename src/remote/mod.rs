@@ -23,12 +23,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::emulator::Backend;
+pub use crate::stream::ByteStream;
 
 /// Which characters a server rewrites in object names, so the core can encode them reversibly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -259,14 +257,9 @@ pub trait Remote: Send + Sync + 'static {
     }
 }
 
-/// A body produced while it is sent.
-pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
-
-/// How to reach a remote: the one place that knows which type serves which backend.
+/// How to reach a remote; `crate::backend` picks the client type that reads it.
 #[derive(Clone, Debug)]
 pub struct RemoteConfig {
-    /// Which API.
-    pub backend: Backend,
     /// Base URL of the server.
     pub endpoint: String,
     /// API token, for APIs with auth; never logged.
@@ -277,20 +270,11 @@ pub struct RemoteConfig {
 
 impl RemoteConfig {
     /// A config with the default retry policy.
-    pub fn new(backend: Backend, endpoint: impl Into<String>, token: Option<String>) -> Self {
+    pub fn new(endpoint: impl Into<String>, token: Option<String>) -> Self {
         Self {
-            backend,
             endpoint: endpoint.into(),
             token,
             retry: http::RetryConfig::default(),
         }
     }
-}
-
-/// Builds the client for `config.backend`.
-pub fn connect(config: &RemoteConfig) -> RemoteResult<Arc<dyn Remote>> {
-    Ok(match config.backend {
-        Backend::Mix => Arc::new(mix::MixRemote::new(config)?),
-        Backend::Lightfield => Arc::new(lightfield::LightfieldRemote::new(config)?),
-    })
 }

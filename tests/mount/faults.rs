@@ -1,7 +1,8 @@
 //! A mount over an emulator that fails on purpose (seeded): retries absorb 500, 429, dropped
 //! connections and short bodies, and no byte is lost or mixed.
 
-use sessionfs::emulator::{Backend, EmulatorConfig};
+use sessionfs::backend::Backend;
+use sessionfs::emulator::EmulatorConfig;
 
 use crate::harness::{TestMount, pseudo_random, q, sh};
 

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use fuser::BackgroundSession;
 use serde_json::Value;
-use sessionfs::emulator::{self, Backend, EmulatorConfig, RunningEmulator};
+use sessionfs::backend::Backend;
+use sessionfs::emulator::{self, EmulatorConfig, RunningEmulator};
 use sessionfs::fs::{FsConfig, SessionFs};
 use sessionfs::remote::http::RetryConfig;
-use sessionfs::remote::{self, Remote, RemoteConfig};
+use sessionfs::remote::{Remote, RemoteConfig};
 use sessionfs::run;
 use tempfile::TempDir;
 
@@ -78,9 +79,9 @@ impl TestMount {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
         };
-        let mut remote_config = RemoteConfig::new(backend, &endpoint, token.map(str::to_string));
+        let mut remote_config = RemoteConfig::new(&endpoint, token.map(str::to_string));
         remote_config.retry = retry;
-        let remote = remote::connect(&remote_config).unwrap();
+        let remote = backend.connect(&remote_config).unwrap();
         let mut config = FsConfig::new(staging.path());
         config.metadata_ttl = Duration::ZERO;
         tweak(&mut config);

@@ -7,7 +7,8 @@ use std::process::Command;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
-use sessionfs::emulator::{self, Backend, EmulatorConfig};
+use sessionfs::backend::Backend;
+use sessionfs::emulator::{self, EmulatorConfig};
 
 use crate::harness::{TestMount, errno, pseudo_random, q, sh, sh_output};
 

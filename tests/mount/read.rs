@@ -197,7 +197,7 @@ fn open_direct(path: &std::path::Path) -> std::fs::File {
 fn a_server_that_ignores_range_still_serves_every_byte() {
     // The newest Mix server answers 200 with the whole body to ranged GETs of uploaded files.
     let mount = TestMount::backend(
-        sessionfs::emulator::Backend::Mix,
+        sessionfs::backend::Backend::Mix,
         |dir| {
             let mut config = sessionfs::emulator::EmulatorConfig::new(dir);
             config.serve_ranges = false;
