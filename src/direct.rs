@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -162,21 +162,28 @@ pub fn read_chunk(file: &File, direct: bool, offset: u64, len: usize) -> io::Res
     Ok(buf.into_bytes())
 }
 
-/// Bytes `0..size` of the file at `path` as an upload body: a blocking reader thread reads a
-/// few chunks ahead, with direct I/O where possible, and stops when the body is dropped. A
-/// file shorter than `size` ends the body with an error, so the server never stores a
-/// truncated copy.
-pub fn file_body(path: &Path, size: u64) -> io::Result<ByteStream> {
-    let (file, direct) = match open_direct(path, false) {
+/// Memory one [`file_body`] holds at most: its read-ahead plus the chunk being sent.
+pub const BODY_BUFFER_BYTES: u64 = ((READ_AHEAD_CHUNKS + 1) * CHUNK_BYTES) as u64;
+
+/// Bytes `range` of the file at `path` as an upload body: a blocking reader thread reads a
+/// few chunks ahead, with direct I/O where the range starts aligned, and stops when the body
+/// is dropped. A file that ends before `range` does ends the body with an error, so the server
+/// never stores a truncated copy.
+pub fn file_body(path: &Path, range: Range<u64>) -> io::Result<ByteStream> {
+    let direct_file = match range.start.is_multiple_of(ALIGN as u64) {
+        true => open_direct(path, false),
+        false => None,
+    };
+    let (file, direct) = match direct_file {
         Some(file) => (file, true),
         None => (File::open(path)?, false),
     };
     let file = Arc::new(file);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD_CHUNKS);
     tokio::task::spawn_blocking(move || {
-        let mut offset = 0;
-        while offset < size {
-            let len = (size - offset).min(CHUNK_BYTES as u64) as usize;
+        let (mut offset, end) = (range.start, range.end);
+        while offset < end {
+            let len = (end - offset).min(CHUNK_BYTES as u64) as usize;
             let item = read_chunk(&file, direct, offset, len).and_then(|chunk| {
                 if chunk.len() == len {
                     Ok(chunk)
@@ -228,14 +235,25 @@ mod tests {
         let path = dir.path().join("staged");
         let data = pattern(3 * CHUNK_BYTES + 123);
         std::fs::write(&path, &data).unwrap();
-        let mut body = file_body(&path, data.len() as u64).unwrap();
-        let mut read = Vec::new();
-        while let Some(chunk) = body.next().await {
-            read.extend_from_slice(&chunk.unwrap());
-        }
-        assert_eq!(read, data);
+        let read_all = |range: Range<u64>| {
+            let mut body = file_body(&path, range).unwrap();
+            async move {
+                let mut read = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    read.extend_from_slice(&chunk.unwrap());
+                }
+                read
+            }
+        };
+        assert_eq!(read_all(0..data.len() as u64).await, data);
+        let (start, end) = (CHUNK_BYTES as u64 + 5, 3 * CHUNK_BYTES as u64 + 7);
+        assert_eq!(
+            read_all(start..end).await,
+            &data[start as usize..end as usize],
+            "an unaligned range"
+        );
 
-        let mut body = file_body(&path, data.len() as u64 + 1).unwrap();
+        let mut body = file_body(&path, 0..data.len() as u64 + 1).unwrap();
         let mut failed = false;
         while let Some(chunk) = body.next().await {
             failed |= chunk.is_err();

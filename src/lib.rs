@@ -8,10 +8,12 @@
 
 pub mod backend;
 pub mod cache;
+pub mod checksum;
 pub mod cli;
 pub mod direct;
 pub mod emulator;
 pub mod fs;
+pub mod mime;
 pub mod remote;
 pub mod run;
 pub mod stream;

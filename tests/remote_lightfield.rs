@@ -39,9 +39,8 @@ async fn failed_uploads_are_cancelled_and_good_ones_listed() {
     let staged = dir.path().join("staged");
     std::fs::write(&staged, b"abc").unwrap();
     let source = |size, md5: Option<&str>| UploadSource {
-        path: staged.clone(),
-        size,
         md5: md5.map(str::to_owned),
+        ..UploadSource::new(&staged, size)
     };
 
     // The staged file is shorter than declared, so the PUT fails: cancelled.

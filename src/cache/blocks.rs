@@ -70,6 +70,14 @@ pub struct CacheStats {
     pub disk_hits: u64,
 }
 
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The mount's block cache. Share it as `Arc<BlockCache>`.
 pub struct BlockCache {
     config: CacheConfig,

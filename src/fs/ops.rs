@@ -185,11 +185,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         };
         let name = names::encode(&format!("{path}/"), &self.remote.capabilities().name_rules);
         let empty = self.new_staging()?;
-        let source = UploadSource {
-            path: empty.path().to_path_buf(),
-            size: 0,
-            md5: None,
-        };
+        let source = UploadSource::new(empty.path(), 0);
         Ok(self
             .remote
             .upload(container.as_deref(), &name, &source)
@@ -1049,6 +1045,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 true => Some(staged.md5()?),
                 false => None,
             },
+            memory: Some(self.blocks.clone()),
         };
         let streamed = match state.stream.take() {
             Some(stream) if stream.name == target.name && stream.container == target.container => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use reqwest::{Response, StatusCode};
+use serde::de::DeserializeOwned;
 
 use super::{ErrorKind, RemoteError, RemoteResult};
 
@@ -46,6 +47,47 @@ pub struct RetryConfig {
     pub base_delay: Duration,
     /// Longest single backoff (and longest `Retry-After` we honour).
     pub max_delay: Duration,
+}
+
+impl RetryConfig {
+    /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out, waiting
+    /// between attempts with exponential backoff and full jitter, or as long as the server's
+    /// `Retry-After` asked (capped by `max_delay`).
+    pub async fn run<T, F, Fut>(&self, attempt: F) -> RemoteResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RemoteResult<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(err) if err.temporary && tries < self.max_attempts => {
+                    let delay = self.backoff(tries, err.retry_after);
+                    log::info!(
+                        "{}; retry {tries}/{} in {delay:?}",
+                        err.message,
+                        self.max_attempts - 1
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn backoff(&self, tries: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.max_delay);
+        }
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << (tries - 1).min(16))
+            .min(self.max_delay);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        ceiling.mul_f64(jitter)
+    }
 }
 
 impl Default for RetryConfig {
@@ -140,36 +182,49 @@ impl HttpClient {
         F: Fn() -> Fut,
         Fut: Future<Output = RemoteResult<T>>,
     {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(err) if err.temporary && tries < self.retry.max_attempts => {
-                    let delay = self.backoff(tries, err.retry_after);
-                    log::info!(
-                        "{}; retry {tries}/{} in {delay:?}",
-                        err.message,
-                        self.retry.max_attempts - 1
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                Err(err) => return Err(err),
-            }
+        self.retry.run(attempt).await
+    }
+
+    /// The retry policy, for drivers that retry their own steps (one upload part at a time).
+    pub fn retry_config(&self) -> &RetryConfig {
+        &self.retry
+    }
+
+    /// Sends `request` once and returns the response if its status is a success. For steps
+    /// that a driver retries itself (upload parts), so they are not retried twice.
+    pub async fn send_once(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> RemoteResult<Response> {
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.transport_error(what, &err))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_error(what, response).await)
         }
     }
 
-    fn backoff(&self, tries: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(wait) = retry_after {
-            return wait.min(self.retry.max_delay);
-        }
-        let ceiling = self
-            .retry
-            .base_delay
-            .saturating_mul(1 << (tries - 1).min(16))
-            .min(self.retry.max_delay);
-        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
-        ceiling.mul_f64(jitter)
+    /// Reads a successful response's body as JSON of type `T`; a body that is not is a
+    /// protocol error naming `what` and the endpoint.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        response: Response,
+    ) -> RemoteResult<T> {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.transport_error(what, &err))?;
+        serde_json::from_slice(&body).map_err(|err| {
+            RemoteError::protocol(format!(
+                "{what}: {} sent malformed JSON ({err})",
+                self.endpoint
+            ))
+        })
     }
 
     /// Sends one GET of bytes `range` of `url` (one attempt; callers retry around it and
@@ -375,13 +430,13 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let client = HttpClient::new("http://127.0.0.1:1", |_| None).unwrap();
+        let retry = RetryConfig::default();
         for tries in 1..20 {
-            let delay = client.backoff(tries, None);
-            assert!(delay <= client.retry.max_delay);
+            let delay = retry.backoff(tries, None);
+            assert!(delay <= retry.max_delay);
         }
         assert_eq!(
-            client.backoff(1, Some(Duration::from_secs(2))),
+            retry.backoff(1, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
         );
     }

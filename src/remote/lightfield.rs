@@ -5,31 +5,29 @@
 //! `GET /v1/files` with the shared [`paging`](super::paging) driver and keeps only COMPLETED
 //! files; names are not unique (the core disambiguates them). An upload is three steps: create a
 //! session, `PUT` the bytes to its `uploadUrl` with exactly its `uploadHeaders`, `complete` with
-//! the md5; if any step after the create fails, the session is cancelled so nothing is left
-//! PENDING. Reads are ranged GETs on a download URL from `/v1/files/{id}/url`, cached per file
-//! until shortly before it expires and fetched again when storage answers 403.
+//! the md5: the shared chunked driver ([`multipart`](super::multipart)) with one part; if any
+//! step after the create fails, the driver cancels the session so nothing is left PENDING.
+//! Reads are ranged GETs on a download URL from `/v1/files/{id}/url`, kept in the shared
+//! [`UrlCache`] until shortly before it expires and fetched again when storage answers 403.
 //!
 //! The API key is never logged: it goes only into the `Authorization` header (which reqwest
 //! marks sensitive), and error messages carry the server's message, never the request.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::ops::Range;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use lru::LruCache;
-use md5::{Digest, Md5};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncReadExt;
 
 use super::http::{self, HttpClient};
+use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::paging::collect_pages;
+use super::url_cache::UrlCache;
 use super::{
     Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteConfig,
     RemoteError, RemoteResult, UploadSource,
@@ -43,12 +41,8 @@ const PAGE_SIZE: usize = 25;
 const MAX_OBJECT_BYTES: u64 = 512 * 1024 * 1024;
 /// Longest filename the API keeps.
 const MAX_NAME_BYTES: usize = 255;
-/// A download URL is fetched again when it expires within this margin.
-const URL_MARGIN: Duration = Duration::from_secs(30);
 /// Download URLs remembered at once.
 const URL_CACHE_ENTRIES: usize = 1024;
-/// Read size when hashing a staged file.
-const HASH_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A Lightfield server.
 pub struct LightfieldRemote {
@@ -56,8 +50,8 @@ pub struct LightfieldRemote {
     /// Sent only in the `Authorization` header of API calls.
     token: String,
     capabilities: Capabilities,
-    /// Download URL and its expiry per file id. Held only for a lookup or an insert.
-    urls: Mutex<LruCache<String, (String, SystemTime)>>,
+    /// Download URL and its expiry per file id.
+    urls: UrlCache,
 }
 
 /// The API's `File` object (the fields we use).
@@ -99,31 +93,6 @@ fn parse_time(text: &str) -> Option<SystemTime> {
         .map(SystemTime::from)
 }
 
-/// MIME type from the extension; the API needs one, and the rest is octet-stream.
-fn mime_type(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "txt" | "log" => "text/plain",
-        "md" => "text/markdown",
-        "csv" => "text/csv",
-        "html" | "htm" => "text/html",
-        "json" => "application/json",
-        "pdf" => "application/pdf",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        "mp3" => "audio/mpeg",
-        "mp4" => "video/mp4",
-        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        _ => "application/octet-stream",
-    }
-}
-
 fn file_path(id: &str) -> String {
     format!("/v1/files/{}", utf8_percent_encode(id, NON_ALPHANUMERIC))
 }
@@ -160,9 +129,7 @@ impl LightfieldRemote {
                 // The presigned PUT needs the exact size and md5 up front.
                 streaming_upload: false,
             },
-            urls: Mutex::new(LruCache::new(
-                NonZeroUsize::new(URL_CACHE_ENTRIES).expect("non-zero"),
-            )),
+            urls: UrlCache::new(URL_CACHE_ENTRIES),
         })
     }
 
@@ -199,16 +166,7 @@ impl LightfieldRemote {
                 }
                 err
             })?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| self.http.transport_error(what, &err))?;
-        serde_json::from_slice(&body).map_err(|err| {
-            RemoteError::protocol(format!(
-                "{what}: {} sent malformed JSON ({err})",
-                self.http.endpoint()
-            ))
-        })
+        self.http.json(what, response).await
     }
 
     fn to_object(file: FileData) -> ObjectMeta {
@@ -231,23 +189,15 @@ impl LightfieldRemote {
 
     /// A download URL for `id`: the cached one unless it is about to expire or `fresh` is set.
     async fn download_url(&self, id: &str, fresh: bool) -> RemoteResult<String> {
-        if !fresh {
-            let mut urls = self.urls.lock().expect("url cache lock");
-            if let Some((url, expires)) = urls.get(id)
-                && *expires > SystemTime::now() + URL_MARGIN
-            {
-                return Ok(url.clone());
-            }
+        if !fresh && let Some(url) = self.urls.get(id) {
+            return Ok(url);
         }
         let what = format!("get a download url for {id}");
         let answer: DownloadUrl = self
             .call(&what, Method::GET, &format!("{}/url", file_path(id)), None)
             .await?;
         let expires = parse_time(&answer.expires_at).unwrap_or(SystemTime::UNIX_EPOCH);
-        self.urls
-            .lock()
-            .expect("url cache lock")
-            .put(id.to_owned(), (answer.url.clone(), expires));
+        self.urls.put(id, answer.url.clone(), expires);
         Ok(answer.url)
     }
 
@@ -269,73 +219,105 @@ impl LightfieldRemote {
             })
             .await
     }
+}
 
-    /// The staged file's md5, when the core did not compute it while staging.
-    async fn md5_of(&self, source: &UploadSource) -> RemoteResult<String> {
-        if let Some(md5) = &source.md5 {
-            return Ok(md5.clone());
+/// A created upload session, and the md5 it must be completed with.
+struct UploadSession {
+    what: String,
+    created: Created,
+    md5: String,
+}
+
+/// Lightfield's upload in the shared driver's terms: one part, the presigned PUT.
+struct Uploads<'a>(&'a LightfieldRemote);
+
+#[async_trait]
+impl PartUploader for Uploads<'_> {
+    type Session = UploadSession;
+    type Sent = ();
+    type Completed = FileData;
+
+    fn policy(&self) -> PartPolicy {
+        PartPolicy {
+            max_in_flight: 1,
+            first_part_alone: false,
+            retry: self.0.http.retry_config().clone(),
         }
-        // The core fills md5 while staging; this covers files written out of order.
-        let staged_error = |err: std::io::Error| {
-            RemoteError::protocol(format!("cannot read the staged copy: {err}"))
-        };
-        let mut file = tokio::fs::File::open(&source.path)
-            .await
-            .map_err(staged_error)?;
-        let mut hasher = Md5::new();
-        let mut buf = vec![0; HASH_CHUNK_BYTES];
-        loop {
-            let n = file.read(&mut buf).await.map_err(staged_error)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
     }
 
-    /// PUTs the staged bytes to the session's presigned URL, then completes it with `md5`.
-    async fn send_and_complete(
+    async fn start(
         &self,
-        what: &str,
-        created: &Created,
+        name: &str,
         source: &UploadSource,
-        md5: &str,
-    ) -> RemoteResult<FileData> {
-        self.http
-            .send(what, || async {
-                let body = reqwest::Body::wrap_stream(source.body(what)?);
-                let mut request = self
-                    .http
-                    .client()
-                    .put(&created.upload_url)
-                    .header("Content-Length", source.size)
-                    .body(body);
-                for (name, value) in &created.upload_headers {
-                    request = request.header(name, value);
-                }
-                Ok(request)
-            })
-            .await?;
-        let path = format!("{}/complete", file_path(&created.id));
-        let completed = self
-            .call::<FileData>(
-                what,
+    ) -> RemoteResult<(UploadSession, PartLayout)> {
+        let what = format!("upload {name:?}");
+        if source.size == 0 {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidInput,
+                format!("{what}: lightfield cannot store empty files (the minimum is 1 byte)"),
+            ));
+        }
+        if source.size > MAX_OBJECT_BYTES {
+            return Err(RemoteError::new(
+                ErrorKind::TooLarge,
+                format!("{what}: lightfield holds files of at most 512 MiB"),
+            ));
+        }
+        let md5 = source.md5().await?;
+        let created: Created = self
+            .0
+            .call(
+                &what,
                 Method::POST,
-                &path,
-                Some(serde_json::json!({ "md5": md5 })),
+                "/v1/files",
+                Some(serde_json::json!({
+                    "filename": name,
+                    "mimeType": crate::mime::for_upload(name),
+                    "sizeBytes": source.size,
+                })),
             )
+            .await?;
+        // The presigned PUT takes the whole file.
+        let layout = PartLayout {
+            part_size: source.size,
+            first_number: 1,
+        };
+        Ok((UploadSession { what, created, md5 }, layout))
+    }
+
+    async fn put_part(
+        &self,
+        session: &UploadSession,
+        part: &Part,
+        source: &UploadSource,
+    ) -> RemoteResult<()> {
+        let what = &session.what;
+        let body = reqwest::Body::wrap_stream(source.part_body(what, part.range.clone())?);
+        let mut request = self
+            .0
+            .http
+            .client()
+            .put(&session.created.upload_url)
+            .header("Content-Length", part.range.end - part.range.start)
+            .body(body);
+        for (name, value) in &session.created.upload_headers {
+            request = request.header(name, value);
+        }
+        self.0.http.send_once(what, request).await.map(drop)
+    }
+
+    async fn complete(&self, session: &UploadSession, _parts: Vec<()>) -> RemoteResult<FileData> {
+        let (what, id) = (&session.what, &session.created.id);
+        let path = format!("{}/complete", file_path(id));
+        let body = serde_json::json!({ "md5": session.md5 });
+        let completed = self
+            .0
+            .call::<FileData>(what, Method::POST, &path, Some(body))
             .await;
         match completed {
             // A retried complete whose first attempt succeeded finds the file COMPLETED.
             Err(err) if err.kind == ErrorKind::Conflict => {
-                let file: FileData = self
-                    .call(what, Method::GET, &file_path(&created.id), None)
-                    .await?;
+                let file: FileData = self.0.call(what, Method::GET, &file_path(id), None).await?;
                 if file.status == "COMPLETED" {
                     Ok(file)
                 } else {
@@ -344,6 +326,23 @@ impl LightfieldRemote {
             }
             other => other,
         }
+    }
+
+    async fn abort(&self, session: &UploadSession) -> RemoteResult<()> {
+        let id = &session.created.id;
+        let cancel = format!("cancel the failed {} ({id})", session.what);
+        let path = format!("{}/cancel", file_path(id));
+        self.0
+            .call::<serde_json::Value>(&cancel, Method::POST, &path, None)
+            .await
+            .map(drop)
+    }
+
+    async fn finalize(&self, session: UploadSession, file: FileData) -> RemoteResult<ObjectMeta> {
+        Ok(ObjectMeta {
+            md5: Some(session.md5),
+            ..LightfieldRemote::to_object(file)
+        })
     }
 }
 
@@ -424,49 +423,7 @@ impl Remote for LightfieldRemote {
         name: &str,
         source: &UploadSource,
     ) -> RemoteResult<ObjectMeta> {
-        let what = format!("upload {name:?}");
-        if source.size == 0 {
-            return Err(RemoteError::new(
-                ErrorKind::InvalidInput,
-                format!("{what}: lightfield cannot store empty files (the minimum is 1 byte)"),
-            ));
-        }
-        if source.size > MAX_OBJECT_BYTES {
-            return Err(RemoteError::new(
-                ErrorKind::TooLarge,
-                format!("{what}: lightfield holds files of at most 512 MiB"),
-            ));
-        }
-        let md5 = self.md5_of(source).await?;
-        let created: Created = self
-            .call(
-                &what,
-                Method::POST,
-                "/v1/files",
-                Some(serde_json::json!({
-                    "filename": name,
-                    "mimeType": mime_type(name),
-                    "sizeBytes": source.size,
-                })),
-            )
-            .await?;
-        match self.send_and_complete(&what, &created, source, &md5).await {
-            Ok(file) => Ok(ObjectMeta {
-                md5: Some(md5),
-                ..Self::to_object(file)
-            }),
-            Err(err) => {
-                let cancel = format!("cancel the failed upload of {name:?} ({})", created.id);
-                let path = format!("{}/cancel", file_path(&created.id));
-                if let Err(cancel_err) = self
-                    .call::<serde_json::Value>(&cancel, Method::POST, &path, None)
-                    .await
-                {
-                    log::warn!("{}; it expires by itself", cancel_err.message);
-                }
-                Err(err)
-            }
-        }
+        multipart::upload_in_parts(&Uploads(self), name, source).await
     }
 
     async fn delete(&self, _container: ContainerRef<'_>, _object: &ObjectMeta) -> RemoteResult<()> {
@@ -486,12 +443,5 @@ mod tests {
         let err = LightfieldRemote::new(&config).err().expect("no token");
         assert_eq!(err.kind, ErrorKind::PermissionDenied);
         assert!(err.message.contains("--token"), "{}", err.message);
-    }
-
-    #[test]
-    fn mime_types_come_from_the_extension() {
-        assert_eq!(mime_type("a.TXT"), "text/plain");
-        assert_eq!(mime_type("archive.tar.gz"), "application/gzip");
-        assert_eq!(mime_type("README"), "application/octet-stream");
     }
 }

@@ -1,18 +1,22 @@
 //! An in-memory [`Remote`] for unit tests of the filesystem core.
 //!
 //! It behaves like a name-keyed API with containers (like Mix, without the name rewriting) and
-//! counts calls per operation, so tests can assert "one listing, no read".
+//! counts calls per operation, so tests can assert "one listing, no read". With
+//! [`MemoryRemote::with_parts`] it takes uploads in parts through the shared chunked driver,
+//! counting parts in flight and failing chosen parts by plan.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::http::RetryConfig;
+use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::{
     ByteStream, Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote,
     RemoteError, RemoteResult, UploadSource,
@@ -24,8 +28,27 @@ type Objects = BTreeMap<String, (ObjectMeta, Bytes)>;
 /// An in-memory remote with containers.
 pub struct MemoryRemote {
     capabilities: Capabilities,
+    /// Uploads go through the chunked driver with this layout and policy.
+    parts: Option<(PartLayout, usize)>,
     state: Mutex<State>,
+    /// What the chunked uploads did; never held with `state`.
+    part_log: Mutex<PartLog>,
     versions: AtomicU64,
+}
+
+/// What chunked uploads did, for tests of the driver.
+#[derive(Clone, Debug, Default)]
+pub struct PartLog {
+    /// Parts being received right now.
+    pub in_flight: usize,
+    /// Most parts ever received at once.
+    pub max_in_flight: usize,
+    /// Attempts per part number, in the order they started.
+    pub attempts: Vec<u64>,
+    /// Uploads aborted.
+    pub aborts: u64,
+    /// Failures still to inject per part number: (how many more, whether temporary).
+    failures: HashMap<u64, (u32, bool)>,
 }
 
 #[derive(Default)]
@@ -56,9 +79,34 @@ impl MemoryRemote {
                 name_rules: NameRules::default(),
                 streaming_upload: false,
             },
+            parts: None,
             state: Mutex::new(State::default()),
+            part_log: Mutex::new(PartLog::default()),
             versions: AtomicU64::new(1),
         }
+    }
+
+    /// The same remote, taking uploads in parts of `part_size` bytes numbered from
+    /// `first_number`, at most `max_in_flight` at once, through the shared driver.
+    pub fn with_parts(mut self, part_size: u64, first_number: u64, max_in_flight: usize) -> Self {
+        let layout = PartLayout {
+            part_size,
+            first_number,
+        };
+        self.parts = Some((layout, max_in_flight));
+        self
+    }
+
+    /// Makes the next `times` attempts to send part `number` fail, temporarily (a retry may
+    /// help) or for good.
+    pub fn fail_part(&self, number: u64, times: u32, temporary: bool) {
+        let mut log = self.part_log.lock().unwrap();
+        log.failures.insert(number, (times, temporary));
+    }
+
+    /// What the chunked uploads did so far.
+    pub fn part_log(&self) -> PartLog {
+        self.part_log.lock().unwrap().clone()
     }
 
     /// The same remote, taking streamed uploads.
@@ -192,9 +240,16 @@ impl Remote for MemoryRemote {
         name: &str,
         source: &UploadSource,
     ) -> RemoteResult<ObjectMeta> {
+        drop(self.count("upload"));
+        if self.parts.is_some() {
+            let uploads = Uploads {
+                remote: self,
+                container: key(container),
+            };
+            return multipart::upload_in_parts(&uploads, name, source).await;
+        }
         let data = std::fs::read(&source.path)
             .map_err(|err| RemoteError::protocol(format!("read staged file: {err}")))?;
-        drop(self.count("upload"));
         Ok(self.put(&key(container), name, &data))
     }
 
@@ -223,5 +278,117 @@ impl Remote for MemoryRemote {
             .and_then(|objects| objects.remove(&object.name))
             .map(|_| ())
             .ok_or_else(|| missing(&object.name))
+    }
+}
+
+/// Chunked uploads into one container of a [`MemoryRemote`].
+struct Uploads<'a> {
+    remote: &'a MemoryRemote,
+    container: String,
+}
+
+/// An upload in progress: its name and the parts received, by number.
+struct PartSession {
+    name: String,
+    received: Mutex<BTreeMap<u64, Bytes>>,
+}
+
+/// Counts a part in flight for as long as it lives.
+struct InFlight<'a>(&'a Mutex<PartLog>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
+#[async_trait]
+impl PartUploader for Uploads<'_> {
+    type Session = PartSession;
+    type Sent = u64;
+    type Completed = Vec<u8>;
+
+    fn policy(&self) -> PartPolicy {
+        let (_, max_in_flight) = self.remote.parts.expect("uploads in parts");
+        PartPolicy {
+            max_in_flight,
+            first_part_alone: false,
+            retry: RetryConfig {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(2),
+            },
+        }
+    }
+
+    async fn start(
+        &self,
+        name: &str,
+        _source: &UploadSource,
+    ) -> RemoteResult<(PartSession, PartLayout)> {
+        let (layout, _) = self.remote.parts.expect("uploads in parts");
+        let session = PartSession {
+            name: name.to_string(),
+            received: Mutex::new(BTreeMap::new()),
+        };
+        Ok((session, layout))
+    }
+
+    async fn put_part(
+        &self,
+        session: &PartSession,
+        part: &Part,
+        source: &UploadSource,
+    ) -> RemoteResult<u64> {
+        let failure = {
+            let mut log = self.remote.part_log.lock().unwrap();
+            log.attempts.push(part.number);
+            log.in_flight += 1;
+            log.max_in_flight = log.max_in_flight.max(log.in_flight);
+            match log.failures.get_mut(&part.number) {
+                Some((left, temporary)) if *left > 0 => {
+                    *left -= 1;
+                    Some(*temporary)
+                }
+                _ => None,
+            }
+        };
+        let _counted = InFlight(&self.remote.part_log);
+        // Let the other parts start, so overlap is real.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if let Some(temporary) = failure {
+            let message = format!("part {} refused by plan", part.number);
+            return Err(match temporary {
+                true => RemoteError::temporary(ErrorKind::Unavailable, message),
+                false => RemoteError::new(ErrorKind::InvalidInput, message),
+            });
+        }
+        let mut body = source.part_body("memory part", part.range.clone())?;
+        let mut data = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| RemoteError::protocol(err.to_string()))?;
+            data.extend_from_slice(&chunk);
+        }
+        let mut received = session.received.lock().unwrap();
+        received.insert(part.number, Bytes::from(data));
+        Ok(part.number)
+    }
+
+    async fn complete(&self, session: &PartSession, parts: Vec<u64>) -> RemoteResult<Vec<u8>> {
+        let received = session.received.lock().unwrap();
+        // The object is the parts in the order the driver lists them.
+        Ok(parts
+            .iter()
+            .flat_map(|number| received[number].iter().copied())
+            .collect())
+    }
+
+    async fn abort(&self, _session: &PartSession) -> RemoteResult<()> {
+        self.remote.part_log.lock().unwrap().aborts += 1;
+        Ok(())
+    }
+
+    async fn finalize(&self, session: PartSession, data: Vec<u8>) -> RemoteResult<ObjectMeta> {
+        Ok(self.remote.put(&self.container, &session.name, &data))
     }
 }

@@ -333,23 +333,6 @@ impl MixRemote {
         })
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        response: reqwest::Response,
-    ) -> RemoteResult<T> {
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| self.http.transport_error(what, &err))?;
-        serde_json::from_slice(&body).map_err(|err| {
-            RemoteError::protocol(format!(
-                "{what}: {} sent malformed JSON ({err})",
-                self.http.endpoint()
-            ))
-        })
-    }
-
     /// The multipart `POST` that uploads `part` as `name`.
     fn upload_request(
         &self,
@@ -425,7 +408,7 @@ impl Remote for MixRemote {
             })
             .await?;
         // An older server generation answers `null` for no sessions.
-        let sessions: Option<Vec<SessionData>> = self.json(what, response).await?;
+        let sessions: Option<Vec<SessionData>> = self.http.json(what, response).await?;
         Ok(sessions
             .unwrap_or_default()
             .into_iter()
@@ -467,7 +450,7 @@ impl Remote for MixRemote {
                 }
             })
             .await?;
-        let session: SessionData = self.json(&what, response).await?;
+        let session: SessionData = self.http.json(&what, response).await?;
         Ok(self.to_container(session))
     }
 
@@ -497,7 +480,7 @@ impl Remote for MixRemote {
                     .header("Accept", "application/json"))
             })
             .await?;
-        let files: Option<Vec<FileInfo>> = self.json(&what, response).await?;
+        let files: Option<Vec<FileInfo>> = self.http.json(&what, response).await?;
         Ok(files
             .unwrap_or_default()
             .into_iter()
@@ -554,7 +537,7 @@ impl Remote for MixRemote {
                 self.upload_request(&url, name, part)
             })
             .await?;
-        let file: FileInfo = self.json(&what, response).await?;
+        let file: FileInfo = self.http.json(&what, response).await?;
         Ok(Self::to_object(file))
     }
 
@@ -578,7 +561,7 @@ impl Remote for MixRemote {
         if response.status() != StatusCode::CREATED {
             return Err(self.http.status_error(&what, response).await);
         }
-        let file: FileInfo = self.json(&what, response).await?;
+        let file: FileInfo = self.http.json(&what, response).await?;
         Ok(Self::to_object(file))
     }
 

@@ -15,18 +15,23 @@ pub mod http;
 pub mod lightfield;
 pub mod memory;
 pub mod mix;
+pub mod multipart;
 pub mod paging;
 pub mod turns;
+pub mod url_cache;
 
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use crate::stream::ByteStream;
+
+use crate::cache::BlockCache;
 
 /// Which characters a server rewrites in object names, so the core can encode them reversibly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,17 +112,49 @@ pub struct UploadSource {
     pub path: PathBuf,
     /// Its length in bytes.
     pub size: u64,
-    /// Lower-case hex md5, for APIs that verify it.
+    /// Lower-case hex md5, for APIs that verify it, when the core computed it while staging.
     pub md5: Option<String>,
+    /// Where the buffers of parts in flight are reserved (the mount's block cache, which
+    /// evicts to make room); `None` sends one part's buffers at a time without a budget.
+    pub memory: Option<Arc<BlockCache>>,
 }
 
 impl UploadSource {
+    /// A source of `size` bytes at `path`, with no md5 and no memory budget.
+    pub fn new(path: impl Into<PathBuf>, size: u64) -> Self {
+        Self {
+            path: path.into(),
+            size,
+            md5: None,
+            memory: None,
+        }
+    }
+
     /// The staged bytes as a request body, read without the page cache where possible
     /// (`crate::direct`); `what` names the upload in the error when the copy cannot be opened.
     pub fn body(&self, what: &str) -> RemoteResult<ByteStream> {
-        crate::direct::file_body(&self.path, self.size).map_err(|err| {
+        self.part_body(what, 0..self.size)
+    }
+
+    /// Bytes `range` of the staged copy as a request body (one part of a chunked upload).
+    pub fn part_body(&self, what: &str, range: Range<u64>) -> RemoteResult<ByteStream> {
+        crate::direct::file_body(&self.path, range).map_err(|err| {
             RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
         })
+    }
+
+    /// The content's md5: the one computed while staging, else one pass over the staged copy.
+    pub async fn md5(&self) -> RemoteResult<String> {
+        if let Some(md5) = &self.md5 {
+            return Ok(md5.clone());
+        }
+        let (path, size) = (self.path.clone(), self.size);
+        tokio::task::spawn_blocking(move || {
+            crate::checksum::md5_of_file(&std::fs::File::open(path)?, size)
+        })
+        .await
+        .map_err(|err| RemoteError::protocol(format!("hashing the staged copy failed: {err}")))?
+        .map_err(|err| RemoteError::protocol(format!("cannot read the staged copy: {err}")))
     }
 }
 

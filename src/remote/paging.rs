@@ -1,10 +1,11 @@
-//! The one pagination driver for APIs that page with `offset` and `limit`.
+//! The pagination drivers: one loop for APIs that page with `offset` and `limit` (Lightfield,
+//! Appmixer), one for APIs that page with a cursor (Fluxer: `before=<oldest id seen>`).
 //!
-//! A backend supplies only "fetch the page at this offset"; the driver advances the offset by
-//! the number of rows each page held and stops at the first short page, which is the rule the
-//! APIs document (their totals may change while we page, so they are not trusted). A hard bound
-//! on the number of pages turns a server that never returns a short page into an error instead
-//! of an endless loop.
+//! A backend supplies only "fetch the page at this offset" or "fetch the page before this
+//! cursor"; the driver advances and stops at the first short page, which is the rule the APIs
+//! document (their totals may change while we page, so they are not trusted). A hard bound on
+//! the number of pages turns a server that never returns a short page into an error instead of
+//! an endless loop; a cursor that does not move is an error too.
 
 use std::future::Future;
 
@@ -32,6 +33,44 @@ where
             return Ok(rows);
         }
         offset += len as u64;
+    }
+    Err(RemoteError::protocol(format!(
+        "listing did not end after {MAX_PAGES} pages of {page_size}; the server keeps \
+         returning full pages"
+    )))
+}
+
+/// Calls `fetch_page(None)`, then `fetch_page(Some(cursor))` with the cursor of the last row of
+/// the previous page (`cursor_of`), until a page holds fewer than `page_size` rows, and returns
+/// every row in order. For listings newest first where the next page is "before the oldest row
+/// seen", so rows created while we page never shift the ones still to come.
+pub async fn collect_cursor_pages<T, C, K, F, Fut>(
+    page_size: usize,
+    cursor_of: K,
+    mut fetch_page: F,
+) -> RemoteResult<Vec<T>>
+where
+    C: PartialEq,
+    K: Fn(&T) -> C,
+    F: FnMut(Option<C>) -> Fut,
+    Fut: Future<Output = RemoteResult<Vec<T>>>,
+{
+    let mut rows: Vec<T> = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let cursor = rows.last().map(&cursor_of);
+        let page = fetch_page(cursor).await?;
+        let len = page.len();
+        if let (Some(last_before), Some(last_now)) = (rows.last(), page.last())
+            && cursor_of(last_before) == cursor_of(last_now)
+        {
+            return Err(RemoteError::protocol(
+                "listing did not advance: the server returned the same page twice",
+            ));
+        }
+        rows.extend(page);
+        if len < page_size.max(1) {
+            return Ok(rows);
+        }
     }
     Err(RemoteError::protocol(format!(
         "listing did not end after {MAX_PAGES} pages of {page_size}; the server keeps \
@@ -76,6 +115,37 @@ mod tests {
         .unwrap();
         assert_eq!(rows, [0, 1, 2, 3]);
         assert_eq!(*calls.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_listing_asks_before_the_oldest_row_seen() {
+        // Ids newest first, as Fluxer lists messages.
+        let all: Vec<u64> = (1..=250).rev().collect();
+        let cursors = Mutex::new(Vec::new());
+        let rows = collect_cursor_pages(
+            100,
+            |id: &u64| *id,
+            |before| {
+                cursors.lock().unwrap().push(before);
+                let page: Vec<u64> = all
+                    .iter()
+                    .copied()
+                    .filter(|id| before.is_none_or(|b| *id < b))
+                    .take(100)
+                    .collect();
+                async move { Ok(page) }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows, all);
+        assert_eq!(*cursors.lock().unwrap(), [None, Some(151), Some(51)]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_does_not_move_is_an_error() {
+        let result = collect_cursor_pages(2, |id: &u8| *id, |_| async { Ok(vec![9, 8]) }).await;
+        assert!(result.unwrap_err().message.contains("did not advance"));
     }
 
     #[tokio::test]

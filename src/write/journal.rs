@@ -106,15 +106,8 @@ pub async fn replay<R: Remote + ?Sized>(
             true => names::encode_link(&upload.path, &rules),
             false => names::encode(&upload.path, &rules),
         };
-        let md5 = match remote.capabilities().upload_md5 {
-            true => Some(md5_of(&path)?),
-            false => None,
-        };
-        let source = UploadSource {
-            path: path.clone(),
-            size: meta.len(),
-            md5,
-        };
+        // A backend that needs the md5 computes it from the staged copy.
+        let source = UploadSource::new(&path, meta.len());
         match remote
             .upload(upload.container.as_deref(), &name, &source)
             .await
@@ -142,13 +135,6 @@ pub async fn replay<R: Remote + ?Sized>(
     }
     staging.remove_strays(&keep)?;
     Ok((uploaded, failed))
-}
-
-fn md5_of(path: &Path) -> io::Result<String> {
-    use md5::{Digest, Md5};
-    let mut hasher = Md5::new();
-    io::copy(&mut fs::File::open(path)?, &mut hasher)?;
-    Ok(format!("{:x}", hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -134,16 +134,7 @@ impl StagingFile {
         if let Some(hasher) = &self.hasher {
             return Ok(format!("{:x}", hasher.clone().finalize()));
         }
-        let mut hasher = Md5::new();
-        let mut buf = vec![0; 1 << 20];
-        let mut offset = 0;
-        while offset < self.len {
-            let n = (self.len - offset).min(buf.len() as u64) as usize;
-            self.file.read_exact_at(&mut buf[..n], offset)?;
-            hasher.update(&buf[..n]);
-            offset += n as u64;
-        }
-        Ok(format!("{:x}", hasher.finalize()))
+        crate::checksum::md5_of_file(&self.file, self.len)
     }
 
     /// Current length in bytes.

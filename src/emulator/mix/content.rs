@@ -60,7 +60,7 @@ pub(super) async fn serve(
 
     let content_type = match type_by_extension(name) {
         Some(known) => known,
-        None => sniff(&blob.read_prefix(SNIFF_BYTES).await?),
+        None => sniff(&blob.read_prefix(SNIFF_BYTES).await?).to_string(),
     };
     let mut range = ByteRange {
         start: 0,
@@ -82,7 +82,7 @@ pub(super) async fn serve(
     }
 
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_TYPE, header_value(&content_type));
     if serve_ranges {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
@@ -209,36 +209,12 @@ fn parse_range(spec: &str, size: u64) -> Result<Vec<ByteRange>, RangeError> {
     Ok(ranges)
 }
 
-/// Go's built-in `mime` table plus the common entries of a Linux `/etc/mime.types`.
-fn type_by_extension(name: &str) -> Option<&'static str> {
-    let ext = name
-        .rfind('.')
-        .map(|dot| name[dot..].to_ascii_lowercase())?;
-    Some(match ext.as_str() {
-        ".avif" => "image/avif",
-        ".css" => "text/css; charset=utf-8",
-        ".csv" => "text/csv; charset=utf-8",
-        ".gif" => "image/gif",
-        ".gz" => "application/gzip",
-        ".htm" | ".html" => "text/html; charset=utf-8",
-        ".jpeg" | ".jpg" => "image/jpeg",
-        ".js" | ".mjs" => "text/javascript; charset=utf-8",
-        ".json" => "application/json",
-        ".md" => "text/markdown; charset=utf-8",
-        ".mov" => "video/quicktime",
-        ".mp3" => "audio/mpeg",
-        ".mp4" => "video/mp4",
-        ".pdf" => "application/pdf",
-        ".png" => "image/png",
-        ".svg" => "image/svg+xml",
-        ".tar" => "application/x-tar",
-        ".txt" => "text/plain; charset=utf-8",
-        ".wasm" => "application/wasm",
-        ".webm" => "video/webm",
-        ".webp" => "image/webp",
-        ".xml" => "text/xml; charset=utf-8",
-        ".zip" => "application/zip",
-        _ => return None,
+/// The type Go's `mime.TypeByExtension` gives: the shared table, with `charset=utf-8` on text.
+fn type_by_extension(name: &str) -> Option<String> {
+    let essence = crate::mime::by_extension(name)?;
+    Some(match essence.starts_with("text/") {
+        true => format!("{essence}; charset=utf-8"),
+        false => essence.to_string(),
     })
 }
 
@@ -308,10 +284,13 @@ mod tests {
     #[test]
     fn content_types() {
         assert_eq!(
-            type_by_extension("a.TXT"),
+            type_by_extension("a.TXT").as_deref(),
             Some("text/plain; charset=utf-8")
         );
-        assert_eq!(type_by_extension("a.tar.gz"), Some("application/gzip"));
+        assert_eq!(
+            type_by_extension("a.tar.gz").as_deref(),
+            Some("application/gzip")
+        );
         assert_eq!(type_by_extension("README"), None);
         assert_eq!(sniff(b""), "text/plain; charset=utf-8");
         assert_eq!(sniff("héllo\n".as_bytes()), "text/plain; charset=utf-8");

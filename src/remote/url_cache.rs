@@ -1,0 +1,71 @@
+//! The one cache of expiring download URLs (Lightfield's presigned URLs, Fluxer's attachment
+//! URLs): a URL is reused until shortly before it expires, then fetched again.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use lru::LruCache;
+
+/// A URL is treated as expired this long before its stated expiry, so a read that starts with
+/// it does not meet the expiry halfway.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+
+/// Download URLs by object id, each with its expiry, at most `capacity` of them.
+#[derive(Debug)]
+pub struct UrlCache {
+    /// Held only for one lookup or insert.
+    urls: Mutex<LruCache<String, (String, SystemTime)>>,
+}
+
+impl UrlCache {
+    /// A cache of at most `capacity` URLs.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            urls: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("non-zero"),
+            )),
+        }
+    }
+
+    /// The URL for `id` if one is cached that does not expire within [`EXPIRY_MARGIN`].
+    pub fn get(&self, id: &str) -> Option<String> {
+        let mut urls = self.urls.lock().expect("url cache lock");
+        match urls.get(id) {
+            Some((url, expires)) if *expires > SystemTime::now() + EXPIRY_MARGIN => {
+                Some(url.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers `url` for `id` until `expires`.
+    pub fn put(&self, id: &str, url: String, expires: SystemTime) {
+        self.urls
+            .lock()
+            .expect("url cache lock")
+            .put(id.to_owned(), (url, expires));
+    }
+
+    /// Forgets `id`'s URL (refused by the server before its expiry).
+    pub fn forget(&self, id: &str) {
+        self.urls.lock().expect("url cache lock").pop(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_reused_until_close_to_their_expiry() {
+        let cache = UrlCache::new(2);
+        let now = SystemTime::now();
+        cache.put("a", "u1".into(), now + Duration::from_secs(3600));
+        cache.put("b", "u2".into(), now + EXPIRY_MARGIN / 2);
+        assert_eq!(cache.get("a").as_deref(), Some("u1"));
+        assert_eq!(cache.get("b"), None, "expires within the margin");
+        cache.forget("a");
+        assert_eq!(cache.get("a"), None);
+    }
+}
