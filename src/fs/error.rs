@@ -49,6 +49,80 @@ impl Error {
         Self::quiet(libc::ENOENT, format!("{what}: no such file or directory"))
     }
 
+    /// The name is taken.
+    pub fn exists(name: impl fmt::Display) -> Self {
+        Self::quiet(libc::EEXIST, format!("{name}: already exists"))
+    }
+
+    /// A directory was needed.
+    pub fn not_dir(message: impl Into<String>) -> Self {
+        Self::quiet(libc::ENOTDIR, message)
+    }
+
+    /// A file was needed and this is a directory.
+    pub fn is_dir(message: impl Into<String>) -> Self {
+        Self::quiet(libc::EISDIR, message)
+    }
+
+    /// A directory that still holds entries cannot be removed.
+    pub fn not_empty(name: impl fmt::Display) -> Self {
+        Self::quiet(libc::ENOTEMPTY, format!("{name}: directory not empty"))
+    }
+
+    /// The mount was made with `--read-only`.
+    pub fn read_only() -> Self {
+        Self::quiet(libc::EROFS, "mounted read-only")
+    }
+
+    /// A name longer than the kernel's limit.
+    pub fn name_too_long(message: impl Into<String>) -> Self {
+        Self::new(libc::ENAMETOOLONG, message)
+    }
+
+    /// A name that is not UTF-8 (every API stores text names).
+    pub fn invalid_name(what: impl fmt::Display) -> Self {
+        Self::new(
+            libc::EINVAL,
+            format!("{what}: names must be UTF-8 to be stored remotely"),
+        )
+    }
+
+    /// The layout or the API does not allow this here (files beside sessions, rm without a
+    /// delete API): "not permitted" is what tools expect.
+    pub fn not_permitted(message: impl Into<String>) -> Self {
+        Self::new(libc::EPERM, message)
+    }
+
+    /// An operation on a handle that is closed or was opened for something else.
+    pub fn bad_handle(message: impl Into<String>) -> Self {
+        Self::new(libc::EBADF, message)
+    }
+
+    /// The file would grow past what the API stores.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(libc::EFBIG, message)
+    }
+
+    /// The move needs a copy: `mv` falls back to copy and delete on EXDEV.
+    pub fn cross_device(message: impl Into<String>) -> Self {
+        Self::quiet(libc::EXDEV, message)
+    }
+
+    /// Data came back wrong or short; the operation cannot complete.
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(libc::EIO, message)
+    }
+
+    /// An extended attribute the file does not have.
+    pub fn no_attribute(name: impl fmt::Display) -> Self {
+        Self::quiet(libc::ENODATA, format!("no attribute {name}"))
+    }
+
+    /// The caller's buffer is too small for the answer (it asks again with the size).
+    pub fn buffer_too_small(what: impl fmt::Display) -> Self {
+        Self::quiet(libc::ERANGE, format!("{what}: the buffer is too small"))
+    }
+
     /// Raises the log level: used where a failure leaves data only in the local staging area.
     pub fn at_risk(mut self) -> Self {
         self.level = Level::Error;
@@ -59,6 +133,88 @@ impl Error {
     pub fn context(mut self, what: impl fmt::Display) -> Self {
         self.message = format!("{what}: {}", self.message);
         self
+    }
+}
+
+/// Operations sessionfs does not carry out; [`Unsupported::error`] is the one table of their
+/// errnos, levels and reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// mknod of a device node, fifo or socket.
+    SpecialFile,
+    /// link(2).
+    HardLink,
+    /// rename with RENAME_EXCHANGE.
+    RenameExchange,
+    /// setxattr.
+    SetXattr,
+    /// removexattr.
+    RemoveXattr,
+    /// getxattr/listxattr on a mount without `--xattrs`.
+    XattrsOff,
+    /// fallocate.
+    Fallocate,
+    /// copy_file_range.
+    CopyFileRange,
+    /// lseek with SEEK_DATA or SEEK_HOLE.
+    SeekData,
+}
+
+impl Unsupported {
+    /// The error `what` (the name or operation) gets for this operation.
+    pub fn error(self, what: impl fmt::Display) -> Error {
+        let (errno, level, why) = match self {
+            // EPERM: what `cp -a` and `tar` expect from a filesystem that cannot hold them.
+            Self::SpecialFile => (
+                libc::EPERM,
+                Level::Warn,
+                "device nodes, fifos and sockets cannot be stored remotely",
+            ),
+            Self::HardLink => (
+                libc::EPERM,
+                Level::Warn,
+                "hard links cannot be stored remotely",
+            ),
+            Self::RenameExchange => (
+                libc::EINVAL,
+                Level::Warn,
+                "exchanging two names atomically is not supported",
+            ),
+            // ENOTSUP: tools (cp -a, rsync -X) treat it as "this filesystem has no xattrs".
+            Self::SetXattr | Self::RemoveXattr => (
+                libc::ENOTSUP,
+                Level::Debug,
+                "extended attributes are not stored",
+            ),
+            // ENOSYS once: the kernel stops asking for xattrs on this mount.
+            Self::XattrsOff => (
+                libc::ENOSYS,
+                Level::Debug,
+                "extended attributes are off (mount with --xattrs)",
+            ),
+            Self::Fallocate => (
+                libc::ENOTSUP,
+                Level::Debug,
+                "space cannot be reserved remotely",
+            ),
+            // ENOSYS: the kernel then copies with plain reads and writes, which stage as usual.
+            Self::CopyFileRange => (
+                libc::ENOSYS,
+                Level::Debug,
+                "the kernel copies with reads and writes instead",
+            ),
+            // ENOSYS: the kernel then treats the file as all data.
+            Self::SeekData => (
+                libc::ENOSYS,
+                Level::Debug,
+                "holes are not tracked; the file is all data",
+            ),
+        };
+        Error {
+            errno,
+            message: format!("{what}: {why}"),
+            level,
+        }
     }
 }
 
@@ -138,6 +294,26 @@ mod tests {
         for (kind, errno) in table {
             let err: Error = RemoteError::new(kind, "x").into();
             assert_eq!(err.errno, errno, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn every_unsupported_operation_has_a_deliberate_errno() {
+        let table = [
+            (Unsupported::SpecialFile, libc::EPERM),
+            (Unsupported::HardLink, libc::EPERM),
+            (Unsupported::RenameExchange, libc::EINVAL),
+            (Unsupported::SetXattr, libc::ENOTSUP),
+            (Unsupported::RemoveXattr, libc::ENOTSUP),
+            (Unsupported::XattrsOff, libc::ENOSYS),
+            (Unsupported::Fallocate, libc::ENOTSUP),
+            (Unsupported::CopyFileRange, libc::ENOSYS),
+            (Unsupported::SeekData, libc::ENOSYS),
+        ];
+        for (op, errno) in table {
+            let err = op.error("x");
+            assert_eq!(err.errno, errno, "{op:?}");
+            assert!(err.message.starts_with("x: "), "{}", err.message);
         }
     }
 

@@ -19,6 +19,7 @@ use fuser::{
 };
 use log::log;
 
+use super::error::Unsupported;
 use super::ops::SetAttr;
 use super::{Attr, Error, FileKind, SessionFs};
 use crate::remote::Remote;
@@ -78,7 +79,9 @@ fn failed(op: &str, err: &Error) -> Errno {
 }
 
 fn name_of(name: &OsStr) -> Result<String, Errno> {
-    name.to_str().map(str::to_string).ok_or(Errno::EINVAL)
+    name.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| failed("name", &Error::invalid_name(name.to_string_lossy())))
 }
 
 fn to_file_attr(attr: &Attr) -> FileAttr {
@@ -112,7 +115,7 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
     } else if value.len() <= size as usize {
         reply.data(value);
     } else {
-        reply.error(Errno::ERANGE);
+        reply.error(failed("xattr", &Error::buffer_too_small("xattr")));
     }
 }
 
@@ -223,8 +226,8 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         reply: ReplyEntry,
     ) {
         if mode & libc::S_IFMT != libc::S_IFREG {
-            log::warn!("mknod {name:?}: device nodes, fifos and sockets cannot be stored remotely");
-            return reply.error(Errno::EPERM);
+            let err = Unsupported::SpecialFile.error(format!("{name:?}"));
+            return reply.error(failed("mknod", &err));
         }
         let name = match name_of(name) {
             Ok(name) => name,
@@ -290,7 +293,11 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     ) {
         let (name, target) = match (name_of(link_name), target.to_str()) {
             (Ok(name), Some(target)) => (name, target.to_string()),
-            _ => return reply.error(Errno::EINVAL),
+            (Err(errno), _) => return reply.error(errno),
+            (Ok(name), None) => {
+                let err = Error::invalid_name(format!("target of {name:?}"));
+                return reply.error(failed("symlink", &err));
+            }
         };
         self.spawn(move |fs| async move {
             answer_entry("symlink", reply, fs.symlink(parent.0, &name, &target).await)
@@ -318,11 +325,11 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     ) {
         let (name, newname) = match (name_of(name), name_of(newname)) {
             (Ok(a), Ok(b)) => (a, b),
-            _ => return reply.error(Errno::EINVAL),
+            (Err(errno), _) | (_, Err(errno)) => return reply.error(errno),
         };
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            log::warn!("rename {name:?}: exchanging two names atomically is not supported");
-            return reply.error(Errno::EINVAL);
+            let err = Unsupported::RenameExchange.error(format!("{name:?}"));
+            return reply.error(failed("rename", &err));
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         self.spawn(move |fs| async move {
@@ -344,8 +351,8 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        log::warn!("link {newname:?}: hard links cannot be stored remotely");
-        reply.error(Errno::EPERM);
+        let err = Unsupported::HardLink.error(format!("{newname:?}"));
+        reply.error(failed("link", &err));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -577,12 +584,13 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        log::debug!("setxattr {name:?}: extended attributes are not stored");
-        reply.error(Errno::ENOTSUP);
+        let err = Unsupported::SetXattr.error(format!("{name:?}"));
+        reply.error(failed("setxattr", &err));
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOTSUP);
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let err = Unsupported::RemoveXattr.error(format!("{name:?}"));
+        reply.error(failed("removexattr", &err));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -622,20 +630,20 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _offset: u64,
         _length: u64,
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOTSUP);
+        reply.error(failed("fallocate", &Unsupported::Fallocate.error(ino)));
     }
 
     fn copy_file_range(
         &self,
         _req: &Request,
-        _ino_in: INodeNo,
+        ino_in: INodeNo,
         _fh_in: FileHandle,
         _offset_in: u64,
         _ino_out: INodeNo,
@@ -645,20 +653,19 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        // The kernel then copies with plain reads and writes, which stage like any write.
-        reply.error(Errno::ENOSYS);
+        let err = Unsupported::CopyFileRange.error(ino_in);
+        reply.error(failed("copy_file_range", &err));
     }
 
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _offset: i64,
         _whence: i32,
         reply: fuser::ReplyLseek,
     ) {
-        // SEEK_DATA/SEEK_HOLE: the kernel falls back to treating the file as all data.
-        reply.error(Errno::ENOSYS);
+        reply.error(failed("lseek", &Unsupported::SeekData.error(ino)));
     }
 }

@@ -43,21 +43,18 @@ struct Target {
 impl<R: Remote + ?Sized> SessionFs<R> {
     fn check_name(name: &str) -> Result<()> {
         if name.len() > names::NAME_MAX_BYTES {
-            return Err(Error::new(
-                libc::ENAMETOOLONG,
-                format!(
-                    "name of {} bytes is longer than {}",
-                    name.len(),
-                    names::NAME_MAX_BYTES
-                ),
-            ));
+            return Err(Error::name_too_long(format!(
+                "name of {} bytes is longer than {}",
+                name.len(),
+                names::NAME_MAX_BYTES
+            )));
         }
         Ok(())
     }
 
     fn check_writable(&self) -> Result<()> {
         if self.config.read_only {
-            return Err(Error::quiet(libc::EROFS, "mounted read-only"));
+            return Err(Error::read_only());
         }
         Ok(())
     }
@@ -65,10 +62,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     fn dir_of(&self, ino: Ino) -> Result<()> {
         match self.tree().get(ino).map(|n| n.dir().is_some()) {
             Some(true) => Ok(()),
-            Some(false) => Err(Error::quiet(
-                libc::ENOTDIR,
-                format!("inode {ino} is not a directory"),
-            )),
+            Some(false) => Err(Error::not_dir(format!("inode {ino} is not a directory"))),
             None => Err(Error::not_found(format!("inode {ino}"))),
         }
     }
@@ -136,10 +130,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.dir_of(parent)?;
         self.ensure_fresh(parent).await?;
         if self.tree().child(parent, name).is_some() {
-            return Err(Error::quiet(
-                libc::EEXIST,
-                format!("{name}: already exists"),
-            ));
+            return Err(Error::exists(name));
         }
         let meta = LocalMeta {
             perm: Some((mode & 0o7777) as u16),
@@ -205,10 +196,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 .and_then(Node::dir)
                 .ok_or_else(|| Error::not_found(name))?;
             if !dir.children.is_empty() {
-                return Err(Error::quiet(
-                    libc::ENOTEMPTY,
-                    format!("{name}: directory not empty"),
-                ));
+                return Err(Error::not_empty(name));
             }
             dir.origin.clone()
         };
@@ -248,12 +236,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.check_writable()?;
         self.dir_of(parent)?;
         if self.tree().is_container_list(parent) {
-            return Err(Error::new(
-                libc::EPERM,
-                format!(
-                    "{name}: files live inside a session directory; mkdir one and create the file there"
-                ),
-            ));
+            return Err(Error::not_permitted(format!(
+                "{name}: files live inside a session directory; mkdir one and create the file there"
+            )));
         }
         self.ensure_fresh(parent).await?;
         let existing = self.tree().child(parent, name);
@@ -304,17 +289,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.check_writable()?;
         self.dir_of(parent)?;
         if self.tree().is_container_list(parent) {
-            return Err(Error::new(
-                libc::EPERM,
-                format!("{name}: links live inside a session directory"),
-            ));
+            return Err(Error::not_permitted(format!(
+                "{name}: links live inside a session directory"
+            )));
         }
         self.ensure_fresh(parent).await?;
         if self.tree().child(parent, name).is_some() {
-            return Err(Error::quiet(
-                libc::EEXIST,
-                format!("{name}: already exists"),
-            ));
+            return Err(Error::exists(name));
         }
         let mut staged = self.new_staging()?;
         staged.write_at(0, target.as_bytes())?;
@@ -415,29 +396,23 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         match self.handles.get(fh).as_deref() {
             Some(Handle::File { writable: true, .. }) => {}
             _ => {
-                return Err(Error::new(
-                    libc::EBADF,
-                    "write on a handle not open for writing",
-                ));
+                return Err(Error::bad_handle("write on a handle not open for writing"));
             }
         }
         if let Some(max) = self.remote.capabilities().max_object_bytes
             && offset + data.len() as u64 > max
         {
-            return Err(Error::new(
-                libc::EFBIG,
-                format!(
-                    "{} holds files of at most {max} bytes",
-                    self.remote.describe()
-                ),
-            ));
+            return Err(Error::too_large(format!(
+                "{} holds files of at most {max} bytes",
+                self.remote.describe()
+            )));
         }
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
         let staged = state
             .staged
             .as_mut()
-            .ok_or_else(|| Error::new(libc::EBADF, "file is not staged for writing"))?;
+            .ok_or_else(|| Error::bad_handle("file is not staged for writing"))?;
         let appended = offset == staged.len();
         staged.write_at(offset, &data)?;
         let len = staged.len();
@@ -541,10 +516,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.check_writable()?;
         let ino = self.existing_child(parent, name).await?;
         if self.dir_of(ino).is_ok() {
-            return Err(Error::quiet(
-                libc::EISDIR,
-                format!("{name}: is a directory"),
-            ));
+            return Err(Error::is_dir(format!("{name}: is a directory")));
         }
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
@@ -577,13 +549,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         name: &str,
     ) -> Result<()> {
         if !self.remote.capabilities().delete {
-            return Err(Error::new(
-                libc::EPERM,
-                format!(
-                    "{name}: {} has no delete; the file stays",
-                    self.remote.describe()
-                ),
-            ));
+            return Err(Error::not_permitted(format!(
+                "{name}: {} has no delete; the file stays",
+                self.remote.describe()
+            )));
         }
         self.blocks.forget_object(container, &object.id);
         match self.remote.delete(container, object).await {
@@ -620,10 +589,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Ok(());
         }
         if target.is_some() && no_replace {
-            return Err(Error::quiet(
-                libc::EEXIST,
-                format!("{new_name}: already exists"),
-            ));
+            return Err(Error::exists(new_name));
         }
         if self.dir_of(ino).is_ok() {
             return self.rename_dir(ino, target, new_parent, new_name);
@@ -631,16 +597,12 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if let Some(target) = target
             && self.dir_of(target).is_ok()
         {
-            return Err(Error::quiet(
-                libc::EISDIR,
-                format!("{new_name}: is a directory"),
-            ));
+            return Err(Error::is_dir(format!("{new_name}: is a directory")));
         }
         if self.tree().is_container_list(new_parent) {
-            return Err(Error::new(
-                libc::EPERM,
-                format!("{new_name}: files live inside a session directory"),
-            ));
+            return Err(Error::not_permitted(format!(
+                "{new_name}: files live inside a session directory"
+            )));
         }
         let content = self.content_of(ino)?;
         // The file being replaced may be uploading right now (a flush from another process):
@@ -668,14 +630,11 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let to_local = self.config.scratch.matches(new_name);
         if old_remote.is_some() && !was_local && !self.remote.capabilities().delete {
             // A rename would leave the old object behind for good: refuse before copying.
-            return Err(Error::new(
-                libc::EPERM,
-                format!(
-                    "rename {name}: {} has no delete, so a stored file cannot be renamed; \
+            return Err(Error::not_permitted(format!(
+                "rename {name}: {} has no delete, so a stored file cannot be renamed; \
                      copy it instead",
-                    self.remote.describe()
-                ),
-            ));
+                self.remote.describe()
+            )));
         }
         // The API has no move: the bytes go up again under the new name, so stage them first.
         self.ensure_staged(ino, &mut state, false).await?;
@@ -759,10 +718,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let same_scope =
             tree.scope_of(ino) == tree.scope_of(new_parent) && !tree.is_container_list(new_parent);
         if !(local_empty && same_scope && target.is_none()) {
-            return Err(Error::quiet(
-                libc::EXDEV,
-                format!("{new_name}: directories are moved by copying (the API has no rename)"),
-            ));
+            return Err(Error::cross_device(format!(
+                "{new_name}: directories are moved by copying (the API has no rename)"
+            )));
         }
         tree.move_node(ino, new_parent, new_name);
         Ok(())
@@ -796,9 +754,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let handle = self
             .handles
             .get(fh)
-            .ok_or_else(|| Error::new(libc::EBADF, "readdir on a closed handle"))?;
+            .ok_or_else(|| Error::bad_handle("readdir on a closed handle"))?;
         let Handle::Dir { entries } = &*handle else {
-            return Err(Error::new(libc::ENOTDIR, "readdir on a file handle"));
+            return Err(Error::not_dir("readdir on a file handle"));
         };
         Ok(entries
             .iter()
@@ -860,10 +818,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
         match &node.kind {
             NodeKind::File(file) => Ok(file.content.clone()),
-            NodeKind::Dir(_) => Err(Error::quiet(
-                libc::EISDIR,
-                format!("{}: is a directory", node.name),
-            )),
+            NodeKind::Dir(_) => Err(Error::is_dir(format!("{}: is a directory", node.name))),
         }
     }
 
@@ -982,13 +937,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             let end = (offset + COPY_CHUNK_BYTES).min(object.size);
             let data = self.remote.read(container, object, offset..end).await?;
             if data.is_empty() {
-                return Err(Error::new(
-                    libc::EIO,
-                    format!(
-                        "{:?} ended early at byte {offset} while being copied",
-                        object.name
-                    ),
-                ));
+                return Err(Error::io(format!(
+                    "{:?} ended early at byte {offset} while being copied",
+                    object.name
+                )));
             }
             staged.write_at(offset, &data)?;
             offset += data.len() as u64;

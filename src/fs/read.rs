@@ -64,9 +64,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let handle = self
             .handles
             .get(fh)
-            .ok_or_else(|| Error::new(libc::EBADF, "read on a closed handle"))?;
+            .ok_or_else(|| Error::bad_handle("read on a closed handle"))?;
         let Handle::File { readahead, .. } = &*handle else {
-            return Err(Error::new(libc::EISDIR, "read on a directory handle"));
+            return Err(Error::is_dir("read on a directory handle"));
         };
         let ours = self.is_own_version(ino, &current);
         let (object, ahead, consumed) = {

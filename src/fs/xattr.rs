@@ -5,6 +5,7 @@
 //! file, for scripts and for debugging name encoding. Nothing else is stored: setting any
 //! attribute answers ENOTSUP, which `cp -a` and `rsync -X` treat as "not supported here".
 
+use super::error::Unsupported;
 use super::tree::{DirOrigin, Ino, NodeKind};
 use super::{Error, Result, SessionFs};
 use crate::remote::Remote;
@@ -17,10 +18,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     fn xattrs(&self, ino: Ino) -> Result<Vec<(String, String)>> {
         if !self.config.xattrs {
             // ENOSYS, once, makes the kernel answer every later xattr call itself.
-            return Err(Error::quiet(
-                libc::ENOSYS,
-                "extended attributes are off (mount --xattrs turns them on)",
-            ));
+            return Err(Unsupported::XattrsOff.error("getxattr"));
         }
         let tree = self.tree();
         let node = tree
@@ -56,7 +54,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .into_iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.into_bytes())
-            .ok_or_else(|| Error::quiet(libc::ENODATA, format!("no attribute {name}")))
+            .ok_or_else(|| Error::no_attribute(name))
     }
 
     /// The names of `ino`'s attributes, each followed by a NUL, as `listxattr(2)` returns them.
