@@ -21,6 +21,9 @@ pub struct TestMount {
     pub runtime: tokio::runtime::Runtime,
     pub emulator: Option<RunningEmulator>,
     pub fs: Arc<SessionFs<dyn Remote>>,
+    /// Another client of the same service: a second instance of the backend's client, with
+    /// its own connections and no share in the mount's caches.
+    pub other: Arc<dyn Remote>,
     session: Option<BackgroundSession>,
     mountpoint: TempDir,
     _data: TempDir,
@@ -54,13 +57,41 @@ impl TestMount {
         token: Option<&str>,
         tweak: impl FnOnce(&mut FsConfig),
     ) -> Self {
+        let client = RemoteConfig::new("", token.map(str::to_string));
+        Self::build(backend, |dir, _| emulator_config(dir), client, tweak)
+    }
+
+    /// A mount of `backend`'s emulator with fresh credentials shared by both, as the embedded
+    /// mount makes them (`Backend::embed`); `emulator` adjusts the emulator's config.
+    pub fn embedded(
+        backend: Backend,
+        emulator: impl FnOnce(&mut EmulatorConfig),
+        tweak: impl FnOnce(&mut FsConfig),
+    ) -> Self {
+        let configure = |dir: &Path, client: &mut RemoteConfig| {
+            let mut config = EmulatorConfig::new(dir);
+            backend.embed(&mut config, client);
+            emulator(&mut config);
+            config
+        };
+        Self::build(backend, configure, RemoteConfig::new("", None), tweak)
+    }
+
+    /// Mounts `backend`'s emulator, whose config `configure` makes from the data directory
+    /// (and may put matching credentials into the client's config).
+    fn build(
+        backend: Backend,
+        configure: impl FnOnce(&Path, &mut RemoteConfig) -> EmulatorConfig,
+        mut remote_config: RemoteConfig,
+        tweak: impl FnOnce(&mut FsConfig),
+    ) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap();
         let data = TempDir::new().unwrap();
-        let emulator_config = emulator_config(data.path());
+        let emulator_config = configure(data.path(), &mut remote_config);
         // An emulator that injects faults needs the retries a real client has.
         let attempts = if emulator_config.faults.is_empty() {
             2
@@ -79,9 +110,10 @@ impl TestMount {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
         };
-        let mut remote_config = RemoteConfig::new(&endpoint, token.map(str::to_string));
+        remote_config.endpoint = endpoint.clone();
         remote_config.retry = retry;
         let remote = backend.connect(&remote_config).unwrap();
+        let other = backend.connect(&remote_config).unwrap();
         let mut config = FsConfig::new(staging.path());
         config.metadata_ttl = Duration::ZERO;
         tweak(&mut config);
@@ -98,6 +130,7 @@ impl TestMount {
             runtime,
             emulator: Some(emulator),
             fs,
+            other,
             session: Some(session),
             mountpoint,
             _data: data,

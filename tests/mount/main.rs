@@ -9,5 +9,6 @@ mod harness;
 mod lightfield;
 mod read;
 mod reference;
+mod scenarios;
 mod sessions;
 mod tools;
