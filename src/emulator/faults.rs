@@ -53,6 +53,15 @@ enum FaultKind {
 }
 
 impl FaultKind {
+    /// The kind as spelled in `--faults`.
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(kind, _)| *kind == self)
+            .map(|(_, name)| *name)
+            .expect("every kind is in ALL")
+    }
+
     const ALL: [(FaultKind, &'static str); 6] = [
         (FaultKind::InternalError, "500"),
         (FaultKind::Unavailable, "503"),
@@ -144,6 +153,43 @@ impl FaultSpec {
 #[derive(Clone, Debug)]
 pub struct ErrorDetail(pub String);
 
+/// How many faults of each kind an emulator injected, so a fault test can check that faults
+/// really happened. Shared through [`EmulatorConfig::fault_counts`].
+#[derive(Debug, Default)]
+pub struct FaultCounts {
+    /// Injected faults by kind name (`"500"`, `"reset"`, ...).
+    counts: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl FaultCounts {
+    /// Faults of `kind` (as spelled in `--faults`) injected so far.
+    pub fn of(&self, kind: &str) -> u64 {
+        self.counts
+            .lock()
+            .expect("fault counts lock")
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Faults of every kind injected so far.
+    pub fn total(&self) -> u64 {
+        self.counts
+            .lock()
+            .expect("fault counts lock")
+            .values()
+            .sum()
+    }
+
+    /// Counts one injected fault and returns how many of its kind there were.
+    fn record(&self, kind: FaultKind) -> u64 {
+        let mut counts = self.counts.lock().expect("fault counts lock");
+        let count = counts.entry(kind.name()).or_default();
+        *count += 1;
+        *count
+    }
+}
+
 /// Wraps `app` in the error logger and, when `config` asks for any, the latency, fault and
 /// bandwidth simulation.
 pub fn layer(app: axum::Router, config: &EmulatorConfig) -> axum::Router {
@@ -154,6 +200,7 @@ pub fn layer(app: axum::Router, config: &EmulatorConfig) -> axum::Router {
         let sim = Arc::new(Simulator {
             faults: config.faults.clone(),
             rng: Mutex::new(SmallRng::seed_from_u64(config.fault_seed)),
+            counts: config.fault_counts.clone(),
             latency: config.latency,
             bandwidth: config.bandwidth_bytes_per_sec.filter(|rate| *rate > 0),
         });
@@ -182,6 +229,7 @@ struct Simulator {
     faults: FaultSpec,
     /// Held only to draw one number, never across an await.
     rng: Mutex<SmallRng>,
+    counts: Arc<FaultCounts>,
     latency: Duration,
     bandwidth: Option<u64>,
 }
@@ -201,6 +249,15 @@ async fn simulate(State(sim): State<Arc<Simulator>>, req: Request, next: Next) -
         tokio::time::sleep(sim.latency).await;
     }
     let fault = sim.draw_fault();
+    if let Some(kind) = fault {
+        let count = sim.counts.record(kind);
+        log::info!(
+            "injected fault {} on {} {} ({count} of this kind so far)",
+            kind.name(),
+            req.method(),
+            req.uri().path()
+        );
+    }
     let res = match fault {
         Some(FaultKind::InternalError) => return injected(StatusCode::INTERNAL_SERVER_ERROR),
         Some(FaultKind::Unavailable) => return injected(StatusCode::SERVICE_UNAVAILABLE),

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use faults::FaultSpec;
+pub use faults::{FaultCounts, FaultSpec};
 
 use crate::backend::Backend;
 
@@ -32,6 +32,8 @@ pub struct EmulatorConfig {
     pub faults: FaultSpec,
     /// Seed for the fault RNG, so a failing fault test can be replayed.
     pub fault_seed: u64,
+    /// Where the injected faults are counted; clone it before spawning to read the counts.
+    pub fault_counts: std::sync::Arc<FaultCounts>,
     /// Delay added before each response (`--latency`).
     pub latency: Duration,
     /// Per-connection cap on response body bytes per second (`--bandwidth`); `None` = unlimited.
@@ -54,6 +56,7 @@ impl EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             faults: FaultSpec::default(),
             fault_seed: 0,
+            fault_counts: Default::default(),
             latency: Duration::ZERO,
             bandwidth_bytes_per_sec: None,
             max_upload_bytes: None,

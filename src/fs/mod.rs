@@ -199,11 +199,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         &self.blocks
     }
 
-    /// The remote this filesystem shows.
-    pub fn remote(&self) -> &R {
-        &self.remote
-    }
-
     fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
         self.tree
             .lock()

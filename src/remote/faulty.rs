@@ -52,11 +52,6 @@ impl FaultyRemote {
             .insert(operation, (when, kind));
     }
 
-    /// Removes every planned fault.
-    pub fn heal(&self) {
-        self.state.lock().unwrap().faults.clear();
-    }
-
     fn check(&self, operation: &'static str) -> RemoteResult<()> {
         let mut plan = self.state.lock().unwrap();
         let count = {

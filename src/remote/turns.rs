@@ -153,6 +153,18 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
 
+    /// Yields until `condition` holds; fails after a bounded number of tries instead of
+    /// hanging the test.
+    async fn yield_until(what: &str, condition: impl Fn() -> bool) {
+        for _ in 0..1_000_000 {
+            if condition() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("gave up waiting for {what}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_readers_go_in_order_of_offset() {
         let turns = Arc::new(OrderedTurns::default());
@@ -169,9 +181,10 @@ mod tests {
         }
         // Everyone is queued behind the first reader before it lets go.
         let line = turns.lines.lock().unwrap().get("k").unwrap().clone();
-        while line.queue.lock().unwrap().waiting.len() < 4 {
-            tokio::task::yield_now().await;
-        }
+        yield_until("four queued readers", || {
+            line.queue.lock().unwrap().waiting.len() == 4
+        })
+        .await;
         let other_key = turns.take("other", 99).await;
         drop(other_key);
         drop(first);
@@ -227,9 +240,10 @@ mod tests {
         let t = turns.clone();
         let low = tokio::spawn(async move { drop(t.take("k", 5).await) });
         let line = turns.lines.lock().unwrap().get("k").unwrap().clone();
-        while line.queue.lock().unwrap().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        yield_until("a queued reader", || {
+            !line.queue.lock().unwrap().waiting.is_empty()
+        })
+        .await;
         low.abort();
         assert!(low.await.unwrap_err().is_cancelled());
         assert!(line.queue.lock().unwrap().waiting.is_empty());

@@ -2,12 +2,13 @@
 //! connections and short bodies, and no byte is lost or mixed.
 
 use sessionfs::backend::Backend;
-use sessionfs::emulator::EmulatorConfig;
+use sessionfs::emulator::{EmulatorConfig, FaultCounts};
 
 use crate::harness::{TestMount, pseudo_random, q, sh};
 
 #[test]
 fn copies_survive_errors_throttling_and_dropped_connections() {
+    let counts = std::sync::Arc::new(FaultCounts::default());
     let mount = TestMount::backend(
         Backend::Mix,
         |dir| {
@@ -17,6 +18,7 @@ fn copies_survive_errors_throttling_and_dropped_connections() {
             let mut config = EmulatorConfig::new(dir);
             config.faults = "500=0.1,429=0.1,reset=0.05,truncate=0.05".parse().unwrap();
             config.fault_seed = 7;
+            config.fault_counts = counts.clone();
             config
         },
         None,
@@ -42,6 +44,9 @@ fn copies_survive_errors_throttling_and_dropped_connections() {
         let sent = std::fs::read(local.path().join(format!("f{i}"))).unwrap();
         let back = std::fs::read(local.path().join(format!("back/f{i}"))).unwrap();
         assert!(sent == back, "f{i} came back different");
+    }
+    for kind in ["500", "429", "reset", "truncate"] {
+        assert!(counts.of(kind) > 0, "no {kind} fault was injected");
     }
 }
 

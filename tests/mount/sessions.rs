@@ -1,6 +1,8 @@
 //! Session directories: mkdir, rmdir, listing, names.
 
-use crate::harness::{TestMount, errno, sh};
+use std::time::Duration;
+
+use crate::harness::{TestMount, errno, sh, wait_until};
 
 #[test]
 fn mkdir_creates_a_session_and_rmdir_deletes_it_when_empty() {
@@ -36,7 +38,13 @@ fn mkdir_of_an_existing_name_fails_with_eexist() {
 fn colliding_titles_and_slashes_give_unique_stable_names() {
     let mount = TestMount::new();
     let first = mount.api_create_session("dup");
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // createdAt has whole seconds
+    // createdAt has whole seconds: the second session must be made in a later one.
+    let created = std::time::SystemTime::now();
+    let second_of =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    wait_until(Duration::from_secs(3), "the next whole second", || {
+        second_of(std::time::SystemTime::now()) > second_of(created)
+    });
     let second = mount.api_create_session("dup");
     mount.api_create_session("a/b");
     let names = || {
