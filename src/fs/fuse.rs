@@ -20,7 +20,7 @@ use fuser::{
 use log::log;
 
 use super::error::Unsupported;
-use super::ops::SetAttr;
+use super::namespace::SetAttr;
 use super::{Attr, Error, FileKind, SessionFs};
 use crate::remote::Remote;
 

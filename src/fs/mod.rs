@@ -13,15 +13,17 @@
 //! Order: content lock, then tree lock; never the other way.
 
 pub mod error;
+mod files;
 pub mod fuse;
 pub mod handles;
 pub mod names;
-mod ops;
+mod namespace;
 mod read;
 pub mod scratch;
 #[cfg(test)]
 mod tests;
 pub mod tree;
+mod writeback;
 mod xattr;
 
 use std::collections::{HashMap, HashSet};

@@ -1,21 +1,16 @@
-//! The operations of [`SessionFs`], one async method per FUSE request.
+//! Namespace operations of [`SessionFs`]: lookup, attributes, mkdir, rmdir, create, symlink,
+//! unlink, rename, directory listings and statfs. Each checks what the layout and the API
+//! allow, changes the inode tree, and asks the write-back engine (`writeback`) for any upload
+//! or delete it needs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-
-use super::handles::{Handle, ReadState};
+use super::handles::Handle;
 use super::names;
-use super::tree::{
-    Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
-};
+use super::tree::{Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, new_dir};
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
-use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
-use crate::write::{PendingUpload, QUEUE_BYTES, StagingFile, StreamingUpload};
-
-/// Size of each ranged GET when a whole object is copied into the staging area.
-const COPY_CHUNK_BYTES: u64 = 8 << 20;
+use crate::remote::{ErrorKind, ObjectMeta, Remote};
 
 /// Changes requested by `setattr`.
 #[derive(Clone, Debug, Default)]
@@ -34,14 +29,8 @@ pub struct SetAttr {
     pub mtime: Option<SystemTime>,
 }
 
-/// Where a file's bytes go on the remote.
-struct Target {
-    container: Option<String>,
-    name: String,
-}
-
 impl<R: Remote + ?Sized> SessionFs<R> {
-    fn check_name(name: &str) -> Result<()> {
+    pub(super) fn check_name(name: &str) -> Result<()> {
         if name.len() > names::NAME_MAX_BYTES {
             return Err(Error::name_too_long(format!(
                 "name of {} bytes is longer than {}",
@@ -52,14 +41,14 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(super) fn check_writable(&self) -> Result<()> {
         if self.config.read_only {
             return Err(Error::read_only());
         }
         Ok(())
     }
 
-    fn dir_of(&self, ino: Ino) -> Result<()> {
+    pub(super) fn dir_of(&self, ino: Ino) -> Result<()> {
         match self.tree().get(ino).map(|n| n.dir().is_some()) {
             Some(true) => Ok(()),
             Some(false) => Err(Error::not_dir(format!("inode {ino} is not a directory"))),
@@ -76,7 +65,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// The inode of `name` in `parent`, from a listing younger than the TTL; ENOENT if none.
-    async fn existing_child(&self, parent: Ino, name: &str) -> Result<Ino> {
+    pub(super) async fn existing_child(&self, parent: Ino, name: &str) -> Result<Ino> {
         self.ensure_fresh(parent).await?;
         self.tree()
             .child(parent, name)
@@ -165,22 +154,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         let attr = self.attr(ino)?;
         Ok(self.entry(attr))
-    }
-
-    /// Uploads the empty object that keeps directory `ino` when it holds no file.
-    async fn store_marker(&self, ino: Ino) -> Result<ObjectMeta> {
-        let (container, path) = {
-            let tree = self.tree();
-            let node = tree.get(ino).ok_or_else(|| Error::not_found("directory"))?;
-            (node.container.clone(), tree.path_in_scope(ino))
-        };
-        let name = names::encode(&format!("{path}/"), &self.remote.capabilities().name_rules);
-        let empty = self.new_staging()?;
-        let source = UploadSource::new(empty.path(), 0);
-        Ok(self
-            .remote
-            .upload(container.as_deref(), &name, &source)
-            .await?)
     }
 
     /// Removes an empty directory.
@@ -344,173 +317,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(target.to_vec())
     }
 
-    /// Opens a file. Opening for writing stages the whole file locally first (unless it is
-    /// being truncated), so random writes and appends work like on a local disk. `direct`: the
-    /// caller asked for `O_DIRECT`, so the kernel will not cache what it reads.
-    pub async fn open(
-        &self,
-        ino: Ino,
-        writable: bool,
-        truncate: bool,
-        direct: bool,
-    ) -> Result<Opened> {
-        if writable {
-            self.check_writable()?;
-        }
-        let content = self.content_of(ino)?;
-        let mut keep_cache = false;
-        if writable {
-            let mut state = content.lock().await;
-            self.ensure_staged(ino, &mut state, truncate).await?;
-            if truncate {
-                state.staged.as_mut().expect("staged above").set_len(0)?;
-                self.mark_dirty(ino, &mut state);
-                state.stream = None;
-                self.set_size(ino, 0);
-            }
-            state.writers += 1;
-        } else {
-            let staged = content.lock().await.staged.is_some();
-            let mut tree = self.tree();
-            if let Some(file) = tree.get_mut(ino).and_then(Node::file_mut)
-                && !staged
-            {
-                let version = file.remote.as_ref().map(|m| m.version.clone());
-                keep_cache = version.is_some() && file.cached_version == version;
-                file.cached_version = version;
-            }
-        }
-        let fh = self.handles.insert(Handle::File {
-            ino,
-            writable,
-            readahead: Mutex::new(ReadState {
-                bypasses_page_cache: direct,
-                ..Default::default()
-            }),
-        });
-        Ok(Opened { fh, keep_cache })
-    }
-
-    /// Writes into the staged copy.
-    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
-        match self.handles.get(fh).as_deref() {
-            Some(Handle::File { writable: true, .. }) => {}
-            _ => {
-                return Err(Error::bad_handle("write on a handle not open for writing"));
-            }
-        }
-        if let Some(max) = self.remote.capabilities().max_object_bytes
-            && offset + data.len() as u64 > max
-        {
-            return Err(Error::too_large(format!(
-                "{} holds files of at most {max} bytes",
-                self.remote.describe()
-            )));
-        }
-        let content = self.content_of(ino)?;
-        let mut state = content.lock().await;
-        let staged = state
-            .staged
-            .as_mut()
-            .ok_or_else(|| Error::bad_handle("file is not staged for writing"))?;
-        let appended = offset == staged.len();
-        staged.write_at(offset, &data)?;
-        let len = staged.len();
-        self.mark_dirty(ino, &mut state);
-        let written = data.len() as u32;
-        match &mut state.stream {
-            Some(stream) if appended => {
-                let alive = stream.push(data).await;
-                if !alive {
-                    // The upload failed already; the staged copy is sent at flush.
-                    state.stream = None;
-                }
-            }
-            // A write elsewhere: the streamed bytes are no longer the file; upload at flush.
-            Some(_) => state.stream = None,
-            None if offset == 0 && appended => self.start_stream(ino, &mut state, data).await,
-            None => {}
-        }
-        self.set_size(ino, len);
-        Ok(written)
-    }
-
-    /// Starts sending a file whose `first` bytes were just written at offset 0, if the API
-    /// takes streamed uploads and the memory budget has room for the queue (see
-    /// `write::stream`).
-    async fn start_stream(&self, ino: Ino, state: &mut Content, first: Bytes) {
-        if !self.remote.capabilities().streaming_upload {
-            return;
-        }
-        let target = {
-            let tree = self.tree();
-            let Some(node) = tree.get(ino) else { return };
-            let Some(file) = node.file() else { return };
-            if file.local_only || file.symlink || !node.linked {
-                return;
-            }
-            self.target_of(&tree, node, file)
-        };
-        let Some(memory) = self.blocks.try_reserve(QUEUE_BYTES) else {
-            log::debug!("no streamed upload for inode {ino}: the memory budget is in use");
-            return;
-        };
-        let mut upload =
-            StreamingUpload::start(self.remote.clone(), target.container, target.name, memory);
-        if upload.push(first).await {
-            state.stream = Some(upload);
-        }
-    }
-
-    /// Called on every `close` of a handle: uploads the file if it was written.
-    pub async fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
-        if matches!(
-            self.handles.get(fh).as_deref(),
-            Some(Handle::File { writable: true, .. })
-        ) {
-            self.upload(ino).await?;
-        }
-        Ok(())
-    }
-
-    /// Makes the file durable on the remote: a real upload whose error is returned.
-    pub async fn fsync(&self, ino: Ino) -> Result<()> {
-        self.upload(ino).await
-    }
-
-    /// Closes a handle; the staged copy is dropped once nothing needs it.
-    pub async fn release(&self, ino: Ino, fh: u64) -> Result<()> {
-        let Some(handle) = self.handles.remove(fh) else {
-            return Ok(());
-        };
-        let Handle::File { writable, .. } = &*handle else {
-            return Ok(());
-        };
-        let content = self.content_of(ino)?;
-        let mut state = content.lock().await;
-        if *writable {
-            state.writers = state.writers.saturating_sub(1);
-        }
-        // A read-only handle leaves uploads to the writers' own flushes.
-        let result = if state.dirty && *writable {
-            self.upload_locked(ino, &mut state).await
-        } else {
-            Ok(())
-        };
-        let local_only = self
-            .tree()
-            .get(ino)
-            .and_then(Node::file)
-            .is_some_and(|f| f.local_only);
-        if state.writers == 0 && !state.dirty && !local_only {
-            state.staged = None;
-        }
-        drop(state);
-        let open = self.handles.is_open(ino);
-        self.tree().forget_if_unused(ino, open);
-        result
-    }
-
     /// Deletes a file.
     pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
         self.check_writable()?;
@@ -542,7 +348,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(())
     }
 
-    async fn delete_remote(
+    pub(super) async fn delete_remote(
         &self,
         container: Option<&str>,
         object: &ObjectMeta,
@@ -703,7 +509,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(())
     }
 
-    fn rename_dir(
+    pub(super) fn rename_dir(
         &self,
         ino: Ino,
         target: Option<Ino>,
@@ -780,284 +586,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             files: 1 << 32,
             files_free: 1 << 31,
             name_max: names::NAME_MAX_BYTES as u32,
-        }
-    }
-
-    /// Uploads every file with unsaved local content; returns how many were uploaded. Used when
-    /// unmounting so that no write is lost.
-    pub async fn drain(&self) -> Result<usize> {
-        let files = self.tree().files_below(ROOT_INO);
-        let mut uploaded = 0;
-        let mut first_error = None;
-        for ino in files {
-            let Ok(content) = self.content_of(ino) else {
-                continue;
-            };
-            let mut state = content.lock().await;
-            if !state.dirty {
-                continue;
-            }
-            match self.upload_locked(ino, &mut state).await {
-                Ok(()) => uploaded += 1,
-                Err(err) => {
-                    log::error!("{}", err.message);
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(uploaded),
-        }
-    }
-
-    pub(super) fn content_of(&self, ino: Ino) -> Result<Arc<tokio::sync::Mutex<Content>>> {
-        let tree = self.tree();
-        let node = tree
-            .get(ino)
-            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
-        match &node.kind {
-            NodeKind::File(file) => Ok(file.content.clone()),
-            NodeKind::Dir(_) => Err(Error::is_dir(format!("{}: is a directory", node.name))),
-        }
-    }
-
-    fn set_size(&self, ino: Ino, size: u64) {
-        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
-            file.size = size;
-            file.cached_version = None;
-        }
-    }
-
-    pub(super) fn remote_object(&self, ino: Ino) -> Result<(Option<String>, ObjectMeta)> {
-        let tree = self.tree();
-        let node = tree
-            .get(ino)
-            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
-        let object = node
-            .file()
-            .and_then(|f| f.remote.clone())
-            .ok_or_else(|| Error::not_found(&node.name))?;
-        Ok((node.container.clone(), object))
-    }
-
-    /// Marks the file's staged copy as ahead of the remote and, the first time, records that in
-    /// the journal, so a crash before the upload does not lose it. Local-only files are never
-    /// uploaded and never recorded.
-    fn mark_dirty(&self, ino: Ino, state: &mut Content) {
-        let record = {
-            let tree = self.tree();
-            let Some(node) = tree.get(ino) else { return };
-            let Some(file) = node.file() else { return };
-            if file.local_only {
-                return;
-            }
-            state.dirty = true;
-            if state.journaled {
-                return;
-            }
-            let Some(staged) = &state.staged else { return };
-            PendingUpload {
-                container: node.container.clone(),
-                path: tree.path_in_scope(ino),
-                symlink: file.symlink,
-                staged: staged.name(),
-            }
-        };
-        match self.journal.record(&record) {
-            Ok(()) => state.journaled = true,
-            Err(err) => log::warn!(
-                "cannot record the pending upload of {:?} ({err}); it is lost if this process \
-                 dies before the upload",
-                record.path
-            ),
-        }
-    }
-
-    /// Marks the staged copy as matching the remote (or as never to be uploaded).
-    fn mark_clean(&self, state: &mut Content) {
-        state.dirty = false;
-        if state.journaled {
-            if let Some(staged) = &state.staged {
-                self.journal.remove(&staged.name());
-            }
-            state.journaled = false;
-        }
-    }
-
-    /// Keeps the staged copies of files that could not be uploaded (they stay recorded in the
-    /// journal), so the next mount uploads them; returns how many. Called as the process ends.
-    pub async fn keep_pending(&self) -> usize {
-        let files = self.tree().files_below(ROOT_INO);
-        let mut kept = 0;
-        for ino in files {
-            let Ok(content) = self.content_of(ino) else {
-                continue;
-            };
-            let mut state = content.lock().await;
-            if state.dirty
-                && state.journaled
-                && let Some(staged) = state.staged.take()
-            {
-                staged.keep();
-                kept += 1;
-            }
-        }
-        kept
-    }
-
-    /// A new staging file, hashing what is written only where the API checks an md5 (hashing
-    /// costs more than the rest of the write path).
-    fn new_staging(&self) -> std::io::Result<StagingFile> {
-        self.staging.create(self.remote.capabilities().upload_md5)
-    }
-
-    /// Gives the file a staged copy: empty when `empty`, else a copy of the remote object.
-    async fn ensure_staged(&self, ino: Ino, state: &mut Content, empty: bool) -> Result<()> {
-        if state.staged.is_some() {
-            return Ok(());
-        }
-        let mut staged = self.new_staging()?;
-        if !empty && let Ok((container, object)) = self.remote_object(ino) {
-            self.copy_into(container.as_deref(), &object, &mut staged)
-                .await?;
-        }
-        state.staged = Some(staged);
-        Ok(())
-    }
-
-    async fn copy_into(
-        &self,
-        container: Option<&str>,
-        object: &ObjectMeta,
-        staged: &mut StagingFile,
-    ) -> Result<()> {
-        let mut offset = 0;
-        while offset < object.size {
-            let end = (offset + COPY_CHUNK_BYTES).min(object.size);
-            let data = self.remote.read(container, object, offset..end).await?;
-            if data.is_empty() {
-                return Err(Error::io(format!(
-                    "{:?} ended early at byte {offset} while being copied",
-                    object.name
-                )));
-            }
-            staged.write_at(offset, &data)?;
-            offset += data.len() as u64;
-        }
-        staged.set_len(object.size)?;
-        Ok(())
-    }
-
-    /// Uploads `ino` if it has unsaved content.
-    async fn upload(&self, ino: Ino) -> Result<()> {
-        let content = self.content_of(ino)?;
-        let mut state = content.lock().await;
-        self.upload_locked(ino, &mut state).await
-    }
-
-    /// Uploads the staged copy of `ino` while its content lock is held. On failure the file
-    /// stays dirty and staged, so a later flush, fsync or the unmount drain tries again.
-    async fn upload_locked(&self, ino: Ino, state: &mut Content) -> Result<()> {
-        if !state.dirty {
-            return Ok(());
-        }
-        let (target, local_only, linked) = {
-            let tree = self.tree();
-            let node = tree
-                .get(ino)
-                .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
-            let file = node.file().expect("content belongs to a file");
-            (
-                self.target_of(&tree, node, file),
-                file.local_only,
-                node.linked,
-            )
-        };
-        if local_only || !linked {
-            return Ok(());
-        }
-        let min = self.remote.capabilities().min_object_bytes;
-        let len = state.staged.as_ref().map_or(0, StagingFile::len);
-        if len < min {
-            // Stays dirty, so the upload happens once the file has grown and is flushed again.
-            log::info!(
-                "{:?} has {len} bytes and {} stores files of at least {min}; it stays local \
-                 until it has content",
-                target.name,
-                self.remote.describe()
-            );
-            return Ok(());
-        }
-        let staged = state.staged.as_ref().expect("a dirty file is staged");
-        let source = UploadSource {
-            path: staged.path().to_path_buf(),
-            size: staged.len(),
-            md5: match self.remote.capabilities().upload_md5 {
-                true => Some(staged.md5()?),
-                false => None,
-            },
-            memory: Some(self.blocks.clone()),
-        };
-        let streamed = match state.stream.take() {
-            Some(stream) if stream.name == target.name && stream.container == target.container => {
-                match stream.finish(source.size).await {
-                    Ok(object) => Some(object),
-                    Err(err) => {
-                        log::info!("{}; uploading the staged copy instead", err.message);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let mut object = match streamed {
-            Some(object) => object,
-            None => self
-                .remote
-                .upload(target.container.as_deref(), &target.name, &source)
-                .await
-                .map_err(|err| Error::from(err).at_risk())?,
-        };
-        object.md5 = object.md5.or(source.md5.clone());
-        log::debug!(
-            "uploaded inode {ino} as {:?}: {} bytes, md5 {}",
-            object.name,
-            source.size,
-            source.md5.as_deref().unwrap_or("-")
-        );
-        if object.name != target.name {
-            log::warn!(
-                "{} stored {:?} as {:?}; it will be listed under the stored name",
-                self.remote.describe(),
-                target.name,
-                object.name
-            );
-        }
-        self.mark_clean(state);
-        self.blocks
-            .forget_object(target.container.as_deref(), &object.id);
-        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
-            file.size = source.size;
-            file.cached_version = Some(object.version.clone());
-            file.remote = Some(object);
-        }
-        Ok(())
-    }
-
-    /// Where the bytes of `node` go: its existing object's name on APIs that overwrite by name,
-    /// else the encoded path.
-    fn target_of(&self, tree: &super::tree::Tree, node: &Node, file: &FileNode) -> Target {
-        let caps = self.remote.capabilities();
-        let path = tree.path_in_scope(node.ino);
-        let name = match &file.remote {
-            Some(object) if caps.overwrite_by_name => object.name.clone(),
-            _ if file.symlink => names::encode_link(&path, &caps.name_rules),
-            _ => names::encode(&path, &caps.name_rules),
-        };
-        Target {
-            container: node.container.clone(),
-            name,
         }
     }
 }

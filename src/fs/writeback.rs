@@ -1,0 +1,327 @@
+//! The write-back engine of [`SessionFs`]: staged copies, the journal of pending uploads, and
+//! the upload of a file's staged copy (streamed or whole) under its content lock. A failed
+//! upload leaves the file dirty and staged, so a later flush, fsync or the unmount drain tries
+//! again; the drain and `keep_pending` are what the mount lifecycle calls at the end.
+
+use std::sync::Arc;
+
+use super::names;
+use super::tree::{Content, FileNode, Ino, Node, NodeKind, ROOT_INO};
+use super::{Error, Result, SessionFs};
+use crate::remote::{ObjectMeta, Remote, UploadSource};
+use crate::write::{PendingUpload, StagingFile};
+
+/// Size of each ranged GET when a whole object is copied into the staging area.
+const COPY_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Where a file's bytes go on the remote.
+pub(super) struct Target {
+    pub(super) container: Option<String>,
+    pub(super) name: String,
+}
+
+impl<R: Remote + ?Sized> SessionFs<R> {
+    /// Uploads the empty object that keeps directory `ino` when it holds no file.
+    pub(super) async fn store_marker(&self, ino: Ino) -> Result<ObjectMeta> {
+        let (container, path) = {
+            let tree = self.tree();
+            let node = tree.get(ino).ok_or_else(|| Error::not_found("directory"))?;
+            (node.container.clone(), tree.path_in_scope(ino))
+        };
+        let name = names::encode(&format!("{path}/"), &self.remote.capabilities().name_rules);
+        let empty = self.new_staging()?;
+        let source = UploadSource::new(empty.path(), 0);
+        Ok(self
+            .remote
+            .upload(container.as_deref(), &name, &source)
+            .await?)
+    }
+
+    /// Uploads every file with unsaved local content; returns how many were uploaded. Used when
+    /// unmounting so that no write is lost.
+    pub async fn drain(&self) -> Result<usize> {
+        let files = self.tree().files_below(ROOT_INO);
+        let mut uploaded = 0;
+        let mut first_error = None;
+        for ino in files {
+            let Ok(content) = self.content_of(ino) else {
+                continue;
+            };
+            let mut state = content.lock().await;
+            if !state.dirty {
+                continue;
+            }
+            match self.upload_locked(ino, &mut state).await {
+                Ok(()) => uploaded += 1,
+                Err(err) => {
+                    log::error!("{}", err.message);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(uploaded),
+        }
+    }
+
+    pub(super) fn content_of(&self, ino: Ino) -> Result<Arc<tokio::sync::Mutex<Content>>> {
+        let tree = self.tree();
+        let node = tree
+            .get(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        match &node.kind {
+            NodeKind::File(file) => Ok(file.content.clone()),
+            NodeKind::Dir(_) => Err(Error::is_dir(format!("{}: is a directory", node.name))),
+        }
+    }
+
+    pub(super) fn set_size(&self, ino: Ino, size: u64) {
+        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
+            file.size = size;
+            file.cached_version = None;
+        }
+    }
+
+    pub(super) fn remote_object(&self, ino: Ino) -> Result<(Option<String>, ObjectMeta)> {
+        let tree = self.tree();
+        let node = tree
+            .get(ino)
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        let object = node
+            .file()
+            .and_then(|f| f.remote.clone())
+            .ok_or_else(|| Error::not_found(&node.name))?;
+        Ok((node.container.clone(), object))
+    }
+
+    /// Marks the file's staged copy as ahead of the remote and, the first time, records that in
+    /// the journal, so a crash before the upload does not lose it. Local-only files are never
+    /// uploaded and never recorded.
+    pub(super) fn mark_dirty(&self, ino: Ino, state: &mut Content) {
+        let record = {
+            let tree = self.tree();
+            let Some(node) = tree.get(ino) else { return };
+            let Some(file) = node.file() else { return };
+            if file.local_only {
+                return;
+            }
+            state.dirty = true;
+            if state.journaled {
+                return;
+            }
+            let Some(staged) = &state.staged else { return };
+            PendingUpload {
+                container: node.container.clone(),
+                path: tree.path_in_scope(ino),
+                symlink: file.symlink,
+                staged: staged.name(),
+            }
+        };
+        match self.journal.record(&record) {
+            Ok(()) => state.journaled = true,
+            Err(err) => log::warn!(
+                "cannot record the pending upload of {:?} ({err}); it is lost if this process \
+                 dies before the upload",
+                record.path
+            ),
+        }
+    }
+
+    /// Marks the staged copy as matching the remote (or as never to be uploaded).
+    pub(super) fn mark_clean(&self, state: &mut Content) {
+        state.dirty = false;
+        if state.journaled {
+            if let Some(staged) = &state.staged {
+                self.journal.remove(&staged.name());
+            }
+            state.journaled = false;
+        }
+    }
+
+    /// Keeps the staged copies of files that could not be uploaded (they stay recorded in the
+    /// journal), so the next mount uploads them; returns how many. Called as the process ends.
+    pub async fn keep_pending(&self) -> usize {
+        let files = self.tree().files_below(ROOT_INO);
+        let mut kept = 0;
+        for ino in files {
+            let Ok(content) = self.content_of(ino) else {
+                continue;
+            };
+            let mut state = content.lock().await;
+            if state.dirty
+                && state.journaled
+                && let Some(staged) = state.staged.take()
+            {
+                staged.keep();
+                kept += 1;
+            }
+        }
+        kept
+    }
+
+    /// A new staging file, hashing what is written only where the API checks an md5 (hashing
+    /// costs more than the rest of the write path).
+    pub(super) fn new_staging(&self) -> std::io::Result<StagingFile> {
+        self.staging.create(self.remote.capabilities().upload_md5)
+    }
+
+    /// Gives the file a staged copy: empty when `empty`, else a copy of the remote object.
+    pub(super) async fn ensure_staged(
+        &self,
+        ino: Ino,
+        state: &mut Content,
+        empty: bool,
+    ) -> Result<()> {
+        if state.staged.is_some() {
+            return Ok(());
+        }
+        let mut staged = self.new_staging()?;
+        if !empty && let Ok((container, object)) = self.remote_object(ino) {
+            self.copy_into(container.as_deref(), &object, &mut staged)
+                .await?;
+        }
+        state.staged = Some(staged);
+        Ok(())
+    }
+
+    pub(super) async fn copy_into(
+        &self,
+        container: Option<&str>,
+        object: &ObjectMeta,
+        staged: &mut StagingFile,
+    ) -> Result<()> {
+        let mut offset = 0;
+        while offset < object.size {
+            let end = (offset + COPY_CHUNK_BYTES).min(object.size);
+            let data = self.remote.read(container, object, offset..end).await?;
+            if data.is_empty() {
+                return Err(Error::io(format!(
+                    "{:?} ended early at byte {offset} while being copied",
+                    object.name
+                )));
+            }
+            staged.write_at(offset, &data)?;
+            offset += data.len() as u64;
+        }
+        staged.set_len(object.size)?;
+        Ok(())
+    }
+
+    /// Uploads `ino` if it has unsaved content.
+    pub(super) async fn upload(&self, ino: Ino) -> Result<()> {
+        let content = self.content_of(ino)?;
+        let mut state = content.lock().await;
+        self.upload_locked(ino, &mut state).await
+    }
+
+    /// Uploads the staged copy of `ino` while its content lock is held. On failure the file
+    /// stays dirty and staged, so a later flush, fsync or the unmount drain tries again.
+    pub(super) async fn upload_locked(&self, ino: Ino, state: &mut Content) -> Result<()> {
+        if !state.dirty {
+            return Ok(());
+        }
+        let (target, local_only, linked) = {
+            let tree = self.tree();
+            let node = tree
+                .get(ino)
+                .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+            let file = node.file().expect("content belongs to a file");
+            (
+                self.target_of(&tree, node, file),
+                file.local_only,
+                node.linked,
+            )
+        };
+        if local_only || !linked {
+            return Ok(());
+        }
+        let min = self.remote.capabilities().min_object_bytes;
+        let len = state.staged.as_ref().map_or(0, StagingFile::len);
+        if len < min {
+            // Stays dirty, so the upload happens once the file has grown and is flushed again.
+            log::info!(
+                "{:?} has {len} bytes and {} stores files of at least {min}; it stays local \
+                 until it has content",
+                target.name,
+                self.remote.describe()
+            );
+            return Ok(());
+        }
+        let staged = state.staged.as_ref().expect("a dirty file is staged");
+        let source = UploadSource {
+            path: staged.path().to_path_buf(),
+            size: staged.len(),
+            md5: match self.remote.capabilities().upload_md5 {
+                true => Some(staged.md5()?),
+                false => None,
+            },
+            memory: Some(self.blocks.clone()),
+        };
+        let streamed = match state.stream.take() {
+            Some(stream) if stream.name == target.name && stream.container == target.container => {
+                match stream.finish(source.size).await {
+                    Ok(object) => Some(object),
+                    Err(err) => {
+                        log::info!("{}; uploading the staged copy instead", err.message);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut object = match streamed {
+            Some(object) => object,
+            None => self
+                .remote
+                .upload(target.container.as_deref(), &target.name, &source)
+                .await
+                .map_err(|err| Error::from(err).at_risk())?,
+        };
+        object.md5 = object.md5.or(source.md5.clone());
+        log::debug!(
+            "uploaded inode {ino} as {:?}: {} bytes, md5 {}",
+            object.name,
+            source.size,
+            source.md5.as_deref().unwrap_or("-")
+        );
+        if object.name != target.name {
+            log::warn!(
+                "{} stored {:?} as {:?}; it will be listed under the stored name",
+                self.remote.describe(),
+                target.name,
+                object.name
+            );
+        }
+        self.mark_clean(state);
+        self.blocks
+            .forget_object(target.container.as_deref(), &object.id);
+        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
+            file.size = source.size;
+            file.cached_version = Some(object.version.clone());
+            file.remote = Some(object);
+        }
+        Ok(())
+    }
+
+    /// Where the bytes of `node` go: its existing object's name on APIs that overwrite by name,
+    /// else the encoded path.
+    pub(super) fn target_of(
+        &self,
+        tree: &super::tree::Tree,
+        node: &Node,
+        file: &FileNode,
+    ) -> Target {
+        let caps = self.remote.capabilities();
+        let path = tree.path_in_scope(node.ino);
+        let name = match &file.remote {
+            Some(object) if caps.overwrite_by_name => object.name.clone(),
+            _ if file.symlink => names::encode_link(&path, &caps.name_rules),
+            _ => names::encode(&path, &caps.name_rules),
+        };
+        Target {
+            container: node.container.clone(),
+            name,
+        }
+    }
+}
