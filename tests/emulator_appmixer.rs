@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use md5::{Digest, Md5};
@@ -85,7 +86,12 @@ impl Reply {
 
     /// Asserts a 400 with `validation: {source, keys: [key]}`.
     fn invalid(&self, source: &str, key: &str) {
-        assert_eq!(self.status, StatusCode::BAD_REQUEST, "body: {}", self.text());
+        assert_eq!(
+            self.status,
+            StatusCode::BAD_REQUEST,
+            "body: {}",
+            self.text()
+        );
         let body = self.json();
         assert_eq!(body["statusCode"], 400, "{body}");
         assert_eq!(body["error"], "Bad Request", "{body}");
@@ -225,7 +231,7 @@ impl Emu {
             .ok()
     }
 
-    /// Uploads `data` in chunks of `chunk` bytes, sent in the order of `order` (1-based).
+    /// Uploads `data` in chunks of `chunk` bytes, in order; returns the last answer.
     async fn upload_chunks(&self, token: &str, name: &str, data: &[u8], chunk: usize) -> Value {
         let pieces: Vec<&[u8]> = data.chunks(chunk).collect();
         let total = pieces.len() as u32;
@@ -433,7 +439,10 @@ async fn every_files_route_needs_a_valid_unexpired_token() {
     expired["exp"] = json!(2_000);
     let cases = [
         (None, "Missing authentication"),
-        (Some("Basic YWxpY2U6eA==".to_owned()), "Missing authentication"),
+        (
+            Some("Basic YWxpY2U6eA==".to_owned()),
+            "Missing authentication",
+        ),
         (Some("Bearer ".to_owned()), "Missing authentication"),
         (Some("Bearer not-a-jwt".to_owned()), "Invalid token format"),
         (Some("Bearer a.b.c".to_owned()), "Invalid token format"),
@@ -444,8 +453,11 @@ async fn every_files_route_needs_a_valid_unexpired_token() {
         (
             Some(format!(
                 "Bearer {}",
-                forge(&secret, &json!({"id": "0123456789abcdef01234567",
-                                       "scope": ["user"], "iat": 1, "exp": 4_000_000_000u64}))
+                forge(
+                    &secret,
+                    &json!({"id": "0123456789abcdef01234567",
+                                       "scope": ["user"], "iat": 1, "exp": 4_000_000_000u64})
+                )
             )),
             "Invalid token",
         ),
@@ -460,9 +472,15 @@ async fn every_files_route_needs_a_valid_unexpired_token() {
         (Method::POST, "/files"),
         (Method::DELETE, "/files"),
         (Method::GET, "/files/count"),
-        (Method::GET, "/files/metadata/f179c163-2ad8-4f9d-bce5-95200691b7f9"),
+        (
+            Method::GET,
+            "/files/metadata/f179c163-2ad8-4f9d-bce5-95200691b7f9",
+        ),
         (Method::GET, "/files/f179c163-2ad8-4f9d-bce5-95200691b7f9"),
-        (Method::DELETE, "/files/f179c163-2ad8-4f9d-bce5-95200691b7f9"),
+        (
+            Method::DELETE,
+            "/files/f179c163-2ad8-4f9d-bce5-95200691b7f9",
+        ),
     ];
     for (authorization, message) in &cases {
         for (method, path) in &routes {
@@ -534,7 +552,9 @@ async fn a_single_request_upload_answers_the_docs_file_object() {
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
     let date = file["uploadDate"].as_str().unwrap();
     assert!(
-        chrono::DateTime::parse_from_rfc3339(date).is_ok() && date.len() == 24 && date.ends_with('Z'),
+        chrono::DateTime::parse_from_rfc3339(date).is_ok()
+            && date.len() == 24
+            && date.ends_with('Z'),
         "{date}"
     );
     assert_eq!(
@@ -590,14 +610,24 @@ async fn chunks_in_any_order_are_assembled_by_number() {
     let whole = pieces.concat();
 
     let third = emu
-        .post_chunk(&token, &chunk_headers(None, "big.bin", 3, 3, &pieces[2]), &pieces[2])
+        .post_chunk(
+            &token,
+            &chunk_headers(None, "big.bin", 3, 3, &pieces[2]),
+            &pieces[2],
+        )
         .await
         .ok();
     let id = third["fileId"].as_str().unwrap().to_owned();
     assert_eq!(third["length"], 10, "the bytes stored so far");
     assert_eq!(third["md5"], md5_hex(b""), "no run of chunks from 1 yet");
-    assert!(emu.list(&token, "").await.is_empty(), "incomplete: not listed");
-    assert_eq!(emu.get("/files/count", &token).await.ok(), json!({"count": 0}));
+    assert!(
+        emu.list(&token, "").await.is_empty(),
+        "incomplete: not listed"
+    );
+    assert_eq!(
+        emu.get("/files/count", &token).await.ok(),
+        json!({"count": 0})
+    );
     emu.get(&format!("/files/{id}"), &token)
         .await
         .boom(StatusCode::NOT_FOUND, "File not found");
@@ -607,21 +637,32 @@ async fn chunks_in_any_order_are_assembled_by_number() {
     );
 
     let first = emu
-        .post_chunk(&token, &chunk_headers(Some(&id), "x", 1, 3, &pieces[0]), &pieces[0])
+        .post_chunk(
+            &token,
+            &chunk_headers(Some(&id), "x", 1, 3, &pieces[0]),
+            &pieces[0],
+        )
         .await
         .ok();
     assert_eq!(first["fileId"], id.as_str());
-    assert_eq!(first["filename"], "big.bin", "the name of the first request stays");
+    assert_eq!(
+        first["filename"], "big.bin",
+        "the name of the first request stays"
+    );
     assert_eq!(first["length"], 1010);
     assert_eq!(first["md5"], md5_hex(&pieces[0]));
 
     let done = emu
-        .post_chunk(&token, &chunk_headers(Some(&id), "big.bin", 2, 3, &pieces[1]), &pieces[1])
+        .post_chunk(
+            &token,
+            &chunk_headers(Some(&id), "big.bin", 2, 3, &pieces[1]),
+            &pieces[1],
+        )
         .await
         .ok();
     assert_eq!(done["length"], whole.len());
     assert_eq!(done["md5"], md5_hex(&whole));
-    assert_eq!(emu.list(&token, "").await, [done.clone()]);
+    assert_eq!(emu.list(&token, "").await, [done]);
     let download = emu.get(&format!("/files/{id}"), &token).await;
     assert_eq!(download.status, StatusCode::OK);
     assert_eq!(&download.body[..], &whole[..]);
@@ -632,25 +673,41 @@ async fn a_duplicate_chunk_number_replaces_that_chunk() {
     let emu = Emu::new();
     let token = emu.token(ALICE).await;
     let first = emu
-        .post_chunk(&token, &chunk_headers(None, "d.bin", 1, 2, b"AAAA"), b"AAAA")
+        .post_chunk(
+            &token,
+            &chunk_headers(None, "d.bin", 1, 2, b"AAAA"),
+            b"AAAA",
+        )
         .await
         .ok();
     let id = first["fileId"].as_str().unwrap().to_owned();
     let again = emu
-        .post_chunk(&token, &chunk_headers(Some(&id), "d.bin", 1, 2, b"BB"), b"BB")
+        .post_chunk(
+            &token,
+            &chunk_headers(Some(&id), "d.bin", 1, 2, b"BB"),
+            b"BB",
+        )
         .await
         .ok();
     assert_eq!(again["length"], 2);
     assert_eq!(again["md5"], md5_hex(b"BB"));
     let done = emu
-        .post_chunk(&token, &chunk_headers(Some(&id), "d.bin", 2, 2, b"cc"), b"cc")
+        .post_chunk(
+            &token,
+            &chunk_headers(Some(&id), "d.bin", 2, 2, b"cc"),
+            b"cc",
+        )
         .await
         .ok();
     assert_eq!(done["md5"], md5_hex(b"BBcc"));
 
     // After completion too, as when a client retries its last chunk.
     let replaced = emu
-        .post_chunk(&token, &chunk_headers(Some(&id), "d.bin", 1, 2, b"zzz"), b"zzz")
+        .post_chunk(
+            &token,
+            &chunk_headers(Some(&id), "d.bin", 1, 2, b"zzz"),
+            b"zzz",
+        )
         .await
         .ok();
     assert_eq!(replaced["md5"], md5_hex(b"zzzcc"));
@@ -670,10 +727,16 @@ async fn bad_chunk_headers_and_forms_are_400_and_store_nothing() {
         headers
     };
     for (pairs, key) in [
-        (&[("uploader-chunk-number", "one")][..], "uploader-chunk-number"),
+        (
+            &[("uploader-chunk-number", "one")][..],
+            "uploader-chunk-number",
+        ),
         (&[("uploader-chunk-number", "0")], "uploader-chunk-number"),
         (
-            &[("uploader-chunk-number", "3"), ("uploader-chunks-total", "2")],
+            &[
+                ("uploader-chunk-number", "3"),
+                ("uploader-chunks-total", "2"),
+            ],
             "uploader-chunk-number",
         ),
         (&[("uploader-chunks-total", "2")], "uploader-chunk-number"),
@@ -718,9 +781,13 @@ async fn bad_chunk_headers_and_forms_are_400_and_store_nothing() {
         .await
         .ok();
     let id = first["fileId"].as_str().unwrap();
-    emu.post_chunk(&token, &chunk_headers(Some(id), "t.bin", 2, 3, b"cd"), b"cd")
-        .await
-        .invalid("headers", "uploader-chunks-total");
+    emu.post_chunk(
+        &token,
+        &chunk_headers(Some(id), "t.bin", 2, 3, b"cd"),
+        b"cd",
+    )
+    .await
+    .invalid("headers", "uploader-chunks-total");
     emu.post_chunk(
         &token,
         &[
@@ -745,12 +812,16 @@ async fn a_part_over_the_configured_limit_is_413() {
         config
     });
     let token = emu.token(ALICE).await;
-    emu.post_chunk(&token, &chunk_headers(None, "big", 1, 1, b"12345"), b"12345")
-        .await
-        .boom(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Payload content length greater than maximum allowed: 4",
-        );
+    emu.post_chunk(
+        &token,
+        &chunk_headers(None, "big", 1, 1, b"12345"),
+        b"12345",
+    )
+    .await
+    .boom(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Payload content length greater than maximum allowed: 4",
+    );
     emu.upload(&token, "fits", b"1234").await;
 }
 
@@ -779,7 +850,10 @@ async fn an_unknown_or_foreign_file_is_404() {
         }
     }
     assert!(emu.list(&bob, "").await.is_empty());
-    assert_eq!(emu.get("/files/count", &bob).await.ok(), json!({"count": 0}));
+    assert_eq!(
+        emu.get("/files/count", &bob).await.ok(),
+        json!({"count": 0})
+    );
     emu.call(Method::DELETE, "/files", &bob).await.ok();
     assert_eq!(emu.names(&alice, "").await, ["private.txt"]);
     assert_eq!(
@@ -788,30 +862,27 @@ async fn an_unknown_or_foreign_file_is_404() {
     );
 }
 
-/// A multipart body whose `file` part sends `head`, then waits for `rest` from the channel.
-fn held_body(head: &[u8]) -> (tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>, Body) {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+/// The sending end of a held request body: each item is sent as is, an `Err` cuts the body.
+type BodyFeed = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// A multipart body whose `file` part starts with `head` and goes on with what the returned
+/// feed sends, so a test controls when (and whether) the request ends.
+fn held_body(head: &[u8]) -> (BodyFeed, Body) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let mut start = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
     )
     .into_bytes();
     start.extend_from_slice(head);
-    let stream = futures::stream::once(async move { Ok(Bytes::from(start)) })
-        .chain(tokio_stream_from(rx));
+    let rest = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let stream = futures::stream::once(async move { Ok(Bytes::from(start)) }).chain(rest);
     (tx, Body::from_stream(stream))
 }
 
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
+/// The end of a form started by [`held_body`].
 fn form_end() -> Bytes {
     Bytes::from(format!("\r\n--{BOUNDARY}--\r\n"))
 }
-
-use futures::StreamExt;
 
 #[tokio::test]
 async fn chunk_uploads_in_flight_are_counted_and_an_interrupted_one_stores_nothing() {
@@ -834,13 +905,24 @@ async fn chunk_uploads_in_flight_are_counted_and_an_interrupted_one_stores_nothi
     let (tx3, body3) = held_body(b"3");
     let second = tokio::spawn(send_owned(
         app.clone(),
-        post_files(&token, &chunk_headers(Some(&id), "par.bin", 2, 3, b"22"), body2),
+        post_files(
+            &token,
+            &chunk_headers(Some(&id), "par.bin", 2, 3, b"22"),
+            body2,
+        ),
     ));
     let third = tokio::spawn(send_owned(
         app.clone(),
-        post_files(&token, &chunk_headers(Some(&id), "par.bin", 3, 3, b"33"), body3),
+        post_files(
+            &token,
+            &chunk_headers(Some(&id), "par.bin", 3, 3, b"33"),
+            body3,
+        ),
     ));
-    wait_until("two chunk uploads in flight", || state.chunk_stats().in_flight == 2).await;
+    wait_until("two chunk uploads in flight", || {
+        state.chunk_stats().in_flight == 2
+    })
+    .await;
     let stats = emu.get("/_emulator/stats", "").await.ok();
     assert_eq!(
         stats,
@@ -878,7 +960,11 @@ async fn chunk_uploads_in_flight_are_counted_and_an_interrupted_one_stores_nothi
     let (tx, body) = held_body(b"partial");
     let cut = tokio::spawn(send_owned(
         app.clone(),
-        post_files(&token, &chunk_headers(None, "gone.bin", 1, 1, b"partial!"), body),
+        post_files(
+            &token,
+            &chunk_headers(None, "gone.bin", 1, 1, b"partial!"),
+            body,
+        ),
     ));
     tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
     drop(tx);
@@ -909,7 +995,11 @@ async fn fixture(emu: &Emu) -> (String, Vec<Value>) {
         let data = pattern(size as u8, size);
         let body = multipart(&[("file", Some(name), Some(content_type), &data)]);
         let headers = chunk_headers(None, name, 1, 1, &data);
-        files.push(emu.post_files(&alice, &headers, Body::from(body)).await.ok());
+        files.push(
+            emu.post_files(&alice, &headers, Body::from(body))
+                .await
+                .ok(),
+        );
     }
     let bob = emu.token(BOB).await;
     emu.upload(&bob, "invoice-bob.pdf", b"bob").await;
@@ -927,7 +1017,11 @@ async fn listing_pages_sorts_filters_and_projects() {
         "zeta.png",
         "alpha.txt",
     ];
-    assert_eq!(emu.names(&token, "").await, created, "creation order by default");
+    assert_eq!(
+        emu.names(&token, "").await,
+        created,
+        "creation order by default"
+    );
     assert_eq!(emu.list(&token, "").await, files);
     assert_eq!(emu.names(&token, "?limit=2&offset=1").await, created[1..3]);
     assert_eq!(emu.names(&token, "?offset=4&limit=10").await, ["alpha.txt"]);
@@ -936,7 +1030,13 @@ async fn listing_pages_sorts_filters_and_projects() {
 
     assert_eq!(
         emu.names(&token, "?sort=filename:1").await,
-        ["Invoice-2023.pdf", "alpha.txt", "invoice-2024.pdf", "notes.txt", "zeta.png"]
+        [
+            "Invoice-2023.pdf",
+            "alpha.txt",
+            "invoice-2024.pdf",
+            "notes.txt",
+            "zeta.png"
+        ]
     );
     assert_eq!(
         emu.names(&token, "?sort=length:-1&limit=2").await,
@@ -944,9 +1044,18 @@ async fn listing_pages_sorts_filters_and_projects() {
     );
     assert_eq!(
         emu.names(&token, "?sort=contentType:1,length:-1").await,
-        ["invoice-2024.pdf", "Invoice-2023.pdf", "zeta.png", "notes.txt", "alpha.txt"]
+        [
+            "invoice-2024.pdf",
+            "Invoice-2023.pdf",
+            "zeta.png",
+            "notes.txt",
+            "alpha.txt"
+        ]
     );
-    assert_eq!(emu.names(&token, "?sort=uploadDate:-1&limit=1").await, ["alpha.txt"]);
+    assert_eq!(
+        emu.names(&token, "?sort=uploadDate:-1&limit=1").await,
+        ["alpha.txt"]
+    );
 
     // The docs' example: contains "invoice", sorted by name.
     assert_eq!(
@@ -958,10 +1067,16 @@ async fn listing_pages_sorts_filters_and_projects() {
         emu.names(&token, "?filter=filename:notes.txt").await,
         ["notes.txt"]
     );
-    assert!(emu.names(&token, "?filter=filename:notes").await.is_empty(), "exact");
+    assert!(
+        emu.names(&token, "?filter=filename:notes").await.is_empty(),
+        "exact"
+    );
     assert_eq!(
-        emu.names(&token, "?filter=contentType:text/plain&filter=filename:~ALPHA")
-            .await,
+        emu.names(
+            &token,
+            "?filter=contentType:text/plain&filter=filename:~ALPHA"
+        )
+        .await,
         ["alpha.txt"]
     );
     assert_eq!(emu.names(&token, "?filter=length:40").await, ["zeta.png"]);
@@ -979,7 +1094,10 @@ async fn listing_pages_sorts_filters_and_projects() {
     let projected = emu
         .get("/files?projection=fileId,filename&limit=1", &token)
         .await;
-    assert_eq!(key_order(&projected.text()[1..projected.text().len() - 1]), ["filename", "fileId"]);
+    assert_eq!(
+        key_order(&projected.text()[1..projected.text().len() - 1]),
+        ["filename", "fileId"]
+    );
     assert_eq!(
         projected.ok(),
         json!([{"filename": "invoice-2024.pdf", "fileId": files[0]["fileId"]}])
@@ -1003,7 +1121,9 @@ async fn listing_pages_sorts_filters_and_projects() {
         json!({"count": 5})
     );
     assert_eq!(
-        emu.names(&token, "?includeComponentSourceFiles=false").await.len(),
+        emu.names(&token, "?includeComponentSourceFiles=false")
+            .await
+            .len(),
         5
     );
 }
@@ -1023,7 +1143,10 @@ async fn bad_list_queries_are_400_with_the_parameter() {
         ("filter=length:~3", "filter"),
         ("projection=filename,-md5", "projection"),
         ("projection=owner", "projection"),
-        ("includeComponentSourceFiles=maybe", "includeComponentSourceFiles"),
+        (
+            "includeComponentSourceFiles=maybe",
+            "includeComponentSourceFiles",
+        ),
         ("limit=1&limit=2", "limit"),
         ("page=2", "page"),
     ] {
@@ -1126,7 +1249,9 @@ async fn delete_one_and_delete_by_filter() {
     let (alice, files) = fixture(&emu).await;
     let bob = emu.token(BOB).await;
     let id = files[1]["fileId"].as_str().unwrap();
-    let deleted = emu.call(Method::DELETE, &format!("/files/{id}"), &alice).await;
+    let deleted = emu
+        .call(Method::DELETE, &format!("/files/{id}"), &alice)
+        .await;
     assert_eq!(deleted.ok(), json!({}));
     emu.call(Method::DELETE, &format!("/files/{id}"), &alice)
         .await
@@ -1140,7 +1265,11 @@ async fn delete_one_and_delete_by_filter() {
         .await;
     assert_eq!(matching.ok(), json!({}));
     assert_eq!(emu.names(&alice, "").await, ["zeta.png", "alpha.txt"]);
-    assert_eq!(emu.names(&bob, "").await, ["invoice-bob.pdf"], "only the caller's");
+    assert_eq!(
+        emu.names(&bob, "").await,
+        ["invoice-bob.pdf"],
+        "only the caller's"
+    );
 
     // An upload in progress can be deleted by id; its chunks go with it.
     let part = emu
@@ -1151,11 +1280,18 @@ async fn delete_one_and_delete_by_filter() {
     emu.call(Method::DELETE, &format!("/files/{partial}"), &alice)
         .await
         .ok();
-    emu.post_chunk(&alice, &chunk_headers(Some(partial), "p.bin", 2, 2, b"yy"), b"yy")
-        .await
-        .boom(StatusCode::NOT_FOUND, "File not found");
+    emu.post_chunk(
+        &alice,
+        &chunk_headers(Some(partial), "p.bin", 2, 2, b"yy"),
+        b"yy",
+    )
+    .await
+    .boom(StatusCode::NOT_FOUND, "File not found");
 
-    assert_eq!(emu.call(Method::DELETE, "/files", &alice).await.ok(), json!({}));
+    assert_eq!(
+        emu.call(Method::DELETE, "/files", &alice).await.ok(),
+        json!({})
+    );
     assert!(emu.list(&alice, "").await.is_empty());
     assert_eq!(emu.names(&bob, "").await, ["invoice-bob.pdf"]);
 }
@@ -1182,22 +1318,32 @@ async fn unknown_routes_and_methods_are_hapi_404s() {
 async fn files_and_uploads_in_progress_survive_a_restart() {
     let mut emu = Emu::new();
     let token = emu.token(ALICE).await;
-    let whole = emu.upload_chunks(&token, "w.bin", &pattern(3, 5000), 2048).await;
+    let whole = emu
+        .upload_chunks(&token, "w.bin", &pattern(3, 5000), 2048)
+        .await;
     let part = emu
-        .post_chunk(&token, &chunk_headers(None, "p.bin", 1, 2, b"first-"), b"first-")
+        .post_chunk(
+            &token,
+            &chunk_headers(None, "p.bin", 1, 2, b"first-"),
+            b"first-",
+        )
         .await
         .ok();
     let partial = part["fileId"].as_str().unwrap().to_owned();
 
     emu.restart();
-    assert_eq!(emu.list(&token, "").await, [whole.clone()]);
+    assert_eq!(emu.list(&token, "").await, std::slice::from_ref(&whole));
     let id = whole["fileId"].as_str().unwrap();
     assert_eq!(
         &emu.get(&format!("/files/{id}"), &token).await.body[..],
         &pattern(3, 5000)[..]
     );
     let done = emu
-        .post_chunk(&token, &chunk_headers(Some(&partial), "p.bin", 2, 2, b"second"), b"second")
+        .post_chunk(
+            &token,
+            &chunk_headers(Some(&partial), "p.bin", 2, 2, b"second"),
+            b"second",
+        )
         .await
         .ok();
     assert_eq!(done["md5"], md5_hex(b"first-second"));
@@ -1284,6 +1430,9 @@ async fn a_real_tcp_round_trip_in_chunks() {
         .await
         .unwrap();
     assert_eq!(span.status(), 206);
-    assert_eq!(&span.bytes().await.unwrap()[..], &data[CHUNK - 10..CHUNK + 10]);
+    assert_eq!(
+        &span.bytes().await.unwrap()[..],
+        &data[CHUNK - 10..CHUNK + 10]
+    );
     server.shutdown().await;
 }

@@ -254,7 +254,10 @@ pub fn router(state: AppmixerState) -> Router {
         )
         .route("/files/count", get(files::count))
         .route("/files/metadata/{id}", get(files::metadata))
-        .route("/files/{id}", get(files::download).delete(files::delete_one))
+        .route(
+            "/files/{id}",
+            get(files::download).delete(files::delete_one),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -289,7 +292,10 @@ mod tests {
     #[test]
     fn logins_parse_at_the_first_colon_and_hide_the_password() {
         let login: Login = "a@b.c:pa:ss".parse().unwrap();
-        assert_eq!((login.email.as_str(), login.password.as_str()), ("a@b.c", "pa:ss"));
+        assert_eq!(
+            (login.email.as_str(), login.password.as_str()),
+            ("a@b.c", "pa:ss")
+        );
         assert!(!format!("{login:?}").contains("pa:ss"));
         assert!("a@b.c".parse::<Login>().is_err());
         assert!(":x".parse::<Login>().is_err());

@@ -241,9 +241,7 @@ fn refusal(keys: &Keys, accounts: &Accounts, token: &str) -> Result<Caller, &'st
         Err(err) => {
             return Err(match err.kind() {
                 JwtErrorKind::ExpiredSignature => "Token expired",
-                JwtErrorKind::InvalidSignature | JwtErrorKind::InvalidAlgorithm => {
-                    "Invalid token"
-                }
+                JwtErrorKind::InvalidSignature | JwtErrorKind::InvalidAlgorithm => "Invalid token",
                 _ => "Invalid token format",
             });
         }

@@ -335,10 +335,7 @@ pub(super) async fn download(
         Ranged::Whole => (StatusCode::OK, 0..size),
         Ranged::Part(span) => (StatusCode::PARTIAL_CONTENT, span),
         Ranged::Unsatisfiable => {
-            let mut res = reply::boom(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "Range Not Satisfiable",
-            );
+            let mut res = reply::boom(StatusCode::RANGE_NOT_SATISFIABLE, "Range Not Satisfiable");
             res.headers_mut().insert(
                 header::CONTENT_RANGE,
                 header_value(&format!("bytes */{size}")),
@@ -350,7 +347,10 @@ pub(super) async fn download(
     *res.status_mut() = status;
     let out = res.headers_mut();
     out.insert(header::CONTENT_TYPE, header_value(&record.content_type));
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(span.end - span.start));
+    out.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(span.end - span.start),
+    );
     out.insert(
         header::CONTENT_DISPOSITION,
         header_value(&content_disposition(&record.filename)),

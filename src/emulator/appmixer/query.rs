@@ -313,7 +313,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(query.limit, Some(10));
-        assert!(matches!(&query.filters[..], [Filter::Contains(Field::Filename, t)] if t == "invoice"));
+        assert!(
+            matches!(&query.filters[..], [Filter::Contains(Field::Filename, t)] if t == "invoice")
+        );
         assert_eq!(query.sort, vec![(Field::Filename, false)]);
     }
 

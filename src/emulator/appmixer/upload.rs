@@ -52,7 +52,11 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>
 }
 
 fn invalid_header(name: &str, why: &str) -> Box<Response> {
-    Box::new(reply::invalid("headers", name, &format!("\"{name}\" {why}")))
+    Box::new(reply::invalid(
+        "headers",
+        name,
+        &format!("\"{name}\" {why}"),
+    ))
 }
 
 /// A positive integer header, `None` when absent.
@@ -151,7 +155,10 @@ pub(super) async fn upload(
             Some(record) if record.chunks_total != chunk.total => {
                 return *invalid_header(
                     "uploader-chunks-total",
-                    &format!("must be {} as for the file's first chunk", record.chunks_total),
+                    &format!(
+                        "must be {} as for the file's first chunk",
+                        record.chunks_total
+                    ),
                 );
             }
             Some(_) => {}
@@ -177,7 +184,10 @@ pub(super) async fn upload(
         if received.is_some() || field.name() != Some("file") {
             continue;
         }
-        let part_name = field.file_name().filter(|n| !n.is_empty()).map(str::to_owned);
+        let part_name = field
+            .file_name()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
         let name = chunk.file_name.clone().or(part_name);
         if chunk.file_id.is_none() && name.is_none() {
             return *invalid_header("uploader-file-name", "is required");
@@ -254,7 +264,11 @@ pub(super) async fn upload(
 }
 
 /// Digests every stored chunk that continues the run `1..digested` and sets the record's md5.
-async fn advance(store: &Store, assembly: &mut Assembly, record: &mut FileRecord) -> io::Result<()> {
+async fn advance(
+    store: &Store,
+    assembly: &mut Assembly,
+    record: &mut FileRecord,
+) -> io::Result<()> {
     let ns = namespace(&record.file_id);
     while let Some(&length) = record.chunks.get(&(assembly.digested + 1)) {
         let number = assembly.digested + 1;
