@@ -224,11 +224,23 @@ impl Emu {
         self.post_files(token, headers, Body::from(body)).await
     }
 
+    /// Posts `data` as chunk `number` of `total` of file `id` or of a new file `name`.
+    async fn chunk(
+        &self,
+        token: &str,
+        id: Option<&str>,
+        name: &str,
+        number: u32,
+        total: u32,
+        data: &[u8],
+    ) -> Reply {
+        let headers = chunk_headers(id, name, number, total, data);
+        self.post_chunk(token, &headers, data).await
+    }
+
     /// Uploads `data` as a whole file in one request; returns its File object.
     async fn upload(&self, token: &str, name: &str, data: &[u8]) -> Value {
-        self.post_chunk(token, &chunk_headers(None, name, 1, 1, data), data)
-            .await
-            .ok()
+        self.chunk(token, None, name, 1, 1, data).await.ok()
     }
 
     /// Uploads `data` in chunks of `chunk` bytes, in order; returns the last answer.
@@ -610,11 +622,7 @@ async fn chunks_in_any_order_are_assembled_by_number() {
     let whole = pieces.concat();
 
     let third = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(None, "big.bin", 3, 3, &pieces[2]),
-            &pieces[2],
-        )
+        .chunk(&token, None, "big.bin", 3, 3, &pieces[2])
         .await
         .ok();
     let id = third["fileId"].as_str().unwrap().to_owned();
@@ -637,11 +645,7 @@ async fn chunks_in_any_order_are_assembled_by_number() {
     );
 
     let first = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(Some(&id), "x", 1, 3, &pieces[0]),
-            &pieces[0],
-        )
+        .chunk(&token, Some(&id), "x", 1, 3, &pieces[0])
         .await
         .ok();
     assert_eq!(first["fileId"], id.as_str());
@@ -653,11 +657,7 @@ async fn chunks_in_any_order_are_assembled_by_number() {
     assert_eq!(first["md5"], md5_hex(&pieces[0]));
 
     let done = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(Some(&id), "big.bin", 2, 3, &pieces[1]),
-            &pieces[1],
-        )
+        .chunk(&token, Some(&id), "big.bin", 2, 3, &pieces[1])
         .await
         .ok();
     assert_eq!(done["length"], whole.len());
@@ -672,42 +672,23 @@ async fn chunks_in_any_order_are_assembled_by_number() {
 async fn a_duplicate_chunk_number_replaces_that_chunk() {
     let emu = Emu::new();
     let token = emu.token(ALICE).await;
-    let first = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(None, "d.bin", 1, 2, b"AAAA"),
-            b"AAAA",
-        )
-        .await
-        .ok();
+    let first = emu.chunk(&token, None, "d.bin", 1, 2, b"AAAA").await.ok();
     let id = first["fileId"].as_str().unwrap().to_owned();
     let again = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(Some(&id), "d.bin", 1, 2, b"BB"),
-            b"BB",
-        )
+        .chunk(&token, Some(&id), "d.bin", 1, 2, b"BB")
         .await
         .ok();
     assert_eq!(again["length"], 2);
     assert_eq!(again["md5"], md5_hex(b"BB"));
     let done = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(Some(&id), "d.bin", 2, 2, b"cc"),
-            b"cc",
-        )
+        .chunk(&token, Some(&id), "d.bin", 2, 2, b"cc")
         .await
         .ok();
     assert_eq!(done["md5"], md5_hex(b"BBcc"));
 
     // After completion too, as when a client retries its last chunk.
     let replaced = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(Some(&id), "d.bin", 1, 2, b"zzz"),
-            b"zzz",
-        )
+        .chunk(&token, Some(&id), "d.bin", 1, 2, b"zzz")
         .await
         .ok();
     assert_eq!(replaced["md5"], md5_hex(b"zzzcc"));
@@ -776,18 +757,11 @@ async fn bad_chunk_headers_and_forms_are_400_and_store_nothing() {
         .boom(StatusCode::BAD_REQUEST, "Invalid multipart payload format");
 
     // The total must stay that of the file's first chunk.
-    let first = emu
-        .post_chunk(&token, &chunk_headers(None, "t.bin", 1, 2, b"ab"), b"ab")
-        .await
-        .ok();
+    let first = emu.chunk(&token, None, "t.bin", 1, 2, b"ab").await.ok();
     let id = first["fileId"].as_str().unwrap();
-    emu.post_chunk(
-        &token,
-        &chunk_headers(Some(id), "t.bin", 2, 3, b"cd"),
-        b"cd",
-    )
-    .await
-    .invalid("headers", "uploader-chunks-total");
+    emu.chunk(&token, Some(id), "t.bin", 2, 3, b"cd")
+        .await
+        .invalid("headers", "uploader-chunks-total");
     emu.post_chunk(
         &token,
         &[
@@ -812,13 +786,7 @@ async fn a_part_over_the_configured_limit_is_413() {
         config
     });
     let token = emu.token(ALICE).await;
-    emu.post_chunk(
-        &token,
-        &chunk_headers(None, "big", 1, 1, b"12345"),
-        b"12345",
-    )
-    .await
-    .boom(
+    emu.chunk(&token, None, "big", 1, 1, b"12345").await.boom(
         StatusCode::PAYLOAD_TOO_LARGE,
         "Payload content length greater than maximum allowed: 4",
     );
@@ -836,7 +804,7 @@ async fn an_unknown_or_foreign_file_is_404() {
 
     for who in [&bob, &alice] {
         let target = if who == &bob { id } else { unknown.as_str() };
-        emu.post_chunk(who, &chunk_headers(Some(target), "x", 1, 1, b"x"), b"x")
+        emu.chunk(who, Some(target), "x", 1, 1, b"x")
             .await
             .boom(StatusCode::NOT_FOUND, "File not found");
         for (method, path) in [
@@ -894,10 +862,7 @@ async fn chunk_uploads_in_flight_are_counted_and_an_interrupted_one_stores_nothi
         dir,
     };
     let token = emu.token(ALICE).await;
-    let first = emu
-        .post_chunk(&token, &chunk_headers(None, "par.bin", 1, 3, b"11"), b"11")
-        .await
-        .ok();
+    let first = emu.chunk(&token, None, "par.bin", 1, 3, b"11").await.ok();
     let id = first["fileId"].as_str().unwrap().to_owned();
     assert_eq!(state.chunk_stats().in_flight_max, 1);
 
@@ -1272,21 +1237,14 @@ async fn delete_one_and_delete_by_filter() {
     );
 
     // An upload in progress can be deleted by id; its chunks go with it.
-    let part = emu
-        .post_chunk(&alice, &chunk_headers(None, "p.bin", 1, 2, b"xx"), b"xx")
-        .await
-        .ok();
+    let part = emu.chunk(&alice, None, "p.bin", 1, 2, b"xx").await.ok();
     let partial = part["fileId"].as_str().unwrap();
     emu.call(Method::DELETE, &format!("/files/{partial}"), &alice)
         .await
         .ok();
-    emu.post_chunk(
-        &alice,
-        &chunk_headers(Some(partial), "p.bin", 2, 2, b"yy"),
-        b"yy",
-    )
-    .await
-    .boom(StatusCode::NOT_FOUND, "File not found");
+    emu.chunk(&alice, Some(partial), "p.bin", 2, 2, b"yy")
+        .await
+        .boom(StatusCode::NOT_FOUND, "File not found");
 
     assert_eq!(
         emu.call(Method::DELETE, "/files", &alice).await.ok(),
@@ -1321,14 +1279,7 @@ async fn files_and_uploads_in_progress_survive_a_restart() {
     let whole = emu
         .upload_chunks(&token, "w.bin", &pattern(3, 5000), 2048)
         .await;
-    let part = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(None, "p.bin", 1, 2, b"first-"),
-            b"first-",
-        )
-        .await
-        .ok();
+    let part = emu.chunk(&token, None, "p.bin", 1, 2, b"first-").await.ok();
     let partial = part["fileId"].as_str().unwrap().to_owned();
 
     emu.restart();
@@ -1339,11 +1290,7 @@ async fn files_and_uploads_in_progress_survive_a_restart() {
         &pattern(3, 5000)[..]
     );
     let done = emu
-        .post_chunk(
-            &token,
-            &chunk_headers(Some(&partial), "p.bin", 2, 2, b"second"),
-            b"second",
-        )
+        .chunk(&token, Some(&partial), "p.bin", 2, 2, b"second")
         .await
         .ok();
     assert_eq!(done["md5"], md5_hex(b"first-second"));

@@ -226,17 +226,19 @@ impl AppmixerState {
         self.inner.chunks.read()
     }
 
-    async fn loaded(&self) -> io::Result<&Loaded> {
+    /// The state loaded from the store; a store that cannot be read answers 500.
+    async fn loaded(&self) -> Result<&Loaded, Response> {
         self.inner
             .loaded
             .get_or_try_init(|| async {
                 let store = &self.inner.store;
-                Ok(Loaded {
+                io::Result::Ok(Loaded {
                     keys: auth::Keys::load(store).await?,
                     files: files::Files::load(store).await?,
                 })
             })
             .await
+            .map_err(|err| reply::internal_error("loading the store", &err))
     }
 }
 

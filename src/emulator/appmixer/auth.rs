@@ -172,7 +172,7 @@ pub(super) async fn sign_in(State(st): State<AppmixerState>, body: Bytes) -> Res
     };
     let loaded = match st.loaded().await {
         Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("signing in", &err),
+        Err(res) => return res,
     };
     let iat = chrono::Utc::now().timestamp().max(0) as u64;
     let claims = Claims {
@@ -274,7 +274,7 @@ pub(super) async fn require_token(
     };
     let loaded = match st.loaded().await {
         Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("checking a token", &err),
+        Err(res) => return res,
     };
     match refusal(&loaded.keys, &st.inner.accounts, token) {
         Ok(caller) => {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::query::{self, Field, FileQuery, Projection};
 use super::range::{self, Ranged};
-use super::{AppmixerState, reply};
+use super::{AppmixerState, Loaded, reply};
 use crate::emulator::store::{Blob, Store};
 
 /// The store table holding one record per file.
@@ -235,15 +235,24 @@ impl Files {
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-/// Decodes the query string for a route that accepts `allowed`.
-fn decode(pairs: Pairs, allowed: &[&str]) -> Result<FileQuery, Box<Response>> {
+/// Decodes the query string of a route that accepts `allowed` and runs it over the caller's
+/// complete files; the 400 or 500 to answer otherwise.
+async fn selected<'a>(
+    st: &'a AppmixerState,
+    caller: &Caller,
+    pairs: Pairs,
+    allowed: &[&str],
+) -> Result<(&'a Loaded, FileQuery, Vec<FileRecord>), Response> {
     let Ok(Query(pairs)) = pairs else {
-        return Err(Box::new(reply::boom(
+        return Err(reply::boom(
             StatusCode::BAD_REQUEST,
             "Invalid request query input",
-        )));
+        ));
     };
-    query::decode(&pairs, allowed)
+    let query = query::decode(&pairs, allowed).map_err(|res| *res)?;
+    let loaded = st.loaded().await?;
+    let records = loaded.files.select(&caller.user_id, &query).await;
+    Ok((loaded, query, records))
 }
 
 /// `GET /files`: a bare array of the caller's complete files.
@@ -252,17 +261,13 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
     pairs: Pairs,
 ) -> Response {
-    let query = match decode(pairs, query::LIST_PARAMS) {
-        Ok(query) => query,
-        Err(res) => return *res,
-    };
-    let loaded = match st.loaded().await {
-        Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("listing files", &err),
-    };
-    let page = loaded.files.select(&caller.user_id, &query).await;
-    let json: Vec<FileJson> = page.iter().map(|r| r.json(query.projection)).collect();
-    reply::json(StatusCode::OK, &json)
+    match selected(&st, &caller, pairs, query::LIST_PARAMS).await {
+        Ok((_, query, page)) => {
+            let json: Vec<FileJson> = page.iter().map(|r| r.json(query.projection)).collect();
+            reply::json(StatusCode::OK, &json)
+        }
+        Err(res) => res,
+    }
 }
 
 /// `GET /files/count`: `{"count": N}` of the caller's complete files matching `filter`.
@@ -271,16 +276,13 @@ pub(super) async fn count(
     Extension(caller): Extension<Caller>,
     pairs: Pairs,
 ) -> Response {
-    let query = match decode(pairs, query::COUNT_PARAMS) {
-        Ok(query) => query,
-        Err(res) => return *res,
-    };
-    let loaded = match st.loaded().await {
-        Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("counting files", &err),
-    };
-    let count = loaded.files.select(&caller.user_id, &query).await.len();
-    reply::json(StatusCode::OK, &serde_json::json!({ "count": count }))
+    match selected(&st, &caller, pairs, query::COUNT_PARAMS).await {
+        Ok((_, _, matching)) => reply::json(
+            StatusCode::OK,
+            &serde_json::json!({ "count": matching.len() }),
+        ),
+        Err(res) => res,
+    }
 }
 
 /// `GET /files/metadata/:id`: the File object, also of a file still being uploaded.
@@ -291,7 +293,7 @@ pub(super) async fn metadata(
 ) -> Response {
     let loaded = match st.loaded().await {
         Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("reading file metadata", &err),
+        Err(res) => return res,
     };
     match loaded.files.owned(&id, &caller.user_id).await {
         Some(record) => reply::json(StatusCode::OK, &record.json(Projection::ALL)),
@@ -308,7 +310,7 @@ pub(super) async fn download(
 ) -> Response {
     let loaded = match st.loaded().await {
         Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("downloading", &err),
+        Err(res) => return res,
     };
     // Checked before taking the lock, so probes of unknown ids leave no lock behind.
     if loaded.files.owned(&id, &caller.user_id).await.is_none() {
@@ -428,7 +430,7 @@ pub(super) async fn delete_one(
 ) -> Response {
     let loaded = match st.loaded().await {
         Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("deleting a file", &err),
+        Err(res) => return res,
     };
     if loaded.files.owned(&id, &caller.user_id).await.is_none() {
         return reply::file_not_found();
@@ -451,15 +453,11 @@ pub(super) async fn delete_matching(
     Extension(caller): Extension<Caller>,
     pairs: Pairs,
 ) -> Response {
-    let query = match decode(pairs, query::DELETE_PARAMS) {
-        Ok(query) => query,
-        Err(res) => return *res,
+    let (loaded, _, matching) = match selected(&st, &caller, pairs, query::DELETE_PARAMS).await {
+        Ok(selected) => selected,
+        Err(res) => return res,
     };
-    let loaded = match st.loaded().await {
-        Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("deleting files", &err),
-    };
-    for record in loaded.files.select(&caller.user_id, &query).await {
+    for record in matching {
         let assembly = loaded.files.assembly(&record.file_id);
         let _assembly = assembly.lock().await;
         if loaded

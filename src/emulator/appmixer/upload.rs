@@ -147,7 +147,7 @@ pub(super) async fn upload(
     };
     let loaded = match st.loaded().await {
         Ok(loaded) => loaded,
-        Err(err) => return reply::internal_error("uploading", &err),
+        Err(res) => return res,
     };
     if let Some(id) = &chunk.file_id {
         match loaded.files.owned(id, &caller.user_id).await {
