@@ -19,6 +19,8 @@ pub enum Backend {
     Mix,
     /// Lightfield files: flat, id-keyed, presigned uploads, no delete.
     Lightfield,
+    /// Appmixer files: flat, id-keyed, chunked multipart uploads, JWT sign-in.
+    Appmixer,
 }
 
 /// What the registry holds for one backend.
@@ -61,6 +63,25 @@ impl Backend {
                         .token
                         .get_or_insert_with(|| format!("sk_lf_{}", uuid::Uuid::new_v4().simple()));
                     emulator.token = Some(token.clone());
+                },
+            },
+            Backend::Appmixer => BackendSpec {
+                name: "appmixer",
+                connect: |_| {
+                    Err(remote::RemoteError::new(
+                        remote::ErrorKind::Unsupported,
+                        "appmixer: the client is not built yet",
+                    ))
+                },
+                emulator: |config| {
+                    Ok(emulator::appmixer::router(
+                        emulator::appmixer::AppmixerState::open(config)?,
+                    ))
+                },
+                embed: |emulator, _| {
+                    if emulator.users.is_empty() {
+                        emulator.users.push(emulator::appmixer::Login::generate());
+                    }
                 },
             },
         }

@@ -139,6 +139,13 @@ pub struct ServeArgs {
     /// The one API key to accept (Lightfield); without it any `sk_lf_...` key is accepted.
     #[arg(long)]
     pub token: Option<String>,
+    /// An Appmixer account EMAIL:PASSWORD (repeat for several users); without it one user with
+    /// a generated password is created and printed.
+    #[arg(long = "user", value_name = "EMAIL:PASSWORD")]
+    pub users: Vec<crate::emulator::appmixer::Login>,
+    /// How long Appmixer session tokens live, e.g. 1s in tests.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
 }
 
 /// The options a `--config` file may set (kebab-case keys, as on the command line).

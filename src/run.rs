@@ -46,6 +46,8 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     config.max_upload_bytes = args.max_upload_size.map(|b| b.as_u64());
     config.serve_ranges = !args.no_range;
     config.token = args.token;
+    config.users = args.users;
+    config.token_ttl = args.token_ttl;
     let runtime = runtime()?;
     runtime.block_on(async {
         let server = emulator::spawn(args.backend, config)

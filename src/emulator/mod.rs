@@ -8,6 +8,7 @@
 //! `sessionfs serve` runs one emulator in the foreground; `sessionfs mount` without `--endpoint`
 //! runs one inside the mount process, so the README's first command needs nothing else.
 
+pub mod appmixer;
 pub mod faults;
 pub mod lightfield;
 pub mod mix;
@@ -46,6 +47,11 @@ pub struct EmulatorConfig {
     /// The one API key an emulator with auth accepts (`--token`); `None` accepts any key of
     /// the API's documented shape (Lightfield: `sk_lf_...`).
     pub token: Option<String>,
+    /// Accounts an emulator with user sign-in accepts (Appmixer, `--user EMAIL:PASSWORD`,
+    /// repeatable, so tests can have several users); empty makes the emulator generate one.
+    pub users: Vec<appmixer::Login>,
+    /// Lifetime of the session tokens it issues (`--token-ttl`); short in tests.
+    pub token_ttl: Duration,
 }
 
 impl EmulatorConfig {
@@ -62,6 +68,8 @@ impl EmulatorConfig {
             max_upload_bytes: None,
             serve_ranges: true,
             token: None,
+            users: Vec::new(),
+            token_ttl: appmixer::DEFAULT_TOKEN_TTL,
         }
     }
 }
