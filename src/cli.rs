@@ -51,6 +51,20 @@ pub struct MountArgs {
     /// API token (for APIs that need one).
     #[arg(long, env = "SESSIONFS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Account to sign in as, for APIs that sign in with a password (Appmixer).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the password of --user (or set SESSIONFS_PASSWORD).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Upload parts in flight per file, for APIs that take files in parts [default: the
+    /// backend's own: 1 where the server's handling of parts out of order is unknown].
+    #[arg(long)]
+    pub upload_parallel: Option<usize>,
+    /// Size of each upload part, for APIs that let the client choose it [default: the
+    /// backend's own, e.g. 8MiB].
+    #[arg(long)]
+    pub chunk_size: Option<bytesize::ByteSize>,
     /// Data directory of the embedded emulator (used only without --endpoint).
     #[arg(long)]
     pub data: Option<PathBuf>,

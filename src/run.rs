@@ -73,10 +73,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     crate::cache::memory::limit_allocator_arenas();
     let runtime = runtime()?;
-    let mut client = RemoteConfig::new(
-        args.endpoint.clone().unwrap_or_default(),
-        args.token.clone(),
-    );
+    let mut client = remote_config(&args)?;
     // `identity` names the remote for its staging directory: the embedded emulator's port
     // changes every run, so its data directory names it instead.
     let (emulator, data_note, identity) = match &args.endpoint {
@@ -199,6 +196,28 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     staging.release(kept);
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// The client's config from the mount options: endpoint, credentials (the password from
+/// `--password-file` or `SESSIONFS_PASSWORD`) and upload tuning.
+fn remote_config(args: &MountArgs) -> Result<RemoteConfig, RunError> {
+    let mut client = RemoteConfig::new(
+        args.endpoint.clone().unwrap_or_default(),
+        args.token.clone(),
+    );
+    client.user = args.user.clone();
+    client.password = match &args.password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read the password file {}: {err}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => std::env::var("SESSIONFS_PASSWORD").ok(),
+    };
+    client.upload_parallel = args.upload_parallel;
+    client.part_size = args.chunk_size.map(|size| size.as_u64());
+    Ok(client)
 }
 
 /// Waits for SIGINT or SIGTERM (true) or for the mount to end by an external unmount (false).

@@ -301,6 +301,14 @@ pub struct RemoteConfig {
     pub endpoint: String,
     /// API token, for APIs with auth; never logged.
     pub token: Option<String>,
+    /// Account to sign in as, for APIs that sign in with a password.
+    pub user: Option<String>,
+    /// Password of `user`; never logged.
+    pub password: Option<String>,
+    /// Upload parts in flight per file; `None` takes the backend's default.
+    pub upload_parallel: Option<usize>,
+    /// Bytes per upload part where the client chooses; `None` takes the backend's default.
+    pub part_size: Option<u64>,
     /// How hard to retry temporary failures.
     pub retry: http::RetryConfig,
 }
@@ -311,6 +319,10 @@ impl RemoteConfig {
         Self {
             endpoint: endpoint.into(),
             token,
+            user: None,
+            password: None,
+            upload_parallel: None,
+            part_size: None,
             retry: http::RetryConfig::default(),
         }
     }
