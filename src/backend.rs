@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::emulator::{self, EmulatorConfig};
-use crate::remote::{self, Remote, RemoteConfig, RemoteResult};
+use crate::remote::{self, ErrorKind, Remote, RemoteConfig, RemoteError, RemoteResult};
 
 /// Which remote API a mount or an emulator speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -19,6 +19,8 @@ pub enum Backend {
     Mix,
     /// Lightfield files: flat, id-keyed, presigned uploads, no delete.
     Lightfield,
+    /// Fluxer channels: guilds and channels as directories, attachments as files.
+    Fluxer,
 }
 
 /// What the registry holds for one backend.
@@ -60,6 +62,26 @@ impl Backend {
                     let token = client
                         .token
                         .get_or_insert_with(|| format!("sk_lf_{}", uuid::Uuid::new_v4().simple()));
+                    emulator.token = Some(token.clone());
+                },
+            },
+            Backend::Fluxer => BackendSpec {
+                name: "fluxer",
+                connect: |_| {
+                    Err(RemoteError::new(
+                        ErrorKind::Unsupported,
+                        "fluxer: the client is not built yet",
+                    ))
+                },
+                emulator: |config| {
+                    Ok(emulator::fluxer::router(
+                        emulator::fluxer::FluxerState::open(config)?,
+                    ))
+                },
+                embed: |emulator, client| {
+                    let token = client
+                        .token
+                        .get_or_insert_with(emulator::fluxer::generate_token);
                     emulator.token = Some(token.clone());
                 },
             },

@@ -199,6 +199,17 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     config.max_upload_bytes = args.max_upload_size.map(|b| b.as_u64());
     config.serve_ranges = !args.no_range;
     config.token = args.token;
+    config.fluxer.bot_token = args.bot_token;
+    config.fluxer.uploads = args.uploads;
+    config.fluxer.max_attachment_bytes = args.max_attachment_size.map(|b| b.as_u64());
+    config.fluxer.rate_limits = !args.no_rate_limits;
+    config.fluxer.channels = args.channels;
+    config.fluxer.upload_ttl = args.upload_ttl;
+    if args.backend == Backend::Fluxer && config.token.is_none() {
+        let token = emulator::fluxer::generate_token();
+        println!("fluxer session token (send it as `Authorization: <token>`): {token}");
+        config.token = Some(token);
+    }
     let runtime = runtime()?;
     runtime.block_on(async {
         let server = emulator::spawn(args.backend, config)

@@ -9,6 +9,7 @@
 //! runs one inside the mount process, so the README's first command needs nothing else.
 
 pub mod faults;
+pub mod fluxer;
 pub mod lightfield;
 pub mod mix;
 pub mod store;
@@ -44,6 +45,8 @@ pub struct EmulatorConfig {
     /// The one API key an emulator with auth accepts (`--token`); `None` accepts any key of
     /// the API's documented shape (Lightfield: `sk_lf_...`).
     pub token: Option<String>,
+    /// What only the Fluxer emulator reads (bot token, upload flows, limits, channels).
+    pub fluxer: fluxer::FluxerConfig,
 }
 
 impl EmulatorConfig {
@@ -59,6 +62,7 @@ impl EmulatorConfig {
             max_upload_bytes: None,
             serve_ranges: true,
             token: None,
+            fluxer: fluxer::FluxerConfig::default(),
         }
     }
 }
