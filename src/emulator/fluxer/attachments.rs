@@ -14,7 +14,7 @@ use std::io;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
@@ -148,7 +148,7 @@ pub(super) async fn download(
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 res.headers_mut().insert(header::CONTENT_RANGE, value);
             }
-            return res;
+            return res.into_response();
         }
         Some(Ok(None)) | None => (StatusCode::OK, 0, size),
     };

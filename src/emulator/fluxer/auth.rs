@@ -10,7 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::{FluxerState, reply};
+use super::FluxerState;
+use super::reply::{self, Refused};
 
 /// How the request logged in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,14 +34,12 @@ pub(super) struct Identity {
 
 impl Identity {
     /// The chunked routes are `DefaultUserOnly`: bots get 403 `ACCESS_DENIED`.
-    pub(super) fn require_user(&self) -> Result<(), Response> {
+    pub(super) fn require_user(&self) -> Result<(), Refused> {
         match self.login {
             Login::Session => Ok(()),
-            Login::Bot => Err(reply::error(
-                StatusCode::FORBIDDEN,
-                "ACCESS_DENIED",
-                "Access denied",
-            )),
+            Login::Bot => {
+                Err(reply::error(StatusCode::FORBIDDEN, "ACCESS_DENIED", "Access denied").into())
+            }
         }
     }
 }

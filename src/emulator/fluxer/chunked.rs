@@ -24,14 +24,14 @@ use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::attachments::{self, ReceiveError};
 use super::auth::Identity;
 use super::names;
-use super::reply::{self, FieldError};
+use super::reply::{self, FieldError, Refused};
 use super::{FluxerState, InFlight, ms, now_ms};
 use crate::emulator::store::Store;
 
@@ -85,16 +85,16 @@ impl Sessions {
         store: &Store,
         id: &str,
         who: &Identity,
-    ) -> Result<&mut ChunkedSession, Response> {
+    ) -> Result<&mut ChunkedSession, Refused> {
         let expired = self.by_id.get(id).map(|s| now_ms() >= s.expires_ms);
         match expired {
-            None => return Err(not_found()),
+            None => return Err(not_found().into()),
             Some(true) => {
                 self.by_id.remove(id);
                 forget(store, id)
                     .await
                     .map_err(|err| reply::internal_error("expiring an upload", &err))?;
-                return Err(not_found());
+                return Err(not_found().into());
             }
             Some(false) => {}
         }
@@ -104,7 +104,8 @@ impl Sessions {
                 StatusCode::FORBIDDEN,
                 "CHUNKED_UPLOAD_NOT_OWNED",
                 "You don't own this upload session.",
-            ));
+            )
+            .into());
         }
         Ok(session)
     }
@@ -140,19 +141,15 @@ fn incomplete() -> Response {
     )
 }
 
-fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refused> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(reply::invalid_field(
-            "body",
-            "INVALID_JSON",
-            "Invalid JSON body",
-        )),
+        _ => Err(reply::invalid_field("body", "INVALID_JSON", "Invalid JSON body").into()),
     }
 }
 
 /// A `{upload_id}` path segment: 1..=128 characters.
-fn check_upload_id(id: &str) -> Result<(), Response> {
+fn check_upload_id(id: &str) -> Result<(), Refused> {
     if (1..=128).contains(&id.len()) {
         Ok(())
     } else {
@@ -160,7 +157,8 @@ fn check_upload_id(id: &str) -> Result<(), Response> {
             "upload_id",
             "STRING_LENGTH_INVALID",
             "Upload id length must be between 1 and 128 characters",
-        ))
+        )
+        .into())
     }
 }
 
@@ -172,15 +170,15 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Response {
     if let Err(res) = who.require_user() {
-        return res;
+        return res.into_response();
     }
     let loaded = loaded_or_500!(st, "creating an upload");
     if let Err(res) = loaded.world.channel(&channel_id) {
-        return res;
+        return res.into_response();
     }
     let map = match json_object(&body) {
         Ok(map) => map,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let mut errors = Vec::new();
     let filename = match map.get("filename").and_then(Value::as_str) {
@@ -261,10 +259,10 @@ pub(super) async fn upload_chunk(
     body: Body,
 ) -> Response {
     if let Err(res) = who.require_user() {
-        return res;
+        return res.into_response();
     }
     if let Err(res) = check_upload_id(&upload_id) {
-        return res;
+        return res.into_response();
     }
     let Some(index) = chunk_index
         .trim()
@@ -285,7 +283,7 @@ pub(super) async fn upload_chunk(
         let mut sessions = loaded.chunked.lock().await;
         let session = match sessions.owned(store, &upload_id, &who).await {
             Ok(session) => session,
-            Err(res) => return res,
+            Err(res) => return res.into_response(),
         };
         if index >= session.chunk_count {
             return out_of_range();
@@ -313,7 +311,7 @@ pub(super) async fn upload_chunk(
     let mut sessions = loaded.chunked.lock().await;
     let session = match sessions.owned(store, &upload_id, &who).await {
         Ok(session) => session,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let etag = received.etag();
     if let Err(err) = received.writer.commit().await {
@@ -330,14 +328,15 @@ pub(super) async fn upload_chunk(
 }
 
 /// The `etags` of a complete request as (index, etag).
-fn decode_etags(body: &[u8]) -> Result<Vec<(u64, String)>, Response> {
+fn decode_etags(body: &[u8]) -> Result<Vec<(u64, String)>, Refused> {
     let map = json_object(body)?;
-    let invalid = || {
+    let invalid = || -> Refused {
         reply::invalid_field(
             "etags",
             "INVALID_ETAGS",
             "Etags must be a non-empty array of {chunk_index, etag}",
         )
+        .into()
     };
     let items = map
         .get("etags")
@@ -365,14 +364,14 @@ pub(super) async fn complete(
     body: Bytes,
 ) -> Response {
     if let Err(res) = who.require_user() {
-        return res;
+        return res.into_response();
     }
     if let Err(res) = check_upload_id(&upload_id) {
-        return res;
+        return res.into_response();
     }
     let etags = match decode_etags(&body) {
         Ok(etags) => etags,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let loaded = loaded_or_500!(st, "completing an upload");
     let store = &st.inner.store;
@@ -381,7 +380,7 @@ pub(super) async fn complete(
         let mut sessions = loaded.chunked.lock().await;
         let session = match sessions.owned(store, &upload_id, &who).await {
             Ok(session) => session,
-            Err(res) => return res,
+            Err(res) => return res.into_response(),
         };
         if etags.len() as u64 != session.chunk_count {
             return incomplete();

@@ -9,13 +9,14 @@
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::Identity;
+use super::reply::{self, Refused};
 use super::snowflake::{self, Snowflakes};
-use super::{FluxerConfig, FluxerState, now_ms, reply};
+use super::{FluxerConfig, FluxerState, now_ms};
 use crate::emulator::store::Store;
 
 /// The store table holding the world record.
@@ -142,12 +143,12 @@ impl World {
 
     /// The channel named by a `{channel_id}` path segment: 400 for a malformed id, 404
     /// `UNKNOWN_CHANNEL` for an unknown one.
-    pub(super) fn channel(&self, text: &str) -> Result<&ChannelRecord, Response> {
+    pub(super) fn channel(&self, text: &str) -> Result<&ChannelRecord, Refused> {
         let id = parse_id("channel_id", text)?;
         self.channels
             .iter()
             .find(|c| c.id == id)
-            .ok_or_else(reply::unknown_channel)
+            .ok_or_else(|| reply::unknown_channel().into())
     }
 
     fn channel_json(&self, channel: &ChannelRecord) -> Value {
@@ -215,9 +216,9 @@ impl World {
 }
 
 /// A snowflake path parameter; 400 `INVALID_FORM_BODY` when malformed.
-pub(super) fn parse_id(param: &str, text: &str) -> Result<u64, Response> {
+pub(super) fn parse_id(param: &str, text: &str) -> Result<u64, Refused> {
     snowflake::parse(text).ok_or_else(|| {
-        reply::invalid_field(param, "INVALID_SNOWFLAKE", "Value is not a valid snowflake")
+        reply::invalid_field(param, "INVALID_SNOWFLAKE", "Value is not a valid snowflake").into()
     })
 }
 
@@ -266,15 +267,11 @@ pub(super) async fn my_channels(State(st): State<FluxerState>) -> Response {
     reply::json(StatusCode::OK, &dms)
 }
 
-fn known_guild(world: &World, text: &str) -> Result<(), Response> {
+fn known_guild(world: &World, text: &str) -> Result<(), Refused> {
     if parse_id("guild_id", text)? == world.guild_id {
         Ok(())
     } else {
-        Err(reply::error(
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_GUILD",
-            "Unknown guild",
-        ))
+        Err(reply::error(StatusCode::NOT_FOUND, "UNKNOWN_GUILD", "Unknown guild").into())
     }
 }
 
@@ -283,7 +280,7 @@ pub(super) async fn guild(State(st): State<FluxerState>, Path(guild_id): Path<St
     let loaded = loaded_or_500!(st, "reading the guild");
     match known_guild(&loaded.world, &guild_id) {
         Ok(()) => reply::json(StatusCode::OK, &loaded.world.guild_json()),
-        Err(res) => res,
+        Err(res) => res.into_response(),
     }
 }
 
@@ -295,7 +292,7 @@ pub(super) async fn guild_channels(
     let loaded = loaded_or_500!(st, "listing channels");
     match known_guild(&loaded.world, &guild_id) {
         Ok(()) => reply::json(StatusCode::OK, &loaded.world.guild_channels()),
-        Err(res) => res,
+        Err(res) => res.into_response(),
     }
 }
 
@@ -307,6 +304,6 @@ pub(super) async fn channel(
     let loaded = loaded_or_500!(st, "reading the channel");
     match loaded.world.channel(&channel_id) {
         Ok(channel) => reply::json(StatusCode::OK, &loaded.world.channel_json(channel)),
-        Err(res) => res,
+        Err(res) => res.into_response(),
     }
 }

@@ -35,7 +35,7 @@ use super::attachments::{self, ReceiveError};
 use super::auth::{Identity, Login};
 use super::guilds::{World, parse_id};
 use super::names;
-use super::reply::{self, FieldError};
+use super::reply::{self, FieldError, Refused};
 use super::snowflake::timestamp_ms;
 use super::{FluxerState, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, iso, now_ms};
 use crate::emulator::store::Store;
@@ -214,7 +214,7 @@ struct PageQuery {
 }
 
 impl PageQuery {
-    fn decode(query: &HashMap<String, String>) -> Result<PageQuery, Response> {
+    fn decode(query: &HashMap<String, String>) -> Result<PageQuery, Refused> {
         let limit = match query.get("limit").map(|s| s.trim()) {
             None | Some("") => DEFAULT_PAGE,
             Some(text) => match text.parse::<usize>() {
@@ -224,7 +224,8 @@ impl PageQuery {
                         "limit",
                         "INVALID_INTEGER",
                         "Invalid integer: must be between 1 and 100",
-                    ));
+                    )
+                    .into());
                 }
             },
         };
@@ -309,11 +310,11 @@ pub(super) async fn list(
     let loaded = loaded_or_500!(st, "listing messages");
     let channel = match loaded.world.channel(&channel_id) {
         Ok(channel) => channel.id,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let query = match PageQuery::decode(&query) {
         Ok(query) => query,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let base = base_url(&headers);
     let messages = loaded.messages.lock().await;
@@ -326,11 +327,7 @@ pub(super) async fn list(
 }
 
 /// The channel and message ids of a message route, both checked.
-fn message_ids(
-    loaded: &Loaded,
-    channel_id: &str,
-    message_id: &str,
-) -> Result<(u64, u64), Response> {
+fn message_ids(loaded: &Loaded, channel_id: &str, message_id: &str) -> Result<(u64, u64), Refused> {
     let channel = loaded.world.channel(channel_id)?.id;
     Ok((channel, parse_id("message_id", message_id)?))
 }
@@ -344,7 +341,7 @@ pub(super) async fn get_one(
     let loaded = loaded_or_500!(st, "reading a message");
     let (channel, id) = match message_ids(loaded, &channel_id, &message_id) {
         Ok(ids) => ids,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     match loaded.messages.lock().await.get(channel, id) {
         Some(m) => reply::json(
@@ -363,7 +360,7 @@ pub(super) async fn delete_one(
     let loaded = loaded_or_500!(st, "deleting a message");
     let (channel, id) = match message_ids(loaded, &channel_id, &message_id) {
         Ok(ids) => ids,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let store = &st.inner.store;
     let mut messages = loaded.messages.lock().await;
@@ -393,11 +390,11 @@ pub(super) async fn delete_attachment(
     let loaded = loaded_or_500!(st, "deleting an attachment");
     let (channel, id) = match message_ids(loaded, &channel_id, &message_id) {
         Ok(ids) => ids,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let attachment_id = match parse_id("attachment_id", &attachment_id) {
         Ok(id) => id,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let store = &st.inner.store;
     let mut messages = loaded.messages.lock().await;
@@ -441,7 +438,7 @@ pub(super) async fn create(
     let loaded = loaded_or_500!(st, "creating a message");
     let channel = match loaded.world.channel(&channel_id) {
         Ok(channel) => channel.id,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let mut inline = Vec::new();
     let result = create_message(&st, loaded, &who, channel, &headers, req, &mut inline).await;
@@ -451,7 +448,7 @@ pub(super) async fn create(
             let _ = st.inner.store.delete_blob(OBJECTS_NS, &file.object).await;
         }
     }
-    result.unwrap_or_else(|res| res)
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn create_message(
@@ -462,7 +459,7 @@ async fn create_message(
     headers: &HeaderMap,
     req: Request,
     inline: &mut Vec<InlineFile>,
-) -> Result<Response, Response> {
+) -> Result<Response, Refused> {
     let multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -477,7 +474,7 @@ async fn create_message(
         serde_json::from_slice(&body).map_err(|_| invalid_json())?
     };
     let Value::Object(payload) = payload else {
-        return Err(invalid_json());
+        return Err(invalid_json().into());
     };
     let content = match payload.get("content") {
         None | Some(Value::Null) => String::new(),
@@ -487,7 +484,8 @@ async fn create_message(
                 "content",
                 "CONTENT_LENGTH_INVALID",
                 "Content must be a string of at most 2000 characters",
-            ));
+            )
+            .into());
         }
     };
     let nonce = match payload.get("nonce") {
@@ -504,7 +502,8 @@ async fn create_message(
                 "attachments",
                 "INVALID_TYPE",
                 "Attachments must be an array",
-            ));
+            )
+            .into());
         }
     };
     let mut planned = plan_attachments(st, &metadata, inline).await?;
@@ -513,14 +512,16 @@ async fn create_message(
             "attachments",
             "TOO_MANY_ATTACHMENTS",
             "A message can have at most 10 attachments",
-        ));
+        )
+        .into());
     }
     if content.trim().is_empty() && planned.is_empty() {
         return Err(reply::error(
             StatusCode::BAD_REQUEST,
             "CANNOT_SEND_EMPTY_MESSAGE",
             "Cannot send an empty message",
-        ));
+        )
+        .into());
     }
     let now = now_ms();
     let id = loaded.ids.next(now);
@@ -542,7 +543,7 @@ async fn create_message(
         .iter()
         .any(|a| messages.is_claimed(&a.object))
     {
-        return Err(no_file("attachments"));
+        return Err(no_file("attachments").into());
     }
     messages
         .save(&st.inner.store, record.clone())
@@ -573,7 +574,7 @@ async fn read_multipart(
     req: Request,
     max_file: u64,
     inline: &mut Vec<InlineFile>,
-) -> Result<Value, Response> {
+) -> Result<Value, Refused> {
     let bad_form = || reply::invalid_field("body", "INVALID_FORM", "Malformed multipart body");
     let mut form = Multipart::from_request(req, &())
         .await
@@ -584,7 +585,7 @@ async fn read_multipart(
         if name == "payload_json" {
             let text = field.text().await.map_err(|_| bad_form())?;
             if text.len() > MAX_PAYLOAD_BYTES {
-                return Err(invalid_json());
+                return Err(invalid_json().into());
             }
             payload = serde_json::from_str(&text).map_err(|_| invalid_json())?;
             continue;
@@ -627,7 +628,7 @@ async fn plan_attachments(
     st: &FluxerState,
     metadata: &[Value],
     inline: &[InlineFile],
-) -> Result<Vec<AttachmentRecord>, Response> {
+) -> Result<Vec<AttachmentRecord>, Refused> {
     let mut planned = Vec::new();
     let mut used = HashSet::new();
     for (i, item) in metadata.iter().enumerate() {
@@ -636,7 +637,8 @@ async fn plan_attachments(
                 &format!("attachments.{i}"),
                 "INVALID_TYPE",
                 "Attachment metadata must be an object",
-            ));
+            )
+            .into());
         };
         let index = match item.get("id") {
             Some(Value::Number(n)) => n.as_i64(),
@@ -650,7 +652,8 @@ async fn plan_attachments(
                 &format!("attachments.{i}.filename"),
                 "FILENAME_LENGTH_INVALID",
                 problem,
-            ));
+            )
+            .into());
         }
         let reference = text("uploaded_filename").or_else(|| text("upload_filename"));
         let (object, size, part_name, declared_type) = match reference {
@@ -660,13 +663,13 @@ async fn plan_attachments(
                     .map_err(|err| reply::internal_error("finding an upload", &err))?;
                 let free = size.filter(|_| !used.contains(&key));
                 let Some(size) = free else {
-                    return Err(no_file("attachments"));
+                    return Err(no_file("attachments").into());
                 };
                 (key, size, None, text("content_type"))
             }
             None => {
                 let Some(file) = index.and_then(|n| inline.iter().find(|f| f.index == n)) else {
-                    return Err(no_file("attachments"));
+                    return Err(no_file("attachments").into());
                 };
                 (
                     file.object.clone(),
@@ -682,7 +685,8 @@ async fn plan_attachments(
                 &format!("attachments.{i}.filename"),
                 "REQUIRED",
                 "Filename is required",
-            ));
+            )
+            .into());
         };
         let filename = names::normalize(&raw_name);
         planned.push(AttachmentRecord {

@@ -24,7 +24,7 @@ use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use super::attachments::{self, ReceiveError};
 use super::auth::{Identity, Login};
 use super::names;
-use super::reply::{self, FieldError};
+use super::reply::{self, FieldError, Refused};
 use super::{
     FluxerState, InFlight, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, ms, now_ms,
 };
@@ -153,16 +153,12 @@ struct PlanItem {
     content_type: String,
 }
 
-fn decode_plan(body: &[u8]) -> Result<Vec<PlanItem>, Response> {
-    let invalid = |path: String, message: &str| {
-        reply::invalid_form(vec![FieldError::new(path, "INVALID_FORM_BODY", message)])
+fn decode_plan(body: &[u8]) -> Result<Vec<PlanItem>, Refused> {
+    let invalid = |path: String, message: &str| -> Refused {
+        reply::invalid_form(vec![FieldError::new(path, "INVALID_FORM_BODY", message)]).into()
     };
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return Err(reply::invalid_field(
-            "body",
-            "INVALID_JSON",
-            "Invalid JSON body",
-        ));
+        return Err(reply::invalid_field("body", "INVALID_JSON", "Invalid JSON body").into());
     };
     let items = map
         .get("attachments")
@@ -201,9 +197,9 @@ fn decode_plan(body: &[u8]) -> Result<Vec<PlanItem>, Response> {
         .collect()
 }
 
-fn flow_and_channel(st: &FluxerState, loaded: &Loaded, channel_id: &str) -> Result<(), Response> {
+fn flow_and_channel(st: &FluxerState, loaded: &Loaded, channel_id: &str) -> Result<(), Refused> {
     if !st.inner.config.uploads.presigned {
-        return Err(reply::feature_disabled());
+        return Err(reply::feature_disabled().into());
     }
     loaded.world.channel(channel_id).map(drop)
 }
@@ -218,11 +214,11 @@ pub(super) async fn plan(
 ) -> Response {
     let loaded = loaded_or_500!(st, "planning uploads");
     if let Err(res) = flow_and_channel(&st, loaded, &channel_id) {
-        return res;
+        return res.into_response();
     }
     let items = match decode_plan(&body) {
         Ok(items) => items,
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     let limit = st.max_attachment_bytes(who.login == Login::Bot);
     if items.iter().any(|item| item.file_size > limit) {
@@ -346,12 +342,12 @@ fn etag_reply(etag: &str) -> Response {
 
 /// The live plan `name` (404 `NoSuchUpload` when unknown or expired; an expired one is
 /// deleted), a copy taken under the lock.
-async fn find(st: &FluxerState, loaded: &Loaded, name: &str) -> Result<PresignedUpload, Response> {
+async fn find(st: &FluxerState, loaded: &Loaded, name: &str) -> Result<PresignedUpload, Refused> {
     let mut uploads = loaded.presigned.lock().await;
     match uploads.live(&st.inner.store, name).await {
         Ok(Some(upload)) => Ok(upload.clone()),
-        Ok(None) => Err(no_such_upload()),
-        Err(err) => Err(reply::internal_error("finding an upload", &err)),
+        Ok(None) => Err(no_such_upload().into()),
+        Err(err) => Err(reply::internal_error("finding an upload", &err).into()),
     }
 }
 
@@ -367,10 +363,10 @@ pub(super) async fn put_single(
     let upload = match find(&st, loaded, &name).await {
         Ok(upload) if upload.upload_id.is_none() => upload,
         Ok(_) => return no_such_upload(),
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     if let Some(res) = refusal(&loaded.secret, &upload, 0, &query) {
-        return res;
+        return res.into_response();
     }
     if now_ms() >= upload.expires_ms {
         return denied("AccessDenied", "Request has expired.");
@@ -444,10 +440,10 @@ pub(super) async fn put_part(
     let upload = match find(&st, loaded, &name).await {
         Ok(upload) if upload.upload_id.is_some() => upload,
         Ok(_) => return no_such_upload(),
-        Err(res) => return res,
+        Err(res) => return res.into_response(),
     };
     if let Some(res) = refusal(&loaded.secret, &upload, part, &query) {
-        return res;
+        return res.into_response();
     }
     if now_ms() >= upload.expires_ms {
         return denied("AccessDenied", "Request has expired.");
@@ -516,7 +512,7 @@ pub(super) async fn complete(
 ) -> Response {
     let loaded = loaded_or_500!(st, "finalizing uploads");
     if let Err(res) = flow_and_channel(&st, loaded, &channel_id) {
-        return res;
+        return res.into_response();
     }
     let requested: Option<Vec<(String, String)>> = serde_json::from_slice::<Value>(&body)
         .ok()

@@ -7,6 +7,23 @@ use serde::Serialize;
 
 use crate::emulator::faults::ErrorDetail;
 
+/// An answer that ends a request early, boxed so `Result`s that carry one stay small. `?`
+/// turns any `Response` into one; handlers answer it with `into_response`.
+#[derive(Debug)]
+pub(super) struct Refused(Box<Response>);
+
+impl From<Response> for Refused {
+    fn from(res: Response) -> Self {
+        Refused(Box::new(res))
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 /// `value` as a JSON response.
 pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
