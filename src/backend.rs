@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::emulator::{self, EmulatorConfig};
-use crate::remote::{self, Remote, RemoteConfig, RemoteResult};
+use crate::remote::{self, ErrorKind, Remote, RemoteConfig, RemoteError, RemoteResult};
 
 /// Which remote API a mount or an emulator speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -21,6 +21,8 @@ pub enum Backend {
     Lightfield,
     /// Appmixer files: flat, id-keyed, chunked multipart uploads, JWT sign-in.
     Appmixer,
+    /// Fluxer channels: guilds and channels as directories, attachments as files.
+    Fluxer,
 }
 
 /// What the registry holds for one backend.
@@ -82,6 +84,26 @@ impl Backend {
                     if emulator.users.is_empty() {
                         emulator.users.push(emulator::appmixer::Login::generate());
                     }
+                },
+            },
+            Backend::Fluxer => BackendSpec {
+                name: "fluxer",
+                connect: |_| {
+                    Err(RemoteError::new(
+                        ErrorKind::Unsupported,
+                        "fluxer: the client is not built yet",
+                    ))
+                },
+                emulator: |config| {
+                    Ok(emulator::fluxer::router(
+                        emulator::fluxer::FluxerState::open(config)?,
+                    ))
+                },
+                embed: |emulator, client| {
+                    let token = client
+                        .token
+                        .get_or_insert_with(emulator::fluxer::generate_token);
+                    emulator.token = Some(token.clone());
                 },
             },
         }

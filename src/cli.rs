@@ -150,7 +150,8 @@ pub struct ServeArgs {
     /// Reject uploads larger than this with 413 (the real Mix server has no limit).
     #[arg(long)]
     pub max_upload_size: Option<bytesize::ByteSize>,
-    /// The one API key to accept (Lightfield); without it any `sk_lf_...` key is accepted.
+    /// The one API key to accept (Lightfield; for Fluxer the user's session token); without
+    /// it Lightfield accepts any `sk_lf_...` key and Fluxer generates and prints one.
     #[arg(long)]
     pub token: Option<String>,
     /// An Appmixer account EMAIL:PASSWORD (repeat for several users); without it one user with
@@ -160,6 +161,24 @@ pub struct ServeArgs {
     /// How long Appmixer session tokens live, e.g. 1s in tests.
     #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
+    /// Fluxer: the token of a seeded bot user (`Authorization: Bot <token>`).
+    #[arg(long)]
+    pub bot_token: Option<String>,
+    /// Fluxer: the upload flows offered, comma-separated: chunked, presigned.
+    #[arg(long, default_value = "chunked,presigned")]
+    pub uploads: crate::emulator::fluxer::UploadFlows,
+    /// Fluxer: the largest attachment [default: 25MiB, bots 50MiB on the presigned routes].
+    #[arg(long)]
+    pub max_attachment_size: Option<bytesize::ByteSize>,
+    /// Fluxer: turn the rate limits off (for benchmarks).
+    #[arg(long)]
+    pub no_rate_limits: bool,
+    /// Fluxer: the guild's text channels, seeded when the data directory is new.
+    #[arg(long, value_delimiter = ',', default_value = "general,files")]
+    pub channels: Vec<String>,
+    /// Fluxer: how long upload sessions and presigned URLs live.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub upload_ttl: Duration,
 }
 
 /// The options a `--config` file may set (kebab-case keys, as on the command line).

@@ -48,6 +48,12 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     config.token = args.token;
     config.users = args.users;
     config.token_ttl = args.token_ttl;
+    config.fluxer.bot_token = args.bot_token;
+    config.fluxer.uploads = args.uploads;
+    config.fluxer.max_attachment_bytes = args.max_attachment_size.map(|b| b.as_u64());
+    config.fluxer.rate_limits = !args.no_rate_limits;
+    config.fluxer.channels = args.channels;
+    config.fluxer.upload_ttl = args.upload_ttl;
     let runtime = runtime()?;
     runtime.block_on(async {
         let server = emulator::spawn(args.backend, config)

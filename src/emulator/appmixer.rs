@@ -201,10 +201,10 @@ impl AppmixerState {
         let mut users = config.users.clone();
         if users.is_empty() {
             let login = Login::generate();
-            log::info!(
+            // Printed for the person who started the emulator, never logged.
+            println!(
                 "appmixer emulator: no --user given; sign in as {} with password {}",
-                login.email,
-                login.password
+                login.email, login.password
             );
             users.push(login);
         }

@@ -10,6 +10,7 @@
 
 pub mod appmixer;
 pub mod faults;
+pub mod fluxer;
 pub mod lightfield;
 pub mod mix;
 pub mod store;
@@ -52,6 +53,8 @@ pub struct EmulatorConfig {
     pub users: Vec<appmixer::Login>,
     /// Lifetime of the session tokens it issues (`--token-ttl`); short in tests.
     pub token_ttl: Duration,
+    /// What only the Fluxer emulator reads (bot token, upload flows, limits, channels).
+    pub fluxer: fluxer::FluxerConfig,
 }
 
 impl EmulatorConfig {
@@ -70,6 +73,7 @@ impl EmulatorConfig {
             token: None,
             users: Vec::new(),
             token_ttl: appmixer::DEFAULT_TOKEN_TTL,
+            fluxer: fluxer::FluxerConfig::default(),
         }
     }
 }
