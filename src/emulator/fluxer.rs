@@ -295,14 +295,7 @@ impl FluxerState {
             .loaded
             .get_or_try_init(|| async {
                 let store = &self.inner.store;
-                let secret = match store.get_record::<String>(SECRET_TABLE, "signing").await? {
-                    Some(secret) => secret,
-                    None => {
-                        let secret = uuid::Uuid::new_v4().simple().to_string();
-                        store.put_record(SECRET_TABLE, "signing", &secret).await?;
-                        secret
-                    }
-                };
+                let secret = store.signing_secret(SECRET_TABLE).await?;
                 let ids = snowflake::Snowflakes::default();
                 let world = guilds::World::load_or_seed(store, &self.inner.config, &ids).await?;
                 let messages = messages::Messages::load(store).await?;
@@ -433,14 +426,6 @@ fn now_ms() -> i64 {
 
 fn ms(duration: Duration) -> i64 {
     duration.as_millis().min(i64::MAX as u128) as i64
-}
-
-/// ISO-8601 with milliseconds, as JavaScript's `toISOString` writes it.
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }
 
 async fn stats(State(st): State<FluxerState>) -> Response {

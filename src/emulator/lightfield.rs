@@ -47,8 +47,8 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OnceCell};
 
-use super::EmulatorConfig;
 use super::store::Store;
+use super::{EmulatorConfig, iso_millis};
 use request::Purpose;
 
 /// The only API version the spec knows.
@@ -146,9 +146,9 @@ impl FileRecord {
             filename: &self.filename,
             mime_type: &self.mime_type,
             size_bytes: self.size_bytes,
-            created_at: iso(self.created_ms),
-            completed_at: self.completed_ms.map(iso),
-            expires_at: (status == Status::Pending).then(|| iso(self.session_expires_ms)),
+            created_at: iso_millis(self.created_ms),
+            completed_at: self.completed_ms.map(iso_millis),
+            expires_at: (status == Status::Pending).then(|| iso_millis(self.session_expires_ms)),
         }
     }
 }
@@ -175,14 +175,6 @@ struct CreatedJson<'a> {
     file: FileJson<'a>,
     upload_url: String,
     upload_headers: &'a BTreeMap<String, String>,
-}
-
-/// ISO-8601 with milliseconds, as the docs show (`2026-04-08T12:00:00.000Z`).
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }
 
 fn now_ms() -> i64 {
@@ -231,14 +223,7 @@ impl LightfieldState {
             .loaded
             .get_or_try_init(|| async {
                 let store = &self.inner.store;
-                let secret = match store.get_record::<String>(SECRETS_TABLE, "signing").await? {
-                    Some(secret) => secret,
-                    None => {
-                        let secret = uuid::Uuid::new_v4().simple().to_string();
-                        store.put_record(SECRETS_TABLE, "signing", &secret).await?;
-                        secret
-                    }
-                };
+                let secret = store.signing_secret(SECRETS_TABLE).await?;
                 let files = store
                     .list_records::<FileRecord>(FILES_TABLE)
                     .await?
@@ -602,7 +587,7 @@ async fn file_url(
     );
     reply::json(
         StatusCode::OK,
-        &serde_json::json!({ "url": url, "expiresAt": iso(expires) }),
+        &serde_json::json!({ "url": url, "expiresAt": iso_millis(expires) }),
     )
 }
 
@@ -620,6 +605,6 @@ mod tests {
 
     #[test]
     fn times_have_milliseconds() {
-        assert_eq!(iso(1_775_649_600_123), "2026-04-08T12:00:00.123Z");
+        assert_eq!(iso_millis(1_775_649_600_123), "2026-04-08T12:00:00.123Z");
     }
 }

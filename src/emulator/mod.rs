@@ -13,6 +13,7 @@ pub mod faults;
 pub mod fluxer;
 pub mod lightfield;
 pub mod mix;
+pub mod ranged;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -76,6 +77,15 @@ impl EmulatorConfig {
             fluxer: fluxer::FluxerConfig::default(),
         }
     }
+}
+
+/// A time as ISO-8601 with milliseconds and `Z` (`2026-04-08T12:00:00.000Z`), as JavaScript's
+/// `toISOString` writes it and as the Lightfield, Appmixer and Fluxer docs show their times.
+pub fn iso_millis(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// A running emulator. Dropping it stops the server.

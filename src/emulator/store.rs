@@ -117,6 +117,22 @@ impl Store {
         }
     }
 
+    /// The emulator's signing secret kept in `table`, made (random, 256 bits) on first use, so
+    /// the URLs and tokens it signs stay valid across restarts.
+    pub async fn signing_secret(&self, table: &str) -> io::Result<String> {
+        const KEY: &str = "signing";
+        if let Some(secret) = self.get_record::<String>(table, KEY).await? {
+            return Ok(secret);
+        }
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.put_record(table, KEY, &secret).await?;
+        Ok(secret)
+    }
+
     /// Every record of `table` with its key, in no particular order.
     pub async fn list_records<T: DeserializeOwned>(
         &self,

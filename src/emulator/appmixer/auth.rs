@@ -33,8 +33,6 @@ use crate::emulator::store::Store;
 
 /// The store table holding the signing secret.
 const SECRET_TABLE: &str = "appmixer_secret";
-/// Its one record's key.
-const SECRET_KEY: &str = "signing";
 
 /// One account: the login plus the id its files are owned by.
 #[derive(Clone)]
@@ -86,18 +84,7 @@ pub(super) struct Keys {
 impl Keys {
     /// Reads the secret from the store, creating it on first use.
     pub(super) async fn load(store: &Store) -> io::Result<Keys> {
-        let secret = match store.get_record::<String>(SECRET_TABLE, SECRET_KEY).await? {
-            Some(secret) => secret,
-            None => {
-                let secret = format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                );
-                store.put_record(SECRET_TABLE, SECRET_KEY, &secret).await?;
-                secret
-            }
-        };
+        let secret = store.signing_secret(SECRET_TABLE).await?;
         Ok(Keys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),

@@ -30,6 +30,7 @@ use super::auth::Caller;
 use super::query::{self, Field, FileQuery, Projection};
 use super::range::{self, Ranged};
 use super::{AppmixerState, Loaded, reply};
+use crate::emulator::iso_millis;
 use crate::emulator::store::{Blob, Store};
 
 /// The store table holding one record per file.
@@ -78,7 +79,7 @@ impl FileRecord {
         FileJson {
             length: show(Field::Length).then(|| self.length()),
             chunk_size: show(Field::ChunkSize).then_some(GRIDFS_CHUNK_SIZE),
-            upload_date: show(Field::UploadDate).then(|| iso(self.upload_date_ms)),
+            upload_date: show(Field::UploadDate).then(|| iso_millis(self.upload_date_ms)),
             filename: show(Field::Filename).then_some(self.filename.as_str()),
             md5: show(Field::Md5).then_some(self.md5.as_str()),
             metadata: show(Field::Metadata).then_some(Metadata {
@@ -116,14 +117,6 @@ pub(super) struct FileJson<'a> {
 struct Metadata<'a> {
     #[serde(rename = "userId")]
     user_id: &'a str,
-}
-
-/// ISO-8601 with milliseconds and `Z`, as the docs' `uploadDate`.
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }
 
 /// The md5 of chunks `1..=digested` of one file, kept between its chunk uploads so each byte
@@ -481,7 +474,7 @@ mod tests {
 
     #[test]
     fn upload_dates_have_milliseconds() {
-        assert_eq!(iso(1_595_618_389_755), "2020-07-24T19:19:49.755Z");
+        assert_eq!(iso_millis(1_595_618_389_755), "2020-07-24T19:19:49.755Z");
     }
 
     #[test]

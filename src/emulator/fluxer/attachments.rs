@@ -11,10 +11,11 @@
 
 use std::io;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::emulator::ranged;
+use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
@@ -131,84 +132,17 @@ pub(super) async fn download(
         Ok(None) => return not_found(),
         Err(err) => return reply::internal_error("downloading", &err),
     };
-    let size = blob.info.size;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| st.inner.serve_ranges)
-        .map(|spec| parse_range(spec, size));
-    let (status, start, end) = match range {
-        Some(Ok(Some((start, end)))) => (StatusCode::PARTIAL_CONTENT, start, end),
-        Some(Err(())) => {
-            let mut res = reply::error(
+    ranged::blob_response(
+        blob,
+        &headers,
+        st.inner.serve_ranges,
+        &attachment.content_type,
+        || {
+            reply::error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "RANGE_NOT_SATISFIABLE",
                 "The requested range is not satisfiable.",
-            );
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return res.into_response();
-        }
-        Some(Ok(None)) | None => (StatusCode::OK, 0, size),
-    };
-    let mut res = Response::new(Body::from_stream(blob.into_stream(start..end)));
-    *res.status_mut() = status;
-    let out = res.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&attachment.content_type) {
-        out.insert(header::CONTENT_TYPE, value);
-    }
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1))
-    {
-        out.insert(header::CONTENT_RANGE, value);
-    }
-    res
-}
-
-/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range as `start..end`. `Ok(None)` means "serve
-/// the whole body"; `Err` means unsatisfiable.
-fn parse_range(spec: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some((first, last)) = spec
-        .strip_prefix("bytes=")
-        .filter(|list| !list.contains(','))
-        .and_then(|one| one.trim().split_once('-'))
-    else {
-        return Ok(None);
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| s.parse::<u64>().ok();
-    if first.is_empty() {
-        return match number(last) {
-            Some(suffix) if suffix > 0 && size > 0 => Ok(Some((size.saturating_sub(suffix), size))),
-            Some(_) => Err(()),
-            None => Ok(None),
-        };
-    }
-    match (number(first), last.is_empty(), number(last)) {
-        (Some(start), _, _) if start >= size => Err(()),
-        (Some(start), true, _) => Ok(Some((start, size))),
-        (Some(start), false, Some(end)) if end >= start => Ok(Some((start, (end + 1).min(size)))),
-        _ => Ok(None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-4", 10), Ok(Some((0, 5))));
-        assert_eq!(parse_range("bytes=5-", 10), Ok(Some((5, 10))));
-        assert_eq!(parse_range("bytes=-3", 10), Ok(Some((7, 10))));
-        assert_eq!(parse_range("bytes=8-100", 10), Ok(Some((8, 10))));
-        assert_eq!(parse_range("bytes=10-", 10), Err(()));
-        assert_eq!(parse_range("bytes=-0", 10), Err(()));
-        assert_eq!(parse_range("bytes=0-1,4-5", 10), Ok(None));
-        assert_eq!(parse_range("items=0-1", 10), Ok(None));
-        assert_eq!(parse_range("bytes=5-2", 10), Ok(None));
-    }
+            )
+        },
+    )
 }

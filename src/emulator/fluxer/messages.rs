@@ -37,7 +37,8 @@ use super::guilds::{World, parse_id};
 use super::names;
 use super::reply::{self, FieldError, Refused};
 use super::snowflake::timestamp_ms;
-use super::{FluxerState, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, iso, now_ms};
+use super::{FluxerState, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, now_ms};
+use crate::emulator::iso_millis;
 use crate::emulator::store::Store;
 
 /// The store table holding one record per message.
@@ -284,7 +285,7 @@ fn message_json(record: &MessageRecord, world: &World, base: &str) -> Value {
         "type": 0,
         "flags": record.flags,
         "content": record.content,
-        "timestamp": iso(timestamp_ms(record.id)),
+        "timestamp": iso_millis(timestamp_ms(record.id)),
         "edited_timestamp": null,
         "pinned": false,
         "mention_everyone": false,

@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::emulator::ranged;
 use axum::response::Response;
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -229,80 +231,18 @@ pub(super) async fn download(
         }
         Err(err) => return reply::internal_error("downloading", &err),
     };
-    let size = blob.info.size;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|spec| parse_range(spec, size));
-    let (status, start, end) = match range {
-        Some(Ok(Some((start, end)))) => (StatusCode::PARTIAL_CONTENT, start, end),
-        Some(Err(())) => {
-            let mut res = reply::storage_error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "InvalidRange",
-                "The requested range is not satisfiable.",
-            );
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                res.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return res;
-        }
-        Some(Ok(None)) | None => (StatusCode::OK, 0, size),
-    };
-    let mut res = Response::new(Body::from_stream(blob.into_stream(start..end)));
-    *res.status_mut() = status;
-    let out = res.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&mime_type) {
-        out.insert(header::CONTENT_TYPE, value);
-    }
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1))
-    {
-        out.insert(header::CONTENT_RANGE, value);
-    }
-    res
-}
-
-/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range as `start..end`. `Ok(None)` means "serve
-/// the whole body" (several ranges or a syntax S3 ignores); `Err` means unsatisfiable.
-fn parse_range(spec: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some((first, last)) = spec
-        .strip_prefix("bytes=")
-        .filter(|list| !list.contains(','))
-        .and_then(|one| one.trim().split_once('-'))
-    else {
-        return Ok(None);
-    };
-    let number = |s: &str| s.trim().parse::<u64>().ok();
-    match (first.trim().is_empty(), number(first), number(last)) {
-        (true, _, Some(suffix)) if suffix > 0 && size > 0 => {
-            Ok(Some((size.saturating_sub(suffix), size)))
-        }
-        (true, _, _) => Err(()),
-        (false, Some(start), _) if start >= size => Err(()),
-        (false, Some(start), None) if last.trim().is_empty() => Ok(Some((start, size))),
-        (false, Some(start), Some(end)) if end >= start => Ok(Some((start, (end + 1).min(size)))),
-        _ => Ok(None),
-    }
+    ranged::blob_response(blob, &headers, true, &mime_type, || {
+        reply::storage_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "InvalidRange",
+            "The requested range is not satisfiable.",
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-4", 10), Ok(Some((0, 5))));
-        assert_eq!(parse_range("bytes=5-", 10), Ok(Some((5, 10))));
-        assert_eq!(parse_range("bytes=-3", 10), Ok(Some((7, 10))));
-        assert_eq!(parse_range("bytes=8-100", 10), Ok(Some((8, 10))));
-        assert_eq!(parse_range("bytes=10-", 10), Err(()));
-        assert_eq!(parse_range("bytes=0-1,4-5", 10), Ok(None));
-        assert_eq!(parse_range("items=0-1", 10), Ok(None));
-        assert_eq!(parse_range("bytes=5-2", 10), Ok(None));
-    }
 
     #[test]
     fn signatures_bind_operation_id_and_expiry() {
