@@ -114,10 +114,19 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     if staging.replay {
         let journal = Journal::open(&staging_dir).map_err(|err| err.to_string())?;
         let area = StagingArea::new(&staging_dir).map_err(|err| err.to_string())?;
-        match runtime.block_on(journal::replay(&journal, &area, &*remote)) {
-            Ok((0, 0)) => {}
-            Ok((uploaded, failed)) => log::info!(
-                "files left by an earlier mount: {uploaded} uploaded, {failed} still pending"
+        // Named like the staging directory: the backend and the remote.
+        let recovery = cache_dir
+            .join("recovery")
+            .join(staging_dir.file_name().unwrap_or_default());
+        match runtime.block_on(journal::replay(&journal, &area, &*remote, &recovery)) {
+            Ok(done) if done == journal::Replayed::default() => {}
+            Ok(done) => log::info!(
+                "files left by an earlier mount: {} uploaded, {} still pending, {} never \
+                 committed and kept in {}",
+                done.uploaded,
+                done.failed,
+                done.recovered,
+                recovery.display()
             ),
             Err(err) => log::error!(
                 "cannot read the journal in {}: {err}",

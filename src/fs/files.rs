@@ -32,6 +32,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             let mut state = content.lock().await;
             self.ensure_staged(ino, &mut state, truncate).await?;
             if truncate {
+                self.before_change(ino, &mut state)?;
                 state.staged.as_mut().expect("staged above").set_len(0)?;
                 self.mark_dirty(ino, &mut state);
                 state.stream = None;
@@ -78,6 +79,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
+        self.before_change(ino, &mut state)?;
         let staged = state
             .staged
             .as_mut()

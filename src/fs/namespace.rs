@@ -86,6 +86,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             let content = self.content_of(ino)?;
             let mut state = content.lock().await;
             self.ensure_staged(ino, &mut state, size == 0).await?;
+            self.before_change(ino, &mut state)?;
             let staged = state.staged.as_mut().expect("staged above");
             staged.set_len(size)?;
             self.mark_dirty(ino, &mut state);

@@ -17,7 +17,7 @@ struct Fixture {
     fs: SessionFs<dyn Remote>,
     session_id: String,
     session: Ino,
-    _staging: tempfile::TempDir,
+    staging: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
@@ -45,7 +45,7 @@ async fn fixture_with(memory: MemoryRemote, tweak: impl FnOnce(&mut FsConfig)) -
         fs,
         session_id,
         session,
-        _staging: staging,
+        staging,
     }
 }
 
@@ -245,5 +245,50 @@ async fn without_memory_for_its_queue_a_file_is_uploaded_at_close_instead_of_str
     assert_eq!(
         f.memory.get(&f.session_id, "big.bin").unwrap(),
         &b"streamed?"[..]
+    );
+}
+
+#[tokio::test]
+async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
+    let f = fixture().await;
+    f.faulty
+        .fail("upload", When::Always, ErrorKind::Unavailable);
+    let (entry, opened) =
+        f.fs.create(f.session, "doc.txt", 0o644, false)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"committed"))
+        .await
+        .unwrap();
+    // The close commits "committed", but the server is down, so it stays pending.
+    assert_eq!(
+        f.fs.flush(ino, opened.fh).await.unwrap_err().errno,
+        libc::EIO
+    );
+    // Written again and never closed: this must not reach the server after a crash.
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"half-done"))
+        .await
+        .unwrap();
+    // The process dies: what is pending stays on disk for the next mount.
+    f.fs.keep_pending().await;
+
+    let staging = f.staging.path();
+    let journal = crate::write::journal::Journal::open(staging).unwrap();
+    let area = crate::write::StagingArea::new(staging).unwrap();
+    let recovery = tempfile::tempdir().unwrap();
+    let done = crate::write::journal::replay(&journal, &area, &*f.memory, recovery.path())
+        .await
+        .unwrap();
+    assert_eq!((done.uploaded, done.recovered), (1, 1));
+    assert_eq!(f.memory.get(&f.session_id, "doc.txt").unwrap(), "committed");
+    let found = std::fs::read_dir(recovery.path().join(&f.session_id))
+        .unwrap()
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        [b"half-done".to_vec()],
+        "kept locally, never uploaded"
     );
 }

@@ -59,6 +59,12 @@ pub struct Content {
     pub dirty: bool,
     /// The journal holds a record of this pending upload.
     pub journaled: bool,
+    /// The staged copy is what the application last committed (closed or fsynced), its
+    /// record says so, and the upload of it is not confirmed yet.
+    pub committed: bool,
+    /// The committed bytes, kept aside (and recorded as committed) when the application wrote
+    /// again before their upload was confirmed; the live copy is then uncommitted.
+    pub snapshot: Option<StagingFile>,
     /// Open handles that may write.
     pub writers: usize,
     /// The upload running while the file is written from start to end, if any; dropping it

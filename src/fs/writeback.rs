@@ -95,42 +95,110 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok((node.container.clone(), object))
     }
 
+    /// The journal record of `ino`'s live staged copy; `None` for files that are never
+    /// uploaded (local-only) or not staged.
+    fn record_of(&self, ino: Ino, state: &Content, committed: bool) -> Option<PendingUpload> {
+        let tree = self.tree();
+        let node = tree.get(ino)?;
+        let file = node.file().filter(|file| !file.local_only)?;
+        Some(PendingUpload {
+            container: node.container.clone(),
+            path: tree.path_in_scope(ino),
+            symlink: file.symlink,
+            staged: state.staged.as_ref()?.name(),
+            committed,
+        })
+    }
+
+    /// Writes `record` to the journal; a failure is logged, since the upload can still work.
+    fn write_record(&self, record: &PendingUpload) -> bool {
+        match self.journal.record(record) {
+            Ok(()) => true,
+            Err(err) => {
+                log::warn!(
+                    "cannot record the pending upload of {:?} ({err}); it is lost if this \
+                     process dies before the upload",
+                    record.path
+                );
+                false
+            }
+        }
+    }
+
     /// Marks the file's staged copy as ahead of the remote and, the first time, records that in
-    /// the journal, so a crash before the upload does not lose it. Local-only files are never
-    /// uploaded and never recorded.
+    /// the journal (as uncommitted unless it was committed), so a crash before the upload
+    /// does not lose it. Local-only
+    /// files are never uploaded and never recorded.
     pub(super) fn mark_dirty(&self, ino: Ino, state: &mut Content) {
-        let record = {
-            let tree = self.tree();
-            let Some(node) = tree.get(ino) else { return };
-            let Some(file) = node.file() else { return };
-            if file.local_only {
-                return;
-            }
-            state.dirty = true;
-            if state.journaled {
-                return;
-            }
-            let Some(staged) = &state.staged else { return };
-            PendingUpload {
-                container: node.container.clone(),
-                path: tree.path_in_scope(ino),
-                symlink: file.symlink,
-                staged: staged.name(),
-            }
+        if self
+            .tree()
+            .get(ino)
+            .and_then(Node::file)
+            .is_none_or(|f| f.local_only)
+        {
+            return;
+        }
+        state.dirty = true;
+        if state.journaled {
+            return;
+        }
+        // A record written again (after a rename) keeps what it said about the commit.
+        if let Some(record) = self.record_of(ino, state, state.committed) {
+            state.journaled = self.write_record(&record);
+        }
+    }
+
+    /// Called before the staged copy changes: if it holds committed bytes whose upload is not
+    /// confirmed, they are copied aside and recorded as committed, and the live copy becomes
+    /// uncommitted, so a crash from here on uploads what the application committed, never
+    /// what it is still writing.
+    pub(super) fn before_change(&self, ino: Ino, state: &mut Content) -> Result<()> {
+        let Some(live) = state.staged.as_ref().filter(|_| state.committed) else {
+            return Ok(());
         };
-        match self.journal.record(&record) {
-            Ok(()) => state.journaled = true,
-            Err(err) => log::warn!(
-                "cannot record the pending upload of {:?} ({err}); it is lost if this process \
-                 dies before the upload",
-                record.path
-            ),
+        let mut snapshot = self.new_staging()?;
+        let mut offset = 0;
+        while offset < live.len() {
+            let data = live.read_at(offset, COPY_CHUNK_BYTES as usize)?;
+            if data.is_empty() {
+                break;
+            }
+            snapshot.write_at(offset, &data)?;
+            offset += data.len() as u64;
+        }
+        if let Some(mut record) = self.record_of(ino, state, true) {
+            record.staged = snapshot.name();
+            self.write_record(&record);
+        }
+        if let Some(record) = self.record_of(ino, state, false) {
+            state.journaled = self.write_record(&record);
+        }
+        state.committed = false;
+        state.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    /// The application committed the file (close, fsync, or a clean unmount): its record now
+    /// says so, and a snapshot of an earlier commit is no longer needed.
+    fn commit(&self, ino: Ino, state: &mut Content) {
+        if let Some(record) = self.record_of(ino, state, true) {
+            state.journaled = self.write_record(&record);
+            state.committed = state.journaled;
+        }
+        self.drop_snapshot(state);
+    }
+
+    fn drop_snapshot(&self, state: &mut Content) {
+        if let Some(snapshot) = state.snapshot.take() {
+            self.journal.remove(&snapshot.name());
         }
     }
 
     /// Marks the staged copy as matching the remote (or as never to be uploaded).
     pub(super) fn mark_clean(&self, state: &mut Content) {
         state.dirty = false;
+        state.committed = false;
+        self.drop_snapshot(state);
         if state.journaled {
             if let Some(staged) = &state.staged {
                 self.journal.remove(&staged.name());
@@ -149,6 +217,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 continue;
             };
             let mut state = content.lock().await;
+            if let Some(snapshot) = state.snapshot.take() {
+                snapshot.keep();
+            }
             if state.dirty
                 && state.journaled
                 && let Some(staged) = state.staged.take()
@@ -248,6 +319,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             );
             return Ok(());
         }
+        self.commit(ino, state);
         let staged = state.staged.as_ref().expect("a dirty file is staged");
         let source = UploadSource {
             path: staged.path().to_path_buf(),

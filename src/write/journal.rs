@@ -1,10 +1,13 @@
 //! The write-back journal: which staged files hold bytes the remote has not got yet.
 //!
 //! A file becomes dirty with its first write; from then until its upload succeeds, a small
-//! record beside the staging area names its container, its path and its staged copy. A process
-//! that is killed (or an unmount whose uploads failed) leaves records and staged copies behind,
-//! and the next mount of the same remote uploads them before it mounts. Records are written
-//! atomically (temporary file, then rename), so a crash never leaves half a record.
+//! record beside the staging area names its container, its path, its staged copy and whether
+//! the application has committed that content (closed or fsynced the file). A process that is
+//! killed (or an unmount whose uploads failed) leaves records and staged copies behind, and the
+//! next mount of the same remote, before it mounts, uploads the committed ones and moves the
+//! uncommitted ones into the recovery folder: only content an application committed ever
+//! reaches the server, and nothing written is lost. Records are written atomically (temporary
+//! file, then rename), so a crash never leaves half a record.
 
 use std::fs;
 use std::io;
@@ -27,6 +30,15 @@ pub struct PendingUpload {
     pub symlink: bool,
     /// File name of the staged copy inside the staging directory.
     pub staged: String,
+    /// The application committed this content (closed or fsynced it), so it may reach the
+    /// server; uncommitted content goes to the recovery folder after a crash instead. Records
+    /// written before this field existed count as committed, as they were then treated.
+    #[serde(default = "committed_by_default")]
+    pub committed: bool,
+}
+
+fn committed_by_default() -> bool {
+    true
 }
 
 /// The records of one staging directory.
@@ -79,18 +91,31 @@ impl Journal {
     }
 }
 
-/// Uploads what an earlier process left in `journal`, before anything is mounted: each staged
-/// copy goes up under its recorded path, then its record and copy are removed. Copies that fail
-/// stay for the next mount. Staged files no record names are leftovers and are deleted.
-/// Returns `(uploaded, failed)`.
+/// What [`replay`] did with the records an earlier process left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Committed files uploaded.
+    pub uploaded: usize,
+    /// Committed files whose upload failed again; they stay for the next mount.
+    pub failed: usize,
+    /// Uncommitted files moved into the recovery folder.
+    pub recovered: usize,
+}
+
+/// Handles what an earlier process left in `journal`, before anything is mounted: each
+/// committed staged copy goes up under its recorded path, then its record and copy are
+/// removed; copies that fail stay for the next mount. Each uncommitted copy is moved into
+/// `recovery` (as `CONTAINER/PATH.recovered-TIMESTAMP`, one log line each) and never uploaded.
+/// Staged files no record names are leftovers and are deleted.
 pub async fn replay<R: Remote + ?Sized>(
     journal: &Journal,
     staging: &StagingArea,
     remote: &R,
-) -> io::Result<(usize, usize)> {
+    recovery: &Path,
+) -> io::Result<Replayed> {
     let pending = journal.pending()?;
     let rules = remote.capabilities().name_rules;
-    let (mut uploaded, mut failed) = (0, 0);
+    let mut done = Replayed::default();
     let mut keep = Vec::new();
     for upload in pending {
         let path = staging.path_of(&upload.staged);
@@ -102,6 +127,18 @@ pub async fn replay<R: Remote + ?Sized>(
             journal.remove(&upload.staged);
             continue;
         };
+        if !upload.committed {
+            let moved = recover(&path, &upload, recovery)?;
+            log::warn!(
+                "{:?} was being written when an earlier mount ended and was never closed or \
+                 fsynced; it was not uploaded, and its content is in {}",
+                upload.path,
+                moved.display()
+            );
+            journal.remove(&upload.staged);
+            done.recovered += 1;
+            continue;
+        }
         let name = match upload.symlink {
             true => names::encode_link(&upload.path, &rules),
             false => names::encode(&upload.path, &rules),
@@ -119,7 +156,7 @@ pub async fn replay<R: Remote + ?Sized>(
                 );
                 journal.remove(&upload.staged);
                 let _ = fs::remove_file(&path);
-                uploaded += 1;
+                done.uploaded += 1;
             }
             Err(err) => {
                 log::error!(
@@ -129,12 +166,42 @@ pub async fn replay<R: Remote + ?Sized>(
                     staging.dir().display()
                 );
                 keep.push(upload.staged);
-                failed += 1;
+                done.failed += 1;
             }
         }
     }
     staging.remove_strays(&keep)?;
-    Ok((uploaded, failed))
+    Ok(done)
+}
+
+/// Moves the uncommitted staged copy at `staged` into `recovery`, under its container and
+/// path with the time appended, and returns where it went.
+fn recover(staged: &Path, upload: &PendingUpload, recovery: &Path) -> io::Result<PathBuf> {
+    let container = upload.container.as_deref().unwrap_or("_root");
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let relative: PathBuf = upload
+        .path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != "." && *part != "..")
+        .collect();
+    let mut target = recovery.join(sanitize(container)).join(relative);
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_string());
+    target.set_file_name(format!("{name}.recovered-{stamp}"));
+    fs::create_dir_all(target.parent().expect("under the recovery folder"))?;
+    if fs::rename(staged, &target).is_err() {
+        // Another file system: copy, then drop the staged copy.
+        fs::copy(staged, &target)?;
+        fs::remove_file(staged)?;
+    }
+    Ok(target)
+}
+
+/// A container id as one path component.
+fn sanitize(component: &str) -> String {
+    component.replace(['/', '\0'], "_")
 }
 
 #[cfg(test)]
@@ -150,6 +217,7 @@ mod tests {
             path: "dir/a b.txt".into(),
             symlink: false,
             staged: "staged-abc".into(),
+            committed: false,
         };
         journal.record(&upload).unwrap();
         let renamed = PendingUpload {
@@ -161,5 +229,72 @@ mod tests {
         assert_eq!(reopened.pending().unwrap(), vec![renamed]);
         reopened.remove("staged-abc");
         assert!(reopened.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_without_the_committed_field_count_as_committed() {
+        let old = r#"{"container":null,"path":"a","symlink":false,"staged":"s"}"#;
+        let record: PendingUpload = serde_json::from_str(old).unwrap();
+        assert!(record.committed);
+    }
+
+    #[tokio::test]
+    async fn replay_uploads_committed_copies_and_recovers_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging_dir = dir.path().join("staging");
+        let recovery = dir.path().join("recovery");
+        let area = StagingArea::new(&staging_dir).unwrap();
+        let journal = Journal::open(&staging_dir).unwrap();
+        let remote = crate::remote::memory::MemoryRemote::new();
+        for (path, content, committed) in [
+            ("docs/saved.txt", &b"closed by its writer"[..], true),
+            ("docs/half.txt", &b"still being written"[..], false),
+        ] {
+            let mut staged = area.create(false).unwrap();
+            staged.write_at(0, content).unwrap();
+            journal
+                .record(&PendingUpload {
+                    container: Some("c".into()),
+                    path: path.into(),
+                    symlink: false,
+                    staged: staged.name(),
+                    committed,
+                })
+                .unwrap();
+            staged.keep();
+        }
+        let done = replay(&journal, &area, &remote, &recovery).await.unwrap();
+        assert_eq!(
+            done,
+            Replayed {
+                uploaded: 1,
+                failed: 0,
+                recovered: 1
+            }
+        );
+        let rules = remote.capabilities().name_rules;
+        let saved = names::encode("docs/saved.txt", &rules);
+        assert_eq!(
+            remote.get("c", &saved).unwrap(),
+            &b"closed by its writer"[..]
+        );
+        let half = names::encode("docs/half.txt", &rules);
+        assert!(
+            remote.get("c", &half).is_none(),
+            "uncommitted content never uploads"
+        );
+        let recovered: Vec<_> = fs::read_dir(recovery.join("c/docs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(recovered.len(), 1);
+        let name = recovered[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("half.txt.recovered-"), "{name}");
+        assert_eq!(fs::read(&recovered[0]).unwrap(), b"still being written");
+        assert!(journal.pending().unwrap().is_empty());
     }
 }

@@ -43,12 +43,20 @@ fn start(args: &[&str], home: &Path, ready: &str) -> (Child, String) {
     (child, banner)
 }
 
-/// A process that writes `line` to `file` and keeps it open: nothing is uploaded at close time.
-/// Returns once the bytes are visible through the mount.
+/// A process that opens `file` (truncating it), writes `line` and keeps it open without ever
+/// closing a descriptor of it (a shell's `exec 3>` would close one: its `dup2` then `close`
+/// makes the kernel flush, which commits the empty file). Returns once the bytes are visible
+/// through the mount.
 fn hold_open_after_writing(file: &Path, line: &str) -> Child {
-    let writer = Command::new("bash")
-        .arg("-c")
-        .arg(format!("exec 3>{}; echo {line} >&3; sleep 30", q(file)))
+    let program = "import sys, time\n\
+                   f = open(sys.argv[1], 'w')\n\
+                   f.write(sys.argv[2] + '\\n')\n\
+                   f.flush()\n\
+                   time.sleep(30)\n";
+    let writer = Command::new("python3")
+        .args(["-c", program])
+        .arg(file)
+        .arg(line)
         .spawn()
         .unwrap();
     let len = line.len() as u64 + 1;
@@ -194,28 +202,57 @@ fn bad_mount_points_fail_clearly_and_mount_nothing() {
 }
 
 #[test]
-fn a_killed_mount_leaves_nothing_behind_that_the_next_mount_does_not_upload() {
+fn a_killed_mount_uploads_only_committed_content_and_keeps_the_rest_for_recovery() {
     let home = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
     let mnt_arg = mnt.path().to_str().unwrap();
     let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
-    sh(&format!("mkdir {}/s", q(mnt.path())));
-    let file = mnt.path().join("s/unsaved.txt");
-    let mut writer = hold_open_after_writing(&file, "not-yet-uploaded");
+    sh(&format!(
+        "mkdir {0}/s && echo saved > {0}/s/kept.txt",
+        q(mnt.path())
+    ));
+    // Two files written and never closed: a new one, and a stored one opened again and
+    // overwritten. Neither was committed, so neither may reach the server.
+    let new_file = mnt.path().join("s/unsaved.txt");
+    let kept = mnt.path().join("s/kept.txt");
+    let mut writers = [
+        hold_open_after_writing(&new_file, "not-yet-closed"),
+        hold_open_after_writing(&kept, "half-written"),
+    ];
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
-    let _ = writer.kill();
-    let _ = writer.wait();
+    for writer in &mut writers {
+        let _ = writer.kill();
+        let _ = writer.wait();
+    }
 
     // The dead mount ("Transport endpoint is not connected") is cleaned up by the next mount,
-    // which uploads the file before it mounts.
+    // which moves what was never committed into the recovery folder instead of uploading it.
     let (mut child, _) = start(&["mount", mnt_arg], home.path(), "unmount with");
+    assert!(
+        !new_file.exists(),
+        "an uncommitted new file never reaches the server"
+    );
     assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "not-yet-uploaded\n"
+        std::fs::read_to_string(&kept).unwrap(),
+        "saved\n",
+        "the server keeps the last committed content"
     );
     assert!(terminate(&mut child).success());
+    let recovery = home.path().join(".cache/sessionfs/recovery");
+    for (name, content) in [
+        ("unsaved.txt", "not-yet-closed\n"),
+        ("kept.txt", "half-written\n"),
+    ] {
+        let found = sh(&format!(
+            "find {} -type f -name '{name}.recovered-*'",
+            q(&recovery)
+        ));
+        let paths: Vec<&str> = found.lines().collect();
+        assert_eq!(paths.len(), 1, "{name} in the recovery folder: {found}");
+        assert_eq!(std::fs::read_to_string(paths[0]).unwrap(), content);
+    }
     let staging = home.path().join(".cache/sessionfs/staging");
     let leftovers = sh(&format!(
         "find {} -type f -name 'staged-*' -o -name '*.json' | wc -l",
