@@ -10,6 +10,7 @@
 //!   as given. When the token's `exp` claim has passed, or a call answers 401, the client signs
 //!   in again (at most once per call, and once for all the calls that failed together: the
 //!   sign-in lock) and sends that call again; without a password the 401 is returned with a hint.
+//!   The token and the sign-in live in the private part `auth`.
 //! - **Listing**: `GET /files?limit=&offset=&sort=uploadDate:1,fileId:1` through the shared
 //!   [`paging`](super::paging) driver (oldest first, so files created while we page land after
 //!   the rows still to come), then `GET /files/count`: when a delete shifted the rows and the
@@ -28,8 +29,8 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{OnceLock, RwLock};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +40,9 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+mod auth;
+
+use self::auth::{Auth, CREDENTIALS_HINT, Credentials, Token};
 use super::http::{self, HttpClient};
 use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::paging::collect_pages;
@@ -55,10 +59,6 @@ const PAGE_SIZE: usize = 100;
 const LIST_ATTEMPTS: usize = 3;
 /// The stable order listings are paged in: oldest first, ties by id.
 const LIST_SORT: &str = "uploadDate:1,fileId:1";
-/// What to do about refused credentials, appended to a 401's message.
-const CREDENTIALS_HINT: &str = "pass --user EMAIL with its password (--password-file or \
-                                SESSIONFS_PASSWORD), or a valid JWT in --token";
-
 /// An Appmixer server.
 pub struct AppmixerRemote {
     http: HttpClient,
@@ -68,115 +68,6 @@ pub struct AppmixerRemote {
     /// Chunks in flight per file after the first.
     upload_parallel: usize,
     auth: Auth,
-}
-
-/// An e-mail and password to sign in with. No `Debug`, so it cannot reach a log line.
-struct Credentials {
-    email: String,
-    password: String,
-}
-
-/// A JWT and when it expires (its `exp` claim, if it has one we can read).
-#[derive(Clone)]
-struct Token {
-    jwt: Arc<str>,
-    expires: Option<SystemTime>,
-}
-
-impl Token {
-    fn new(jwt: &str) -> Token {
-        Token {
-            jwt: jwt.into(),
-            expires: expiry_of(jwt),
-        }
-    }
-
-    fn expired(&self) -> bool {
-        self.expires.is_some_and(|at| SystemTime::now() >= at)
-    }
-}
-
-/// The session's sign-in state. Lock order: `signing_in`, then `token`.
-struct Auth {
-    /// What to sign in with; `None` when only a ready token was given.
-    login: Option<Credentials>,
-    /// Held while signing in, so calls refused together sign in once.
-    signing_in: tokio::sync::Mutex<()>,
-    /// The current token; `None` before the first sign-in.
-    token: RwLock<Option<Token>>,
-}
-
-/// The `exp` claim of a JWT, read without checking its signature (only the server can); a
-/// token we cannot read is treated as never expiring, and the server's 401 decides.
-fn expiry_of(jwt: &str) -> Option<SystemTime> {
-    #[derive(Deserialize)]
-    struct Claims {
-        exp: u64,
-    }
-    let header = jsonwebtoken::decode_header(jwt).ok()?;
-    let mut validation = jsonwebtoken::Validation::new(header.alg);
-    validation.insecure_disable_signature_validation();
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let key = jsonwebtoken::DecodingKey::from_secret(&[]);
-    let data = jsonwebtoken::decode::<Claims>(jwt, &key, &validation).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(data.claims.exp))
-}
-
-impl Auth {
-    fn current(&self) -> Option<Token> {
-        self.token.read().expect("token lock").clone()
-    }
-
-    /// The token to send: the current one, or a new sign-in when there is none or it expired
-    /// (and we have a password).
-    async fn token(&self, http: &HttpClient) -> RemoteResult<Arc<str>> {
-        match self.current() {
-            Some(token) if !token.expired() || self.login.is_none() => Ok(token.jwt),
-            stale => self.renew(http, stale.map(|t| t.jwt)).await,
-        }
-    }
-
-    /// Signs in again unless another call already replaced `stale` (then that token is used).
-    async fn renew(&self, http: &HttpClient, stale: Option<Arc<str>>) -> RemoteResult<Arc<str>> {
-        let _signing_in = self.signing_in.lock().await;
-        if let Some(token) = self.current()
-            && Some(&token.jwt) != stale.as_ref()
-            && !token.expired()
-        {
-            return Ok(token.jwt);
-        }
-        let Some(login) = &self.login else {
-            return Err(RemoteError::new(
-                ErrorKind::PermissionDenied,
-                format!("appmixer has no valid token; {CREDENTIALS_HINT}"),
-            ));
-        };
-        let what = format!("sign in to appmixer as {}", login.email);
-        let url = http.url("/user/auth");
-        let body = serde_json::json!({ "email": login.email, "password": login.password });
-        let response = http
-            .send(&what, || async { Ok(http.client().post(&url).json(&body)) })
-            .await
-            .map_err(|mut err| {
-                if err.kind == ErrorKind::PermissionDenied {
-                    err.message.push_str(
-                        "; check --user and its password (--password-file or SESSIONFS_PASSWORD)",
-                    );
-                }
-                err
-            })?;
-        #[derive(Deserialize)]
-        struct SignedIn {
-            token: String,
-        }
-        let signed: SignedIn = http.json(&what, response).await?;
-        let token = Token::new(&signed.token);
-        log::debug!("signed in to appmixer as {}", login.email);
-        *self.token.write().expect("token lock") = Some(token.clone());
-        Ok(token.jwt)
-    }
 }
 
 /// The API's File object (the fields we use).
@@ -217,6 +108,7 @@ pub fn boom_message(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Boom {
+        /// Required, so that only a Boom body matches; its value is in the status line.
         #[allow(dead_code)]
         status_code: u16,
         message: String,
@@ -261,8 +153,7 @@ impl AppmixerRemote {
             ));
         }
         Ok(Self {
-            http: HttpClient::new(&config.endpoint, boom_message)?
-                .with_retry(config.retry.clone()),
+            http: HttpClient::new(&config.endpoint, boom_message)?.with_retry(config.retry.clone()),
             capabilities: Capabilities {
                 containers: false,
                 delete: true,
@@ -341,10 +232,7 @@ impl AppmixerRemote {
         T: DeserializeOwned,
         F: Fn() -> RemoteResult<RequestBuilder> + Sync,
     {
-        let response = self
-            .http
-            .retrying(|| self.call_once(what, &build))
-            .await?;
+        let response = self.http.retrying(|| self.call_once(what, &build)).await?;
         self.http.json(what, response).await
     }
 
@@ -352,7 +240,11 @@ impl AppmixerRemote {
     async fn get<T: DeserializeOwned>(&self, what: &str, path_and_query: &str) -> RemoteResult<T> {
         let url = self.http.url(path_and_query);
         self.call(what, || {
-            Ok(self.http.client().get(&url).header("Accept", "application/json"))
+            Ok(self
+                .http
+                .client()
+                .get(&url)
+                .header("Accept", "application/json"))
         })
         .await
     }
@@ -502,7 +394,10 @@ impl PartUploader for Uploads<'_> {
         let Some(id) = session.file_id.get() else {
             return Ok(());
         };
-        let what = format!("delete the partial file of the failed {} ({id})", session.what);
+        let what = format!(
+            "delete the partial file of the failed {} ({id})",
+            session.what
+        );
         let url = self.0.http.url(&file_path("/files/", id));
         self.0
             .call::<serde_json::Value, _>(&what, || Ok(self.0.http.client().delete(&url)))
@@ -646,20 +541,6 @@ mod tests {
     }
 
     #[test]
-    fn a_token_expires_at_its_exp_claim() {
-        let claims = serde_json::json!({ "id": "u", "exp": 1_000 });
-        let key = jsonwebtoken::EncodingKey::from_secret(b"k");
-        let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
-        let token = Token::new(&jwt);
-        assert_eq!(
-            token.expires,
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000))
-        );
-        assert!(token.expired());
-        assert!(!Token::new("not a jwt").expired(), "unreadable: the server decides");
-    }
-
-    #[test]
     fn file_json_becomes_an_object_keyed_by_its_id() {
         let file: FileData = serde_json::from_str(
             r#"{"length":5,"chunkSize":261120,"uploadDate":"2020-07-24T19:19:49.755Z",
@@ -677,7 +558,10 @@ mod tests {
             object.md5.as_deref(),
             Some("1d0ed5eb2cacbab4526de272837102dd")
         );
-        let ms = object.modified.unwrap().duration_since(SystemTime::UNIX_EPOCH);
+        let ms = object
+            .modified
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH);
         assert_eq!(ms.unwrap().as_millis(), 1_595_618_389_755);
     }
 }
