@@ -69,20 +69,29 @@ impl Backend {
             },
             Backend::Appmixer => BackendSpec {
                 name: "appmixer",
-                connect: |_| {
-                    Err(remote::RemoteError::new(
-                        remote::ErrorKind::Unsupported,
-                        "appmixer: the client is not built yet",
-                    ))
-                },
+                connect: |config| Ok(Arc::new(remote::appmixer::AppmixerRemote::new(config)?)),
                 emulator: |config| {
                     Ok(emulator::appmixer::router(
                         emulator::appmixer::AppmixerState::open(config)?,
                     ))
                 },
-                embed: |emulator, _| {
+                embed: |emulator, client| {
                     if emulator.users.is_empty() {
-                        emulator.users.push(emulator::appmixer::Login::generate());
+                        // An account the client was given is the emulator's; else a fresh one.
+                        let login = match (&client.user, &client.password) {
+                            (Some(email), Some(password)) => emulator::appmixer::Login {
+                                email: email.clone(),
+                                password: password.clone(),
+                            },
+                            _ => emulator::appmixer::Login::generate(),
+                        };
+                        emulator.users.push(login);
+                    }
+                    // The client signs in as the first account unless it was given one.
+                    if client.user.is_none() && client.password.is_none() {
+                        let login = &emulator.users[0];
+                        client.user = Some(login.email.clone());
+                        client.password = Some(login.password.clone());
                     }
                 },
             },

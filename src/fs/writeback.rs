@@ -368,10 +368,31 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.mark_clean(state);
         self.blocks
             .forget_object(target.container.as_deref(), &object.id);
-        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
-            file.size = source.size;
-            file.cached_version = Some(object.version.clone());
-            file.remote = Some(object);
+        let new_id = object.id.clone();
+        let superseded = self
+            .tree()
+            .get_mut(ino)
+            .and_then(Node::file_mut)
+            .and_then(|file| {
+                file.size = source.size;
+                file.cached_version = Some(object.version.clone());
+                file.remote.replace(object)
+            });
+        // On an id-keyed API the new content is a new object: once it is stored, the one it
+        // replaces goes (where the API can delete), so the name never shows two files.
+        let caps = self.remote.capabilities();
+        if let Some(old) = superseded.filter(|old| old.id != new_id)
+            && !caps.overwrite_by_name
+            && caps.delete
+            && let Err(err) = self
+                .delete_remote(target.container.as_deref(), &old, &target.name)
+                .await
+        {
+            log::warn!(
+                "{}; the previous version of {:?} stays on the server",
+                err.message,
+                target.name
+            );
         }
         Ok(())
     }

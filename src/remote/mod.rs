@@ -10,6 +10,7 @@
 //! names are opaque strings; the core encodes nested paths and characters the server would
 //! rewrite into them (see `fs::names`).
 
+pub mod appmixer;
 pub mod faulty;
 pub mod http;
 pub mod lightfield;

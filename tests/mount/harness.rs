@@ -68,10 +68,22 @@ impl TestMount {
         emulator: impl FnOnce(&mut EmulatorConfig),
         tweak: impl FnOnce(&mut FsConfig),
     ) -> Self {
-        let configure = |dir: &Path, client: &mut RemoteConfig| {
+        Self::embedded_client(backend, emulator, |_| {}, tweak)
+    }
+
+    /// [`TestMount::embedded`] whose client config (upload parts in flight, part size) is
+    /// adjusted by `client` after the credentials are shared; `other` gets the same config.
+    pub fn embedded_client(
+        backend: Backend,
+        emulator: impl FnOnce(&mut EmulatorConfig),
+        client: impl FnOnce(&mut RemoteConfig),
+        tweak: impl FnOnce(&mut FsConfig),
+    ) -> Self {
+        let configure = |dir: &Path, remote: &mut RemoteConfig| {
             let mut config = EmulatorConfig::new(dir);
-            backend.embed(&mut config, client);
+            backend.embed(&mut config, remote);
             emulator(&mut config);
+            client(remote);
             config
         };
         Self::build(backend, configure, RemoteConfig::new("", None), tweak)

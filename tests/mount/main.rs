@@ -1,6 +1,7 @@
 //! Real-mount tests: each mounts sessionfs through /dev/fuse over a loopback emulator and drives
 //! ordinary tools (`cp`, `ls -l`, `mv`, `rm`, `stat`, `df`, `touch`) against it.
 
+mod appmixer;
 mod cli;
 mod errors;
 mod faults;

@@ -361,4 +361,5 @@ macro_rules! scenarios {
 scenarios! {
     mix => Case::of(Backend::Mix),
     lightfield => Case::of(Backend::Lightfield),
+    appmixer => Case::of(Backend::Appmixer),
 }
