@@ -61,6 +61,10 @@ pub struct MountArgs {
     /// backend's own: 1 where the server's handling of parts out of order is unknown].
     #[arg(long)]
     pub upload_parallel: Option<usize>,
+    /// How long a request keeps retrying a server that is down, throttling or failing before
+    /// the operation fails (close or fsync then answers EIO and the data stays staged).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retry_deadline: Duration,
     /// Size of each upload part, for APIs that let the client choose it [default: the
     /// backend's own, e.g. 8MiB].
     #[arg(long)]

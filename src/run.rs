@@ -21,6 +21,9 @@ pub use daemon::daemonize;
 pub use mountpoint::{lazy_unmount, mount_config, mount_session, prepare_mountpoint, unmount};
 use staging::StagingDir;
 
+/// How long the check at mount time retries an unreachable or failing server.
+const MOUNT_CHECK_DEADLINE: Duration = Duration::from_secs(5);
+
 /// A failure that ends the command with a message and a non-zero exit.
 pub type RunError = String;
 
@@ -101,8 +104,17 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         }
     };
     let remote = args.backend.connect(&client).map_err(|err| err.message)?;
+    // A wrong endpoint or key should fail the mount at once, not after the retry deadline
+    // that rides out outages of a running mount: the first call retries briefly.
+    let mut probe = client.clone();
+    probe.retry.deadline = probe.retry.deadline.min(MOUNT_CHECK_DEADLINE);
     runtime
-        .block_on(remote.list_containers())
+        .block_on(
+            args.backend
+                .connect(&probe)
+                .map_err(|err| err.message)?
+                .list_containers(),
+        )
         .map_err(|err| format!("{}; nothing was mounted", err.message))?;
 
     let cache_dir = args
@@ -231,6 +243,7 @@ fn remote_config(args: &MountArgs) -> Result<RemoteConfig, RunError> {
         None => std::env::var("SESSIONFS_PASSWORD").ok(),
     };
     client.upload_parallel = args.upload_parallel;
+    client.retry.deadline = args.retry_deadline;
     client.part_size = args.chunk_size.map(|size| size.as_u64());
     Ok(client)
 }

@@ -43,11 +43,17 @@ pub fn error_envelope_message(body: &[u8]) -> Option<String> {
 pub struct RetryConfig {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// Longest time one operation keeps retrying (`--retry-deadline`): no retry starts that
+    /// would end after it, so a call fails within about this long of its first attempt.
+    pub deadline: Duration,
     /// Backoff before the second attempt; doubles each time.
     pub base_delay: Duration,
     /// Longest single backoff (and longest `Retry-After` we honour).
     pub max_delay: Duration,
 }
+
+/// How long a call keeps retrying by default: long enough to ride out a server restart.
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(60);
 
 impl RetryConfig {
     /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out, waiting
@@ -58,13 +64,22 @@ impl RetryConfig {
         F: Fn() -> Fut,
         Fut: Future<Output = RemoteResult<T>>,
     {
+        // Tokio's clock, so tests with paused time see the deadline pass.
+        let started = tokio::time::Instant::now();
         let mut tries = 0;
         loop {
             tries += 1;
             match attempt().await {
                 Ok(value) => return Ok(value),
-                Err(err) if err.temporary && tries < self.max_attempts => {
+                Err(mut err) if err.temporary && tries < self.max_attempts => {
                     let delay = self.backoff(tries, err.retry_after);
+                    if started.elapsed() + delay > self.deadline {
+                        err.message.push_str(&format!(
+                            "; gave up after retrying for {:.0?} (--retry-deadline)",
+                            started.elapsed()
+                        ));
+                        return Err(err);
+                    }
                     log::info!(
                         "{}; retry {tries}/{} in {delay:?}",
                         err.message,
@@ -93,7 +108,10 @@ impl RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            // The deadline is what bounds a retrying call; this only stops a storm of instant
+            // failures.
+            max_attempts: 100,
+            deadline: DEFAULT_RETRY_DEADLINE,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
         }
@@ -426,6 +444,32 @@ mod tests {
         let past = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH);
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_the_deadline_with_a_message_saying_so() {
+        let retry = RetryConfig {
+            deadline: Duration::from_secs(1),
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(400),
+            ..RetryConfig::default()
+        };
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let err = retry
+            .run(|| async {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err::<(), _>(RemoteError::temporary(ErrorKind::Unavailable, "down"))
+            })
+            .await
+            .unwrap_err();
+        let attempts = attempts.into_inner();
+        assert!((3..10).contains(&attempts), "{attempts} attempts");
+        assert!(
+            err.message.contains("gave up after retrying"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.kind, ErrorKind::Unavailable);
     }
 
     #[test]

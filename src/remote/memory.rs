@@ -317,6 +317,7 @@ impl PartUploader for Uploads<'_> {
                 max_attempts: 3,
                 base_delay: Duration::from_millis(1),
                 max_delay: Duration::from_millis(2),
+                ..RetryConfig::default()
             },
         }
     }

@@ -51,6 +51,7 @@ fn client(mount: &TestMount, login: Option<&Login>, token: Option<&str>) -> Arc<
         max_attempts: 2,
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
+        ..RetryConfig::default()
     };
     Backend::Appmixer.connect(&config).unwrap()
 }

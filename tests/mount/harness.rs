@@ -121,6 +121,7 @@ impl TestMount {
             max_attempts: attempts,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
+            ..RetryConfig::default()
         };
         remote_config.endpoint = endpoint.clone();
         remote_config.retry = retry;
