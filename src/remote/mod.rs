@@ -13,6 +13,7 @@
 //! rewrite into them (see `fs::names`).
 
 pub mod faulty;
+pub mod fluxer;
 pub mod http;
 pub mod lightfield;
 pub mod memory;
