@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use super::handles::Handle;
 use super::names;
-use super::tree::{Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir};
+use super::tree::{
+    Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
+};
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote};
 

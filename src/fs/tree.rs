@@ -824,9 +824,18 @@ mod tests {
         assert!(tree.is_container_list(home_dir), "a group holds containers");
         let general = tree.child(home_dir, "general").unwrap();
         assert!(!tree.is_container_list(general));
-        assert_eq!(tree.scope_of(home_dir), ROOT_INO, "listed with the containers");
+        assert_eq!(
+            tree.scope_of(home_dir),
+            ROOT_INO,
+            "listed with the containers"
+        );
         assert_eq!(tree.scope_of(general), general);
-        let sub = tree.insert(general, "sub", new_dir(DirOrigin::Local), LocalMeta::default());
+        let sub = tree.insert(
+            general,
+            "sub",
+            new_dir(DirOrigin::Local),
+            LocalMeta::default(),
+        );
         let file = tree.insert(sub, "f", new_dir(DirOrigin::Local), LocalMeta::default());
         assert_eq!(tree.scope_of(file), general);
         assert_eq!(tree.path_in_scope(file), "sub/f");

@@ -111,8 +111,7 @@ impl FluxerRemote {
             format!("{base}/v1")
         };
         Ok(Self {
-            http: HttpClient::new(&endpoint, api::error_envelope)?
-                .with_retry(config.retry.clone()),
+            http: HttpClient::new(&endpoint, api::error_envelope)?.with_retry(config.retry.clone()),
             auth,
             capabilities: Capabilities {
                 containers: true,
@@ -301,7 +300,14 @@ impl FluxerRemote {
         let what = format!("read message {} for attachment {id}", known.message_id);
         let path = format!("/channels/{channel}/messages/{}", known.message_id);
         let message: api::Message = self
-            .call_json(&what, "message_get", channel, Method::GET, &path, Payload::None)
+            .call_json(
+                &what,
+                "message_get",
+                channel,
+                Method::GET,
+                &path,
+                Payload::None,
+            )
             .await?;
         let attachment = message
             .attachments
@@ -343,7 +349,10 @@ impl FluxerRemote {
             )
         } else {
             (
-                format!("delete attachment {} ({:?})", known.attachment_id, known.name),
+                format!(
+                    "delete attachment {} ({:?})",
+                    known.attachment_id, known.name
+                ),
                 "attachment_delete",
                 format!(
                     "/channels/{channel}/messages/{}/attachments/{}",
@@ -355,7 +364,11 @@ impl FluxerRemote {
             .call(&what, route, channel, Method::DELETE, &path, Payload::None)
             .await
             .map(drop);
-        if result.is_ok() || result.as_ref().is_err_and(|e| e.kind == ErrorKind::NotFound) {
+        if result.is_ok()
+            || result
+                .as_ref()
+                .is_err_and(|e| e.kind == ErrorKind::NotFound)
+        {
             self.index.forget(channel, known);
             self.urls.forget(&known.attachment_id);
         }
@@ -497,7 +510,12 @@ mod tests {
 
     #[test]
     fn the_endpoint_gets_its_v1_once() {
-        for endpoint in ["http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"] {
+        for endpoint in [
+            "http://h:1",
+            "http://h:1/",
+            "http://h:1/v1",
+            "http://h:1/v1/",
+        ] {
             let config = RemoteConfig::new(endpoint, Some("t".into()));
             let remote = FluxerRemote::new(&config).unwrap();
             assert_eq!(remote.http.endpoint(), "http://h:1/v1", "{endpoint}");

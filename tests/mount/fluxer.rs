@@ -48,7 +48,9 @@ fn mount_with(
 
 /// A mount whose listings stay fresh for a minute (nothing else changes the server).
 fn mount(emulator: impl FnOnce(&mut EmulatorConfig)) -> TestMount {
-    mount_with(TOKEN, emulator, |c| c.metadata_ttl = Duration::from_secs(60))
+    mount_with(TOKEN, emulator, |c| {
+        c.metadata_ttl = Duration::from_secs(60)
+    })
 }
 
 fn channel_dir(mount: &TestMount) -> PathBuf {
@@ -78,14 +80,24 @@ fn api(
             request = request.multipart(form);
         }
         let response = request.send().await.unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap_or(Value::Null)
     })
 }
 
 /// The id of the seeded channel [`CHANNEL`].
 fn channel_id(mount: &TestMount) -> String {
-    let guilds = api(mount, reqwest::Method::GET, "/v1/users/@me/guilds", Some(TOKEN), None);
+    let guilds = api(
+        mount,
+        reqwest::Method::GET,
+        "/v1/users/@me/guilds",
+        Some(TOKEN),
+        None,
+    );
     let guild = guilds[0]["id"].as_str().unwrap().to_owned();
     let channels = api(
         mount,
@@ -217,7 +229,11 @@ fn sixty_small_files_with_rate_limits_on_meet_no_limit() {
 
 #[test]
 fn an_attachment_posted_by_another_client_shows_up_after_the_ttl() {
-    let mount = mount_with(TOKEN, |_| {}, |c| c.metadata_ttl = Duration::from_millis(300));
+    let mount = mount_with(
+        TOKEN,
+        |_| {},
+        |c| c.metadata_ttl = Duration::from_millis(300),
+    );
     let dir = channel_dir(&mount);
     assert_eq!(sh(&format!("ls -A {}", q(&dir))), "");
     // The guest posts one message with two files, as a Fluxer app would.
@@ -232,7 +248,13 @@ fn an_attachment_posted_by_another_client_shows_up_after_the_ttl() {
             reqwest::multipart::Part::bytes(b"second".to_vec()).file_name("notes.md"),
         );
     let path = format!("/v1/channels/{}/messages", channel_id(&mount));
-    api(&mount, reqwest::Method::POST, &path, Some(GUEST), Some(form));
+    api(
+        &mount,
+        reqwest::Method::POST,
+        &path,
+        Some(GUEST),
+        Some(form),
+    );
     // Under their normalised filenames.
     let first = dir.join("report_1.txt");
     wait_until(SEEN_DEADLINE, "the guest's attachment", || first.exists());
@@ -287,7 +309,10 @@ fn mount_refuses_a_wrong_token_before_mounting() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--token"), "{stderr}");
-    assert!(!stderr.contains("flx_wrong"), "the token is never printed: {stderr}");
+    assert!(
+        !stderr.contains("flx_wrong"),
+        "the token is never printed: {stderr}"
+    );
     assert!(sh(&format!("ls -A {}", q(mnt.path()))).is_empty());
 }
 
@@ -317,7 +342,10 @@ fn subdirectories_and_normalised_names_round_trip() {
     assert!(names.contains(&"..hidden  two spaces"), "{names:?}");
     assert_eq!(sh(&format!("ls {}", q(&sub))), "a (1) ü.txt\n");
     assert_eq!(std::fs::read(sub.join("a (1) ü.txt")).unwrap(), b"nested");
-    assert_eq!(std::fs::read(dir.join("..hidden  two spaces")).unwrap(), b"dots");
+    assert_eq!(
+        std::fs::read(dir.join("..hidden  two spaces")).unwrap(),
+        b"dots"
+    );
 }
 
 #[test]
@@ -347,7 +375,10 @@ fn guilds_and_channels_cannot_be_made_or_removed_through_the_mount() {
         "files\ngeneral\n"
     );
     assert_eq!(sh(&format!("ls {}", q(&mount.join("@me")))), "guest\n");
-    assert_eq!(errno(std::fs::create_dir(mount.join("new guild"))), libc::EPERM);
+    assert_eq!(
+        errno(std::fs::create_dir(mount.join("new guild"))),
+        libc::EPERM
+    );
     assert_eq!(
         errno(std::fs::create_dir(mount.join(GUILD).join("new-channel"))),
         libc::EPERM

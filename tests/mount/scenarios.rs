@@ -96,7 +96,10 @@ impl Mounted {
                     .expect("the directory made through the mount is a container"),
             ),
             Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
-                let first = containers.into_iter().next().expect("a container to work in");
+                let first = containers
+                    .into_iter()
+                    .next()
+                    .expect("a container to work in");
                 let parent = match &first.group {
                     Some(group) => mount.join(&group.title),
                     None => mount.path().to_path_buf(),

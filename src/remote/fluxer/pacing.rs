@@ -126,7 +126,9 @@ impl Pacer {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let mut state = self.lock();
         if status == StatusCode::TOO_MANY_REQUESTS && global {
-            let until = reset.or(retry_after).unwrap_or(now + Duration::from_secs(1));
+            let until = reset
+                .or(retry_after)
+                .unwrap_or(now + Duration::from_secs(1));
             state.held_until = Some(state.held_until.map_or(until, |t| t.max(until)));
         } else if let Some(bucket) = state.buckets.get_mut(&permit.key) {
             let remaining = number("x-ratelimit-remaining").map(|r| r as u32);

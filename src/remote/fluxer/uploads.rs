@@ -54,7 +54,10 @@ pub(super) async fn upload(
                 .await
             {
                 Err(err) if matches!(api::code_of(&err), Some(code) if flow_missing(code)) => {
-                    log::info!("{}; uploading through the chunked flow instead", err.message);
+                    log::info!(
+                        "{}; uploading through the chunked flow instead",
+                        err.message
+                    );
                     *remote.flow.lock().unwrap_or_else(|p| p.into_inner()) = Some(Flow::Chunked);
                     multipart::upload_in_parts(&Chunked(&uploads), name, source).await?
                 }
@@ -164,7 +167,13 @@ impl Uploads<'_> {
     }
 
     /// Checks that the server's part count matches the driver's cut of the file.
-    fn check_count(&self, what: &str, size: u64, layout: PartLayout, count: u64) -> RemoteResult<()> {
+    fn check_count(
+        &self,
+        what: &str,
+        size: u64,
+        layout: PartLayout,
+        count: u64,
+    ) -> RemoteResult<()> {
         let cut = multipart::parts_of(size, layout).len() as u64;
         if layout.part_size == 0 || cut != count {
             return Err(RemoteError::protocol(format!(
@@ -233,7 +242,12 @@ impl PartUploader for Presigned<'_> {
         let layout = if planned.upload_mode == "multipart" {
             let layout = PartLayout {
                 part_size: planned.part_size.unwrap_or(0),
-                first_number: planned.parts.iter().map(|p| p.part_number).min().unwrap_or(1),
+                first_number: planned
+                    .parts
+                    .iter()
+                    .map(|p| p.part_number)
+                    .min()
+                    .unwrap_or(1),
             };
             self.0
                 .check_count(&what, source.size, layout, planned.parts.len() as u64)?;
@@ -335,7 +349,14 @@ impl PartUploader for Presigned<'_> {
             "file_size": session.size,
             "content_type": session.planned.content_type,
         });
-        post_message(self.0.remote, self.0.channel, &session.name, attachment, None).await
+        post_message(
+            self.0.remote,
+            self.0.channel,
+            &session.name,
+            attachment,
+            None,
+        )
+        .await
     }
 }
 
@@ -469,7 +490,14 @@ impl PartUploader for Chunked<'_> {
             "filename": session.filename,
             "uploaded_filename": done.upload_filename,
         });
-        post_message(self.0.remote, self.0.channel, &session.name, attachment, None).await
+        post_message(
+            self.0.remote,
+            self.0.channel,
+            &session.name,
+            attachment,
+            None,
+        )
+        .await
     }
 }
 
