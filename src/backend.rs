@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::emulator::{self, EmulatorConfig};
-use crate::remote::{self, ErrorKind, Remote, RemoteConfig, RemoteError, RemoteResult};
+use crate::remote::{self, Remote, RemoteConfig, RemoteResult};
 
 /// Which remote API a mount or an emulator speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -97,12 +97,7 @@ impl Backend {
             },
             Backend::Fluxer => BackendSpec {
                 name: "fluxer",
-                connect: |_| {
-                    Err(RemoteError::new(
-                        ErrorKind::Unsupported,
-                        "fluxer: the client is not built yet",
-                    ))
-                },
+                connect: |config| Ok(Arc::new(remote::fluxer::FluxerRemote::new(config)?)),
                 emulator: |config| {
                     Ok(emulator::fluxer::router(
                         emulator::fluxer::FluxerState::open(config)?,

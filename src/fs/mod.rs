@@ -220,6 +220,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             NodeKind::Dir(dir) => {
                 let created = match &dir.origin {
                     DirOrigin::Container(c) => Some(c.created),
+                    DirOrigin::Group(g) => Some(g.created),
                     DirOrigin::Marker(meta) => meta.modified,
                     _ => None,
                 };

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use super::handles::Handle;
 use super::names;
-use super::tree::{Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, new_dir};
+use super::tree::{
+    Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
+};
 use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote};
 
@@ -127,6 +129,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             ..Default::default()
         };
         if self.tree().is_container_list(parent) {
+            if parent != ROOT_INO {
+                // A group's containers are made on the server; the API takes no group.
+                return Err(Error::not_permitted(format!(
+                    "mkdir {name}: {} makes no directories inside a group",
+                    self.remote.describe()
+                )));
+            }
             let title = names::title_from_dir_name(name);
             let container = self.remote.create_container(&title).await?;
             let mut tree = self.tree();
@@ -189,6 +198,11 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                     Err(err) if err.kind == ErrorKind::NotFound => {}
                     Err(err) => return Err(err.into()),
                 }
+            }
+            DirOrigin::Group(_) => {
+                return Err(Error::not_permitted(format!(
+                    "rmdir {name}: a group's directory goes when its last container does"
+                )));
             }
             DirOrigin::Root | DirOrigin::Implicit | DirOrigin::Local => {}
         }

@@ -1,9 +1,12 @@
 //! The inode table: every name the mount shows, and how listings are merged into it.
 //!
 //! The tree has three levels of meaning. The root; under it, on APIs with containers, one
-//! directory per container (a *scope*); inside a scope, the objects of that container arranged
-//! into directories by the `/` in their decoded names. On flat APIs the root itself is the one
-//! scope. A scope is listed as a whole, so one `LIST` fills the attributes of every child.
+//! directory per container (a *scope*), or per group of containers with the containers' own
+//! directories inside (Fluxer: a guild, then its channels); inside a scope, the objects of
+//! that container arranged into directories by the `/` in their decoded names. On flat APIs
+//! the root itself is the one scope. A scope is listed as a whole, so one `LIST` fills the
+//! attributes of every child; the root and the group directories are filled by one listing of
+//! the containers.
 //!
 //! Invariants: an inode number is never reused; a node is reachable from the root exactly when
 //! `linked` is true; a node's `container` is the id of its scope (`None` on flat APIs and for
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::names::{self, Candidate, Winner};
-use crate::remote::{Container, ObjectMeta};
+use crate::remote::{Container, ContainerGroup, ObjectMeta};
 use crate::write::StagingFile;
 
 /// An inode number.
@@ -28,8 +31,10 @@ pub const ROOT_INO: Ino = 1;
 pub enum DirOrigin {
     /// The mount root.
     Root,
-    /// A remote container (Mix session).
+    /// A remote container (Mix session, Fluxer channel).
     Container(Container),
+    /// A group of containers (Fluxer guild): holds container directories, is not one itself.
+    Group(ContainerGroup),
     /// Implied by the paths of objects inside it; disappears when it holds nothing.
     Implicit,
     /// Made with `mkdir` and kept remotely by an empty marker object.
@@ -214,14 +219,18 @@ impl Tree {
         self.get(parent)?.dir()?.children.get(name).copied()
     }
 
-    /// The inode of the scope root that `ino` belongs to: the root itself on flat APIs and for
-    /// the root on container APIs, else the container directory above `ino`.
+    /// The inode of the scope root that `ino` belongs to: the root itself on flat APIs, and for
+    /// the root and group directories on container APIs, else the container directory at or
+    /// above `ino`.
     pub fn scope_of(&self, mut ino: Ino) -> Ino {
         if !self.containers {
             return ROOT_INO;
         }
         while let Some(node) = self.get(ino) {
-            if node.parent == ROOT_INO || ino == ROOT_INO {
+            let container = node
+                .dir()
+                .is_some_and(|d| matches!(d.origin, DirOrigin::Container(_)));
+            if container || ino == ROOT_INO {
                 return ino;
             }
             ino = node.parent;
@@ -229,9 +238,14 @@ impl Tree {
         ROOT_INO
     }
 
-    /// Whether `ino` is the directory that lists containers.
+    /// Whether `ino` is a directory that holds containers: the root, or a group directory.
     pub fn is_container_list(&self, ino: Ino) -> bool {
-        self.containers && ino == ROOT_INO
+        self.containers
+            && (ino == ROOT_INO
+                || self
+                    .get(ino)
+                    .and_then(Node::dir)
+                    .is_some_and(|d| matches!(d.origin, DirOrigin::Group(_))))
     }
 
     /// The node's path inside its scope, components joined by `/`.
@@ -346,56 +360,76 @@ impl Tree {
         out
     }
 
-    /// Replaces the container directories under the root with `containers`, keeping the inode
-    /// of every container that is still there. Duplicate titles: the oldest keeps the name.
+    /// Replaces the container directories with `containers`: ungrouped ones under the root, the
+    /// others inside one directory per group. Keeps the inode of every container and group that
+    /// is still there. Duplicate titles among siblings: the oldest keeps the name.
     pub fn merge_containers(&mut self, containers: Vec<Container>, now: Instant) {
-        let candidates: Vec<Candidate> = containers
-            .iter()
-            .map(|c| Candidate {
-                name: names::dir_name_from_title(&c.title),
-                id: c.id.clone(),
-                time: c.created,
-            })
-            .collect();
-        let wanted_names = names::disambiguate(&candidates, Winner::Oldest);
-        let existing: HashMap<String, Ino> = self
-            .descendants_one_level(ROOT_INO)
-            .into_iter()
-            .filter_map(|ino| match &self.get(ino)?.dir()?.origin {
-                DirOrigin::Container(c) => Some((c.id.clone(), ino)),
-                _ => None,
-            })
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        for (container, name) in containers.into_iter().zip(wanted_names) {
-            seen.insert(container.id.clone());
-            match existing.get(&container.id) {
-                Some(&ino) => {
-                    if let Some(dir) = self.get_mut(ino).and_then(Node::dir_mut) {
-                        dir.origin = DirOrigin::Container(container);
+        let mut top = Vec::new();
+        let mut members: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
+        for container in containers {
+            match container.group.clone() {
+                None => top.push(Wanted::container(container)),
+                Some(group) => {
+                    let member = Wanted::container(container);
+                    let slot = members.entry(group.id.clone()).or_default();
+                    if slot.is_empty() {
+                        top.push(Wanted {
+                            key: format!("g:{}", group.id),
+                            candidate: Candidate {
+                                name: names::dir_name_from_title(&group.title),
+                                id: group.id.clone(),
+                                time: group.created,
+                            },
+                            origin: DirOrigin::Group(group),
+                        });
                     }
-                    if self.get(ino).is_some_and(|n| n.name != name) {
-                        self.move_node(ino, ROOT_INO, &name);
-                    }
-                }
-                None => {
-                    self.insert(
-                        ROOT_INO,
-                        &name,
-                        new_dir(DirOrigin::Container(container)),
-                        LocalMeta::default(),
-                    );
+                    slot.push(member);
                 }
             }
         }
-        for (id, ino) in existing {
-            if !seen.contains(&id) {
-                self.unlink(ino);
+        let placed = self.merge_dirs(ROOT_INO, top);
+        for (group_id, wanted) in members {
+            if let Some(&dir) = placed.get(&format!("g:{group_id}")) {
+                self.merge_dirs(dir, wanted);
             }
         }
         if let Some(dir) = self.get_mut(ROOT_INO).and_then(Node::dir_mut) {
             dir.listed_at = Some(now);
         }
+    }
+
+    /// Makes the container and group directories in `parent` exactly `wanted` (by key), keeping
+    /// the inodes of those still there; returns every key's inode.
+    fn merge_dirs(&mut self, parent: Ino, wanted: Vec<Wanted>) -> HashMap<String, Ino> {
+        let candidates: Vec<Candidate> = wanted.iter().map(|w| w.candidate.clone()).collect();
+        let wanted_names = names::disambiguate(&candidates, Winner::Oldest);
+        let existing: HashMap<String, Ino> = self
+            .descendants_one_level(parent)
+            .into_iter()
+            .filter_map(|ino| Some((origin_key(&self.get(ino)?.dir()?.origin)?, ino)))
+            .collect();
+        let mut placed = HashMap::new();
+        for (wanted, name) in wanted.into_iter().zip(wanted_names) {
+            let ino = match existing.get(&wanted.key) {
+                Some(&ino) => {
+                    if let Some(dir) = self.get_mut(ino).and_then(Node::dir_mut) {
+                        dir.origin = wanted.origin;
+                    }
+                    if self.get(ino).is_some_and(|n| n.name != name) {
+                        self.move_node(ino, parent, &name);
+                    }
+                    ino
+                }
+                None => self.insert(parent, &name, new_dir(wanted.origin), LocalMeta::default()),
+            };
+            placed.insert(wanted.key, ino);
+        }
+        for (key, ino) in existing {
+            if !placed.contains_key(&key) {
+                self.unlink(ino);
+            }
+        }
+        placed
     }
 
     /// Every file inode below `dir`.
@@ -542,6 +576,37 @@ impl Tree {
                 self.nodes.remove(&ino);
             }
         }
+    }
+}
+
+/// A container or group directory as a listing of containers wants it.
+struct Wanted {
+    /// `c:<container id>` or `g:<group id>`: what keeps its inode across listings.
+    key: String,
+    candidate: Candidate,
+    origin: DirOrigin,
+}
+
+impl Wanted {
+    fn container(container: Container) -> Self {
+        Self {
+            key: format!("c:{}", container.id),
+            candidate: Candidate {
+                name: names::dir_name_from_title(&container.title),
+                id: container.id.clone(),
+                time: container.created,
+            },
+            origin: DirOrigin::Container(container),
+        }
+    }
+}
+
+/// The [`Wanted::key`] of a container or group directory.
+fn origin_key(origin: &DirOrigin) -> Option<String> {
+    match origin {
+        DirOrigin::Container(c) => Some(format!("c:{}", c.id)),
+        DirOrigin::Group(g) => Some(format!("g:{}", g.id)),
+        _ => None,
     }
 }
 
@@ -695,6 +760,7 @@ mod tests {
             id: id.into(),
             title: title.into(),
             created: t(s),
+            group: None,
         };
         let mut tree = Tree::new(true);
         let now = Instant::now();
@@ -728,5 +794,64 @@ mod tests {
             Some("22222222-b")
         );
         assert_eq!(tree.scope_of(file), session);
+    }
+
+    #[test]
+    fn grouped_containers_sit_in_one_directory_per_group() {
+        let t = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let group = |id: &str, title: &str, s| ContainerGroup {
+            id: id.into(),
+            title: title.into(),
+            created: t(s),
+        };
+        let c = |id: &str, title: &str, g: &ContainerGroup| Container {
+            id: id.into(),
+            title: title.into(),
+            created: g.created,
+            group: Some(g.clone()),
+        };
+        let (home, twin, me) = (
+            group("1001", "home", 1),
+            group("2002", "home", 2),
+            group("@me", "@me", 0),
+        );
+        let mut tree = Tree::new(true);
+        let now = Instant::now();
+        let listing = vec![
+            c("11", "general", &home),
+            c("12", "files", &home),
+            c("21", "general", &twin),
+            c("31", "guest", &me),
+        ];
+        tree.merge_containers(listing.clone(), now);
+        assert_eq!(names_under(&tree, ROOT_INO), ["@me", "home", "home~2002"]);
+        let home_dir = tree.child(ROOT_INO, "home").unwrap();
+        assert_eq!(names_under(&tree, home_dir), ["files", "general"]);
+        assert!(tree.is_container_list(home_dir), "a group holds containers");
+        let general = tree.child(home_dir, "general").unwrap();
+        assert!(!tree.is_container_list(general));
+        assert_eq!(
+            tree.scope_of(home_dir),
+            ROOT_INO,
+            "listed with the containers"
+        );
+        assert_eq!(tree.scope_of(general), general);
+        let sub = tree.insert(
+            general,
+            "sub",
+            new_dir(DirOrigin::Local),
+            LocalMeta::default(),
+        );
+        let file = tree.insert(sub, "f", new_dir(DirOrigin::Local), LocalMeta::default());
+        assert_eq!(tree.scope_of(file), general);
+        assert_eq!(tree.path_in_scope(file), "sub/f");
+        assert_eq!(tree.get(file).unwrap().container.as_deref(), Some("11"));
+
+        // A channel goes, a guild goes: the rest keep their inodes.
+        tree.merge_containers(vec![listing[0].clone(), listing[3].clone()], now);
+        assert_eq!(names_under(&tree, ROOT_INO), ["@me", "home"]);
+        assert_eq!(tree.child(ROOT_INO, "home"), Some(home_dir));
+        assert_eq!(names_under(&tree, home_dir), ["general"]);
+        assert_eq!(tree.child(home_dir, "general"), Some(general));
     }
 }

@@ -191,6 +191,7 @@ impl Remote for MemoryRemote {
             id: uuid::Uuid::new_v4().to_string(),
             title: title.to_string(),
             created: SystemTime::now(),
+            group: None,
         };
         state
             .containers

@@ -365,6 +365,7 @@ impl MixRemote {
             id: session.id,
             title: session.title,
             created,
+            group: None,
         }
     }
 

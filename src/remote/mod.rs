@@ -6,12 +6,15 @@
 //! [`Remote::capabilities`] what an API can do and never matches on a backend's name.
 //!
 //! Layout: an API either has top-level *containers* (Mix sessions) that become the directories
-//! under the mount root, or is flat (every object sits in the root). Inside a container, object
+//! under the mount root, or is flat (every object sits in the root). Containers may belong to a
+//! group (Fluxer channels to their guild): then they sit one level deeper, in the group's
+//! directory. Inside a container, object
 //! names are opaque strings; the core encodes nested paths and characters the server would
 //! rewrite into them (see `fs::names`).
 
 pub mod appmixer;
 pub mod faulty;
+pub mod fluxer;
 pub mod http;
 pub mod lightfield;
 pub mod memory;
@@ -73,10 +76,26 @@ pub struct Capabilities {
     pub streaming_upload: bool,
 }
 
-/// A remote container (a Mix session): one directory under the mount root.
+/// A remote container (a Mix session, a Fluxer channel): one directory under the mount root, or
+/// under its group's directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
     /// Server-side id, used in every URL.
+    pub id: String,
+    /// Human title; the directory name is derived from it.
+    pub title: String,
+    /// Creation time, used as the directory's times and to order duplicates.
+    pub created: SystemTime,
+    /// The group it belongs to (a Fluxer guild): containers with a group appear inside one
+    /// directory per group, which is not a container itself; `None` puts it under the root.
+    pub group: Option<ContainerGroup>,
+}
+
+/// A group of containers (a Fluxer guild, or `@me` for direct messages): one directory under
+/// the mount root that holds its containers' directories.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerGroup {
+    /// Server-side id; groups with the same title stay apart by it.
     pub id: String,
     /// Human title; the directory name is derived from it.
     pub title: String,

@@ -6,6 +6,7 @@ mod cli;
 mod errors;
 mod faults;
 mod files;
+mod fluxer;
 mod harness;
 mod lightfield;
 mod read;

@@ -39,10 +39,12 @@ pub struct Case {
 impl Case {
     /// `backend`'s emulator as the embedded mount runs it.
     pub const fn of(backend: Backend) -> Self {
-        Self {
-            backend,
-            emulator: |_| {},
-        }
+        Self::with_emulator(backend, |_| {})
+    }
+
+    /// `backend`'s emulator adjusted by `emulator`.
+    pub const fn with_emulator(backend: Backend, emulator: fn(&mut EmulatorConfig)) -> Self {
+        Self { backend, emulator }
     }
 
     /// A mount with listings that never go stale on their own (nothing else changes the
@@ -60,7 +62,8 @@ impl Case {
 }
 
 /// A mount and the directory the scenario works in: a container made through the mount on
-/// APIs with containers, else the flat root.
+/// APIs with containers (the first one the server has where containers cannot be made through
+/// the mount), else the flat root.
 struct Mounted {
     mount: TestMount,
     dir: PathBuf,
@@ -78,20 +81,37 @@ impl Mounted {
                 container: None,
             };
         }
-        let dir = mount.session_dir("scenario");
+        let dir = mount.join("scenario");
+        let made = std::fs::create_dir(&dir);
         let containers = mount
             .runtime
             .block_on(mount.other.list_containers())
             .unwrap();
-        let id = containers
-            .into_iter()
-            .find(|c| c.title == "scenario")
-            .expect("the directory made through the mount is a container")
-            .id;
+        let (dir, container) = match made {
+            Ok(()) => (
+                dir,
+                containers
+                    .into_iter()
+                    .find(|c| c.title == "scenario")
+                    .expect("the directory made through the mount is a container"),
+            ),
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
+                let first = containers
+                    .into_iter()
+                    .next()
+                    .expect("a container to work in");
+                let parent = match &first.group {
+                    Some(group) => mount.join(&group.title),
+                    None => mount.path().to_path_buf(),
+                };
+                (parent.join(&first.title), first)
+            }
+            Err(err) => panic!("mkdir {}: {err}", dir.display()),
+        };
         Self {
             mount,
             dir,
-            container: Some(id),
+            container: Some(container.id),
         }
     }
 
@@ -362,4 +382,5 @@ scenarios! {
     mix => Case::of(Backend::Mix),
     lightfield => Case::of(Backend::Lightfield),
     appmixer => Case::of(Backend::Appmixer),
+    fluxer => Case::with_emulator(Backend::Fluxer, |c| c.fluxer.rate_limits = false),
 }
