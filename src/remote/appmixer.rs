@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 mod auth;
 
 use self::auth::{Auth, CREDENTIALS_HINT, Credentials, Token};
-use super::http::{self, HttpClient};
+use super::http::HttpClient;
 use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::paging::collect_pages;
 use super::{
@@ -427,20 +427,6 @@ impl Remote for AppmixerRemote {
         Ok(Vec::new())
     }
 
-    async fn create_container(&self, _title: &str) -> RemoteResult<Container> {
-        Err(RemoteError::new(
-            ErrorKind::Unsupported,
-            "appmixer has no directories",
-        ))
-    }
-
-    async fn remove_container(&self, _id: &str) -> RemoteResult<()> {
-        Err(RemoteError::new(
-            ErrorKind::Unsupported,
-            "appmixer has no directories",
-        ))
-    }
-
     async fn list(&self, _container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {
         let mut attempt = 0;
         loop {
@@ -475,24 +461,17 @@ impl Remote for AppmixerRemote {
         }
         let what = format!("read {:?} ({})", object.name, object.id);
         let url = self.http.url(&file_path("/files/", &object.id));
-        let wanted = (range.end - range.start) as usize;
         let build = || {
             let bytes = format!("bytes={}-{}", range.start, range.end - 1);
             Ok(self.http.client().get(&url).header("Range", bytes))
         };
         self.http
-            .retrying(|| async {
-                let response = self.send_signed(&what, &build).await?;
-                let skip = match response.status() {
-                    StatusCode::PARTIAL_CONTENT => 0,
-                    StatusCode::OK => range.start,
-                    StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
-                    _ => return Err(self.refused(&what, response).await),
-                };
-                http::collect_range(response, skip, wanted)
-                    .await
-                    .map_err(|err| self.http.transport_error(&what, &err))
-            })
+            .read_range(
+                &what,
+                &range,
+                || self.send_signed(&what, &build),
+                |response| self.refused(&what, response),
+            )
             .await
     }
 

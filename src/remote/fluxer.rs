@@ -35,10 +35,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
 
-use super::http::{self, HttpClient};
+use super::http::HttpClient;
 use super::url_cache::UrlCache;
 use super::{
     Capabilities, Container, ContainerGroup, ContainerRef, ErrorKind, NameRules, ObjectMeta,
@@ -271,25 +271,6 @@ impl FluxerRemote {
         }
     }
 
-    /// One ranged GET of an attachment URL (no token), with the shared retries.
-    async fn ranged_get(&self, what: &str, url: &str, range: &Range<u64>) -> RemoteResult<Bytes> {
-        let wanted = (range.end - range.start) as usize;
-        self.http
-            .retrying(|| async {
-                let response = self.http.get_range(what, url, range).await?;
-                let skip = match response.status() {
-                    StatusCode::PARTIAL_CONTENT => 0,
-                    StatusCode::OK => range.start,
-                    StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
-                    _ => return Err(self.http.status_error(what, response).await),
-                };
-                http::collect_range(response, skip, wanted)
-                    .await
-                    .map_err(|err| self.http.transport_error(what, &err))
-            })
-            .await
-    }
-
     /// The download URL of attachment `id` in `channel`: cached, else from a fresh copy of its
     /// message (`fresh` skips the cache).
     async fn attachment_url(&self, channel: &str, id: &str, fresh: bool) -> RemoteResult<String> {
@@ -457,11 +438,11 @@ impl Remote for FluxerRemote {
         let channel = self.channel(container)?;
         let what = format!("read {:?} ({})", object.name, object.id);
         let url = self.attachment_url(channel, &object.id, false).await?;
-        match self.ranged_get(&what, &url, &range).await {
+        match self.http.read_url_range(&what, &url, &range).await {
             // An expired or refused URL: fetch the message again for a fresh one.
             Err(err) if matches!(err.kind, ErrorKind::PermissionDenied | ErrorKind::NotFound) => {
                 let url = self.attachment_url(channel, &object.id, true).await?;
-                self.ranged_get(&what, &url, &range).await
+                self.http.read_url_range(&what, &url, &range).await
             }
             other => other,
         }

@@ -245,6 +245,56 @@ impl HttpClient {
         })
     }
 
+    /// Reads bytes `range` with the shared retries, one ranged GET per attempt from `get`:
+    /// 206 is the range itself, 200 a server that ignored Range (the range is cut out of the
+    /// body), 416 a range past the end (no bytes); any other status becomes the error that
+    /// `refused` makes of it (the API's own envelope and hints).
+    pub async fn read_range<G, GF, E, EF>(
+        &self,
+        what: &str,
+        range: &Range<u64>,
+        get: G,
+        refused: E,
+    ) -> RemoteResult<Bytes>
+    where
+        G: Fn() -> GF,
+        GF: Future<Output = RemoteResult<Response>>,
+        E: Fn(Response) -> EF,
+        EF: Future<Output = RemoteError>,
+    {
+        let wanted = (range.end - range.start) as usize;
+        self.retrying(|| async {
+            let response = get().await?;
+            let skip = match response.status() {
+                StatusCode::PARTIAL_CONTENT => 0,
+                StatusCode::OK => range.start,
+                StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
+                _ => return Err(refused(response).await),
+            };
+            collect_range(response, skip, wanted)
+                .await
+                .map_err(|err| self.transport_error(what, &err))
+        })
+        .await
+    }
+
+    /// Reads bytes `range` of `url` (a presigned or public URL: no API headers) with
+    /// [`Self::read_range`].
+    pub async fn read_url_range(
+        &self,
+        what: &str,
+        url: &str,
+        range: &Range<u64>,
+    ) -> RemoteResult<Bytes> {
+        self.read_range(
+            what,
+            range,
+            || self.get_range(what, url, range),
+            |response| self.status_error(what, response),
+        )
+        .await
+    }
+
     /// Sends one GET of bytes `range` of `url` (one attempt; callers retry around it and
     /// handle a server that ignores `Range`).
     pub async fn get_range(

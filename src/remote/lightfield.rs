@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -200,25 +200,6 @@ impl LightfieldRemote {
         self.urls.put(id, answer.url.clone(), expires);
         Ok(answer.url)
     }
-
-    /// One ranged GET on a presigned URL (no API headers), with the shared retries.
-    async fn ranged_get(&self, what: &str, url: &str, range: &Range<u64>) -> RemoteResult<Bytes> {
-        let wanted = (range.end - range.start) as usize;
-        self.http
-            .retrying(|| async {
-                let response = self.http.get_range(what, url, range).await?;
-                let skip = match response.status() {
-                    StatusCode::PARTIAL_CONTENT => 0,
-                    StatusCode::OK => range.start,
-                    StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
-                    _ => return Err(self.http.status_error(what, response).await),
-                };
-                http::collect_range(response, skip, wanted)
-                    .await
-                    .map_err(|err| self.http.transport_error(what, &err))
-            })
-            .await
-    }
 }
 
 /// A created upload session, and the md5 it must be completed with.
@@ -365,20 +346,6 @@ impl Remote for LightfieldRemote {
         Ok(Vec::new())
     }
 
-    async fn create_container(&self, _title: &str) -> RemoteResult<Container> {
-        Err(RemoteError::new(
-            ErrorKind::Unsupported,
-            "lightfield has no directories",
-        ))
-    }
-
-    async fn remove_container(&self, _id: &str) -> RemoteResult<()> {
-        Err(RemoteError::new(
-            ErrorKind::Unsupported,
-            "lightfield has no directories",
-        ))
-    }
-
     async fn list(&self, _container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {
         let rows = collect_pages(PAGE_SIZE, |offset| async move {
             let path = format!("/v1/files?limit={PAGE_SIZE}&offset={offset}");
@@ -407,11 +374,11 @@ impl Remote for LightfieldRemote {
         }
         let what = format!("read {:?} ({})", object.name, object.id);
         let url = self.download_url(&object.id, false).await?;
-        match self.ranged_get(&what, &url, &range).await {
+        match self.http.read_url_range(&what, &url, &range).await {
             // Storage refuses an expired URL with 403: get a new one and try once more.
             Err(err) if err.kind == ErrorKind::PermissionDenied => {
                 let url = self.download_url(&object.id, true).await?;
-                self.ranged_get(&what, &url, &range).await
+                self.http.read_url_range(&what, &url, &range).await
             }
             other => other,
         }

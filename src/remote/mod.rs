@@ -251,6 +251,14 @@ impl fmt::Display for RemoteError {
 
 impl std::error::Error for RemoteError {}
 
+/// What a flat API answers to a container operation; `remote` is its `describe()`.
+fn no_containers(remote: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::Unsupported,
+        format!("{remote} has no directories"),
+    )
+}
+
 /// Shorthand for results of remote calls.
 pub type RemoteResult<T> = Result<T, RemoteError>;
 
@@ -266,11 +274,19 @@ pub trait Remote: Send + Sync + 'static {
     /// Lists every container. Flat APIs return an empty list.
     async fn list_containers(&self) -> RemoteResult<Vec<Container>>;
 
-    /// Creates a container titled `title`. Titles need not be unique.
-    async fn create_container(&self, title: &str) -> RemoteResult<Container>;
+    /// Creates a container titled `title`. Titles need not be unique. Flat APIs keep the
+    /// default: `Unsupported`.
+    async fn create_container(&self, title: &str) -> RemoteResult<Container> {
+        let _ = title;
+        Err(no_containers(&self.describe()))
+    }
 
-    /// Deletes a container and everything in it. `NotFound` if it is already gone.
-    async fn remove_container(&self, id: &str) -> RemoteResult<()>;
+    /// Deletes a container and everything in it. `NotFound` if it is already gone. Flat APIs
+    /// keep the default: `Unsupported`.
+    async fn remove_container(&self, id: &str) -> RemoteResult<()> {
+        let _ = id;
+        Err(no_containers(&self.describe()))
+    }
 
     /// Lists every object in `container` (all pages). An empty list means an empty container.
     async fn list(&self, container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>>;
