@@ -412,3 +412,49 @@ fn guilds_and_channels_cannot_be_made_or_removed_through_the_mount() {
     std::fs::write(&dm, b"hi").unwrap();
     assert_eq!(std::fs::read(&dm).unwrap(), b"hi");
 }
+
+#[test]
+fn a_channel_with_5000_attachments_lists_every_one() {
+    const ATTACHMENTS: usize = 5000;
+    /// Messages posted at once while seeding.
+    const SEED_CONCURRENCY: usize = 8;
+    let mount = mount(|c| c.fluxer.rate_limits = false);
+    let url = format!(
+        "{}/v1/channels/{}/messages",
+        mount.endpoint(),
+        channel_id(&mount)
+    );
+    mount.runtime.block_on(async {
+        use futures::StreamExt;
+        let client = reqwest::Client::new();
+        let posts = futures::stream::iter(0..ATTACHMENTS)
+            .map(|i| {
+                let form = reqwest::multipart::Form::new()
+                    .text("payload_json", r#"{"content":"seeded"}"#)
+                    .part(
+                        "files[0]",
+                        reqwest::multipart::Part::bytes(format!("file {i}\n").into_bytes())
+                            .file_name(format!("f{i:05}.txt")),
+                    );
+                client
+                    .post(&url)
+                    .header("Authorization", GUEST)
+                    .multipart(form)
+                    .send()
+            })
+            .buffer_unordered(SEED_CONCURRENCY);
+        for response in posts.collect::<Vec<_>>().await {
+            assert!(response.unwrap().status().is_success());
+        }
+    });
+    let dir = channel_dir(&mount);
+    let listed = sh(&format!("ls {} | wc -l", q(&dir)));
+    assert_eq!(listed.trim(), ATTACHMENTS.to_string());
+    let found = sh(&format!("find {} -type f | wc -l", q(&dir)));
+    assert_eq!(found.trim(), ATTACHMENTS.to_string());
+    assert_eq!(
+        std::fs::read(dir.join("f04999.txt")).unwrap(),
+        b"file 4999\n"
+    );
+    assert_eq!(std::fs::read(dir.join("f00000.txt")).unwrap(), b"file 0\n");
+}
