@@ -1,10 +1,14 @@
 //! A mount over an emulator that fails on purpose (seeded): retries absorb 500, 429, dropped
 //! connections and short bodies, and no byte is lost or mixed.
 
+use std::process::Command;
+use std::time::Duration;
+
 use sessionfs::backend::Backend;
 use sessionfs::emulator::{EmulatorConfig, FaultCounts};
+use sessionfs::remote::http::RetryConfig;
 
-use crate::harness::{TestMount, pseudo_random, q, sh};
+use crate::harness::{TestMount, pseudo_random, q, sh, wait_until};
 
 #[test]
 fn copies_survive_errors_throttling_and_dropped_connections() {
@@ -69,4 +73,47 @@ fn create_session(dir: &std::path::Path, title: &str) {
         assert_eq!(response.status(), 201);
         server.shutdown().await;
     });
+}
+
+#[test]
+fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
+    let mut mount = TestMount::embedded_client(
+        Backend::Mix,
+        |_| {},
+        |client| {
+            client.retry = RetryConfig {
+                max_attempts: 1000,
+                deadline: Duration::from_secs(60),
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+            }
+        },
+        |config| config.metadata_ttl = Duration::from_secs(60),
+    );
+    let dir = mount.session_dir("outage");
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("data.bin");
+    let data = pseudo_random(3 << 20, 11);
+    std::fs::write(&source, &data).unwrap();
+    let target = dir.join("data.bin");
+    // Listed once while the server is up, so lookups answer from the listing during the outage.
+    sh(&format!("ls {}", q(&dir)));
+
+    mount.stop_server();
+    let mut cp = Command::new("cp")
+        .arg(&source)
+        .arg(&target)
+        .spawn()
+        .unwrap();
+    // Every byte is staged and the close is retrying the upload: the server comes back.
+    wait_until(Duration::from_secs(20), "the copy to be staged", || {
+        std::fs::metadata(&target).is_ok_and(|m| m.len() == data.len() as u64)
+    });
+    assert!(cp.try_wait().unwrap().is_none(), "cp waits for the upload");
+    // Cached entries keep answering while the server is away.
+    assert!(sh(&format!("ls -l {}", q(&dir))).contains("data.bin"));
+    mount.restart_server();
+    assert!(cp.wait().unwrap().success(), "the copy completes");
+    let session = mount.api_session_id("outage");
+    assert!(mount.api_get(&session, "data.bin").unwrap() == data);
 }

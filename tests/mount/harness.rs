@@ -24,6 +24,8 @@ pub struct TestMount {
     /// Another client of the same service: a second instance of the backend's client, with
     /// its own connections and no share in the mount's caches.
     pub other: Arc<dyn Remote>,
+    /// How to start the emulator again after [`TestMount::stop_server`].
+    restart: (Backend, EmulatorConfig),
     session: Option<BackgroundSession>,
     mountpoint: TempDir,
     _data: TempDir,
@@ -58,7 +60,13 @@ impl TestMount {
         tweak: impl FnOnce(&mut FsConfig),
     ) -> Self {
         let client = RemoteConfig::new("", token.map(str::to_string));
-        Self::build(backend, |dir, _| emulator_config(dir), client, tweak)
+        Self::build(
+            backend,
+            |dir, _| emulator_config(dir),
+            client,
+            |_| {},
+            tweak,
+        )
     }
 
     /// A mount of `backend`'s emulator with fresh credentials shared by both, as the embedded
@@ -83,18 +91,25 @@ impl TestMount {
             let mut config = EmulatorConfig::new(dir);
             backend.embed(&mut config, remote);
             emulator(&mut config);
-            client(remote);
             config
         };
-        Self::build(backend, configure, RemoteConfig::new("", None), tweak)
+        Self::build(
+            backend,
+            configure,
+            RemoteConfig::new("", None),
+            client,
+            tweak,
+        )
     }
 
     /// Mounts `backend`'s emulator, whose config `configure` makes from the data directory
-    /// (and may put matching credentials into the client's config).
+    /// (and may put matching credentials into the client's config); `client` adjusts the
+    /// client's config last (over the tests' short retries).
     fn build(
         backend: Backend,
         configure: impl FnOnce(&Path, &mut RemoteConfig) -> EmulatorConfig,
         mut remote_config: RemoteConfig,
+        client: impl FnOnce(&mut RemoteConfig),
         tweak: impl FnOnce(&mut FsConfig),
     ) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
@@ -113,9 +128,14 @@ impl TestMount {
         let staging = TempDir::new().unwrap();
         let mountpoint = TempDir::new().unwrap();
         let emulator = runtime
-            .block_on(emulator::spawn(backend, emulator_config))
+            .block_on(emulator::spawn(backend, emulator_config.clone()))
             .unwrap();
         let endpoint = emulator.endpoint();
+        // A restart serves the same data on the same port.
+        let restart = EmulatorConfig {
+            listen: emulator.addr,
+            ..emulator_config
+        };
         // Few, short retries: tests that stop the server want the error, not a long wait.
         let retry = RetryConfig {
             max_attempts: attempts,
@@ -125,6 +145,7 @@ impl TestMount {
         };
         remote_config.endpoint = endpoint.clone();
         remote_config.retry = retry;
+        client(&mut remote_config);
         let remote = backend.connect(&remote_config).unwrap();
         let other = backend.connect(&remote_config).unwrap();
         let mut config = FsConfig::new(staging.path());
@@ -142,6 +163,7 @@ impl TestMount {
         Self {
             runtime,
             emulator: Some(emulator),
+            restart: (backend, restart),
             fs,
             other,
             session: Some(session),
@@ -180,6 +202,17 @@ impl TestMount {
         if let Some(server) = self.emulator.take() {
             self.runtime.block_on(server.shutdown());
         }
+    }
+
+    /// Starts the emulator again on the same port over the same data, as a server that comes
+    /// back after an outage.
+    pub fn restart_server(&mut self) {
+        let (backend, config) = self.restart.clone();
+        let server = self
+            .runtime
+            .block_on(emulator::spawn(backend, config))
+            .unwrap();
+        self.emulator = Some(server);
     }
 
     fn finish(&mut self) {
