@@ -317,6 +317,25 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any path round-trips through encode and decode under every backend's rules, the
+        /// stored name never holds a `/`, and Mix's sanitiser leaves it unchanged.
+        #[test]
+        fn any_name_round_trips_under_every_backends_rules(path in "\\PC{0,40}(/\\PC{1,20}){0,3}") {
+            let flat = NameRules::default();
+            let limited = NameRules { max_name_bytes: Some(255), ..NameRules::default() };
+            for rules in [MIX, flat, limited] {
+                let encoded = encode(&path, &rules);
+                proptest::prop_assert!(!encoded.contains('/'), "{:?} keeps a slash", encoded);
+                proptest::prop_assert_eq!(decode(&encoded), path.clone());
+            }
+            let encoded = encode(&path, &MIX);
+            proptest::prop_assert_eq!(mix_sanitize(&encoded), encoded);
+        }
+    }
+
     #[test]
     fn round_trips_and_survives_mix_sanitising() {
         let names = [
