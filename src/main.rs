@@ -1,14 +1,9 @@
 //! CLI entry: parse, set up logging, dispatch.
 
-use sessionfs::cli::{self, Command};
+use sessionfs::cli::{self, Command, ConfigCommand};
 use sessionfs::run;
 
 fn main() {
-    // fuser repeats our lifecycle lines and warns that an unmount already done by `umount`
-    // "failed"; its errors still show. RUST_LOG overrides all of this.
-    let default_filter = "info,fuser=warn,fuser::mnt=error";
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
-        .init();
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(message) => {
@@ -16,10 +11,38 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // fuser repeats our lifecycle lines and warns that an unmount already done by `umount`
+    // "failed"; its errors still show. RUST_LOG overrides all of this.
+    let default_filter = "info,fuser=warn,fuser::mnt=error";
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter));
+    if let Command::Mount(args) = &cli.command
+        && let Some(path) = &args.log_file
+    {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => {
+                logger.target(env_logger::Target::Pipe(Box::new(file)));
+            }
+            Err(err) => {
+                eprintln!(
+                    "sessionfs: cannot open the log file {}: {err}",
+                    path.display()
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    logger.init();
     let result = match cli.command {
         Command::Mount(args) => run::mount(args),
         Command::Serve(args) => run::serve(args),
         Command::Unmount { mountpoint } => run::unmount(&mountpoint),
+        Command::Remotes { config } => run::remotes(config.as_deref()),
+        Command::Config(ConfigCommand::Check { config }) => run::check_config(config.as_deref()),
     };
     if let Err(message) = result {
         eprintln!("sessionfs: {message}");

@@ -440,7 +440,9 @@ impl Tree {
             .values()
             .filter(|node| node.linked)
             .filter_map(Node::file)
-            .fold((0, 0), |(bytes, count), file| (bytes + file.size, count + 1))
+            .fold((0, 0), |(bytes, count), file| {
+                (bytes + file.size, count + 1)
+            })
     }
 
     /// Every file inode below `dir`.
@@ -761,7 +763,11 @@ mod tests {
         tree.merge_objects(ROOT_INO, objects, &|_| false, now);
         assert_eq!(tree.stored_files(), (1031, 3));
         tree.merge_objects(ROOT_INO, vec![object("a", 1000)], &|_| false, now);
-        assert_eq!(tree.stored_files(), (1000, 1), "vanished objects no longer count");
+        assert_eq!(
+            tree.stored_files(),
+            (1000, 1),
+            "vanished objects no longer count"
+        );
     }
 
     #[test]
