@@ -44,6 +44,18 @@ pub enum Command {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `sessionfs completions bash >
+    /// /etc/bash_completion.d/sessionfs`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (sessionfs.1, sessionfs-mount.1, ...) into a directory.
+    Man {
+        /// Where to write them, e.g. /usr/local/share/man/man1.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Subcommands of `config`.
@@ -235,6 +247,20 @@ pub fn parse() -> Result<Cli, String> {
         args.apply_config(given)?;
     }
     Ok(cli)
+}
+
+/// The completion script of `shell` for the whole command line.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sessionfs", &mut script);
+    script
+}
+
+/// Writes the man pages into `dir`: sessionfs.1 and one per subcommand (sessionfs-mount.1,
+/// ...), each with its options.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)
 }
 
 impl MountArgs {

@@ -43,6 +43,17 @@ fn main() {
         Command::Unmount { mountpoint } => run::unmount(&mountpoint),
         Command::Remotes { config } => run::remotes(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => run::check_config(config.as_deref()),
+        Command::Completions { shell } => {
+            std::io::Write::write_all(&mut std::io::stdout(), &cli::completions(shell)).or_else(
+                |err| match err.kind() {
+                    std::io::ErrorKind::BrokenPipe => Ok(()),
+                    _ => Err(format!("cannot write the completions: {err}")),
+                },
+            )
+        }
+        Command::Man { dir } => cli::write_man_pages(&dir)
+            .map(|()| println!("wrote the man pages into {}", dir.display()))
+            .map_err(|err| format!("cannot write the man pages into {}: {err}", dir.display())),
     };
     if let Err(message) = result {
         eprintln!("sessionfs: {message}");

@@ -314,3 +314,22 @@ fn daemon_logs_to_the_log_file_and_df_counts_stored_bytes() {
         std::fs::read_to_string(&log).is_ok_and(|text| text.contains("unmounted"))
     });
 }
+
+#[test]
+fn completions_and_man_pages_are_generated_from_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let bash = run(home.path(), &["completions", "bash"]);
+    assert!(bash.status.success(), "{bash:?}");
+    let script = home.path().join("sessionfs.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    sh(&format!("bash -n {}", q(&script)));
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("remotes"));
+
+    let dir = home.path().join("man1");
+    let man = run(home.path(), &["man", "--dir", dir.to_str().unwrap()]);
+    assert!(man.status.success(), "{man:?}");
+    let page = std::fs::read_to_string(dir.join("sessionfs-mount.1")).unwrap();
+    assert!(page.contains(".TH sessionfs-mount"), "{page}");
+    assert!(page.contains("token\\-file"), "{page}");
+    assert!(dir.join("sessionfs.1").exists());
+}
