@@ -4,6 +4,15 @@ use sessionfs::cli::{self, Command, ConfigCommand};
 use sessionfs::run;
 
 fn main() {
+    let mut argv = std::env::args_os();
+    let name = argv.next().map(std::path::PathBuf::from);
+    let name = name.as_deref().and_then(std::path::Path::file_name);
+    if name.is_some_and(|name| run::HELPER_NAMES.iter().any(|helper| name == *helper))
+        && let Err(message) = run::mount_helper(&argv.collect::<Vec<_>>())
+    {
+        eprintln!("{message}");
+        std::process::exit(1);
+    }
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(message) => {

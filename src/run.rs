@@ -2,6 +2,7 @@
 //! endpoint, mount, wait for a signal or an external unmount, drain uploads, unmount.
 
 mod daemon;
+mod mount_helper;
 mod mountpoint;
 mod staging;
 
@@ -19,6 +20,7 @@ use crate::remote::RemoteConfig;
 use crate::write::StagingArea;
 use crate::write::journal::{self, Journal};
 pub use daemon::daemonize;
+pub use mount_helper::{HELPER_NAMES, run as mount_helper};
 pub use mountpoint::{lazy_unmount, mount_config, mount_session, prepare_mountpoint, unmount};
 use staging::StagingDir;
 

@@ -333,3 +333,48 @@ fn completions_and_man_pages_are_generated_from_the_command_line() {
     assert!(page.contains("token\\-file"), "{page}");
     assert!(dir.join("sessionfs.1").exists());
 }
+
+#[test]
+fn as_mount_sessionfs_it_takes_mount_8_arguments_and_mounts_in_the_background() {
+    let home = tempfile::tempdir().unwrap();
+    write_config(home.path(), "[remotes.notes]\nbackend = \"mix\"\n");
+    let helper = home.path().join("mount.sessionfs");
+    std::os::unix::fs::symlink(BIN, &helper).unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let output = Command::new(&helper)
+        .arg("notes:")
+        .arg(mnt.path())
+        .args([
+            "-o",
+            "rw,_netdev,nofail,x-systemd.automount,memory_limit=64MiB,dir_mode=700",
+        ])
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    sh(&format!(
+        "mkdir {0}/s && echo fstab > {0}/s/f",
+        q(mnt.path())
+    ));
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("s/f")).unwrap(),
+        "fstab\n"
+    );
+    let mode = sh(&format!("stat -c %a {}", q(mnt.path())));
+    assert_eq!(mode.trim(), "700", "dir_mode= reached the mount");
+    let unmount = run(home.path(), &["unmount", mnt.path().to_str().unwrap()]);
+    assert!(unmount.status.success(), "{unmount:?}");
+
+    let refused = Command::new(&helper)
+        .args(["notes:", "/nonexistent", "-o", "colour=blue"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("unknown option \"colour=blue\""),
+        "{refused:?}"
+    );
+}
