@@ -1,14 +1,18 @@
-//! The command line: clap types and the rules between options.
+//! The command line: clap types and the rules between options; the config file and its
+//! named remotes are in [`config`].
+
+pub mod config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::Backend;
 use crate::emulator::FaultSpec;
+use config::ConfigFile;
 
 /// Mount remote file APIs as a local drive.
 #[derive(Debug, Parser)]
@@ -31,15 +35,57 @@ pub enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// List the named remotes of the config file: name, backend, endpoint (never a secret).
+    Remotes {
+        /// The config file [default: $XDG_CONFIG_HOME/sessionfs/config.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `sessionfs completions bash >
+    /// /etc/bash_completion.d/sessionfs`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (sessionfs.1, sessionfs-mount.1, ...) into a directory.
+    Man {
+        /// Where to write them, e.g. /usr/local/share/man/man1.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Subcommands of `config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file: every key and value, and that token and password files are
+    /// readable by their owner alone; a problem is reported with its line and key.
+    Check {
+        /// The config file [default: $XDG_CONFIG_HOME/sessionfs/config.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Options of `mount`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
-    /// Empty directory to mount on.
+    /// `NAME:` of a remote in the config file, then the empty directory to mount on; or only
+    /// the directory.
+    #[arg(value_name = "[NAME:] MOUNTPOINT", num_args = 1..=2, required = true)]
+    pub targets: Vec<PathBuf>,
+    /// The mount point, from `targets` (set by [`MountArgs::apply_config`]).
+    #[arg(skip)]
     pub mountpoint: PathBuf,
-    /// TOML file with defaults for backend, endpoint, token, cache-dir, cache-size,
-    /// memory-limit and metadata-ttl; the command line and SESSIONFS_TOKEN win over it.
+    /// The named remote, from `targets` (set by [`MountArgs::apply_config`]).
+    #[arg(skip)]
+    pub remote: Option<String>,
+    /// TOML file with defaults and named remotes ([remotes.NAME]) holding any mount option
+    /// by its long name [default: $XDG_CONFIG_HOME/sessionfs/config.toml, if it exists]; the
+    /// command line and SESSIONFS_TOKEN win over it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Which API the endpoint speaks.
@@ -51,6 +97,9 @@ pub struct MountArgs {
     /// API token (for APIs that need one).
     #[arg(long, env = "SESSIONFS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the API token, readable by its owner alone (keeps it out of `ps`).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Account to sign in as, for APIs that sign in with a password (Appmixer).
     #[arg(long)]
     pub user: Option<String>,
@@ -95,9 +144,12 @@ pub struct MountArgs {
     #[arg(long)]
     pub xattrs: bool,
     /// Run in the background: return once the mount is ready (or print why it failed); the
-    /// log goes to sessionfs-PID.log under --cache-dir.
+    /// log goes to --log-file, else sessionfs-PID.log under --cache-dir.
     #[arg(long)]
     pub daemon: bool,
+    /// Append the log to FILE instead of standard error.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
     /// Let other users see the mount (needs user_allow_other for non-root).
     #[arg(long)]
     pub allow_other: bool,
@@ -185,19 +237,6 @@ pub struct ServeArgs {
     pub upload_ttl: Duration,
 }
 
-/// The options a `--config` file may set (kebab-case keys, as on the command line).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct ConfigFile {
-    backend: Option<String>,
-    endpoint: Option<String>,
-    token: Option<String>,
-    cache_dir: Option<PathBuf>,
-    cache_size: Option<String>,
-    memory_limit: Option<String>,
-    metadata_ttl: Option<String>,
-}
-
 /// Parses the command line, then fills `mount` options it did not give from `--config`.
 pub fn parse() -> Result<Cli, String> {
     let matches = Cli::command().get_matches();
@@ -210,52 +249,135 @@ pub fn parse() -> Result<Cli, String> {
     Ok(cli)
 }
 
+/// The completion script of `shell` for the whole command line.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sessionfs", &mut script);
+    script
+}
+
+/// Writes the man pages into `dir`: sessionfs.1 and one per subcommand (sessionfs-mount.1,
+/// ...), each with its options.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)
+}
+
 impl MountArgs {
-    /// Takes from the `--config` file every option that neither the command line nor the
-    /// environment set. The one place where the rule "command line, then environment, then
-    /// config file, then default" lives.
+    /// Splits the positional arguments into the remote and the mount point, then takes from
+    /// the config file every option that neither the command line nor the environment set:
+    /// the named remote's table first, then the file's top level. The one place where the
+    /// rule "command line, then environment, then config file, then default" lives.
     pub fn apply_config(&mut self, given: &ArgMatches) -> Result<(), String> {
-        let Some(path) = &self.config else {
-            return Ok(());
+        let (remote, mountpoint) = match self.targets.as_slice() {
+            [mountpoint] => (None, mountpoint.clone()),
+            [remote, mountpoint] => (Some(remote_name(remote)?), mountpoint.clone()),
+            _ => return Err("give [NAME:] MOUNTPOINT".to_string()),
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read config {}: {err}", path.display()))?;
-        let file: ConfigFile =
-            toml::from_str(&text).map_err(|err| format!("config {}: {err}", path.display()))?;
+        self.mountpoint = mountpoint;
+        let path = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(ConfigFile::default_path()).filter(|path| path.exists()),
+        };
+        let file = match &path {
+            Some(path) => Some(ConfigFile::read(path)?),
+            None => None,
+        };
+        let settings = match (&file, &remote) {
+            (Some(file), Some(name)) => file.remote(name)?,
+            (Some(file), None) => file.settings.clone(),
+            (None, Some(name)) => {
+                return Err(format!(
+                    "no remote {name:?}: there is no config file {}",
+                    ConfigFile::default_path().display()
+                ));
+            }
+            (None, None) => return Ok(()),
+        };
         let unset = |id: &str| {
             !matches!(
                 given.value_source(id),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             )
         };
-        let bad = |key: &str, err: String| format!("config {}: {key}: {err}", path.display());
-        if let Some(backend) = file.backend.filter(|_| unset("backend")) {
-            self.backend = Backend::from_str(&backend, true).map_err(|err| bad("backend", err))?;
+        macro_rules! take {
+            ($($field:ident),* $(,)?) => {$(
+                if let Some(value) = settings.$field.clone().filter(|_| unset(stringify!($field))) {
+                    self.$field = value;
+                }
+            )*};
         }
-        if let Some(endpoint) = file.endpoint.filter(|_| unset("endpoint")) {
-            self.endpoint = Some(endpoint);
+        macro_rules! take_some {
+            ($($field:ident),* $(,)?) => {$(
+                if let Some(value) = settings.$field.clone().filter(|_| unset(stringify!($field))) {
+                    self.$field = Some(value);
+                }
+            )*};
         }
-        if let Some(token) = file.token.filter(|_| unset("token")) {
-            self.token = Some(token);
+        take!(
+            backend,
+            cache_size,
+            memory_limit,
+            metadata_ttl,
+            retry_deadline,
+            read_only,
+            xattrs,
+            allow_other,
+            file_mode,
+            dir_mode,
+            options,
+        );
+        take_some!(
+            endpoint,
+            user,
+            data,
+            cache_dir,
+            upload_parallel,
+            chunk_size,
+            uid,
+            gid,
+            local_only,
+            log_file,
+        );
+        if unset("token") && unset("token_file") {
+            match (&settings.token_file, &settings.token) {
+                (Some(file), _) => self.token_file = Some(file.get_ref().clone()),
+                (None, Some(token)) => self.token = Some(token.clone()),
+                (None, None) => {}
+            }
         }
-        if let Some(dir) = file.cache_dir.filter(|_| unset("cache_dir")) {
-            self.cache_dir = Some(dir);
+        if let Some(file) = settings.password_file.filter(|_| unset("password_file")) {
+            self.password_file = Some(file.into_inner());
         }
-        if let Some(size) = file.cache_size.filter(|_| unset("cache_size")) {
-            self.cache_size = size.parse().map_err(|err| bad("cache-size", err))?;
+        // Each named remote served by the embedded emulator keeps its own data.
+        if let Some(name) = &remote
+            && self.endpoint.is_none()
+            && self.data.is_none()
+        {
+            self.data = Some(data_home().join("sessionfs/remotes").join(name));
         }
-        if let Some(limit) = file.memory_limit.filter(|_| unset("memory_limit")) {
-            self.memory_limit = limit.parse().map_err(|err| bad("memory-limit", err))?;
-        }
-        if let Some(ttl) = file.metadata_ttl.filter(|_| unset("metadata_ttl")) {
-            self.metadata_ttl = humantime::parse_duration(&ttl)
-                .map_err(|err| bad("metadata-ttl", err.to_string()))?;
-        }
+        self.remote = remote;
         Ok(())
     }
 }
 
-fn parse_mode(text: &str) -> Result<u16, String> {
+/// The NAME of `NAME:`. `NAME:SUBDIR` (one container) is refused for now.
+fn remote_name(spec: &std::path::Path) -> Result<String, String> {
+    let spec = spec.to_string_lossy();
+    match spec.split_once(':') {
+        Some((name, "")) if !name.is_empty() => Ok(name.to_string()),
+        Some((name, subdir)) if !name.is_empty() => Err(format!(
+            "mounting one container ({name}:{subdir}) is not supported yet; mount {name}: and \
+             use MOUNTPOINT/{subdir}"
+        )),
+        _ => Err(format!(
+            "{spec:?} is not a remote: give NAME: (a [remotes.NAME] of the config file) and \
+             then the mount point"
+        )),
+    }
+}
+
+pub(crate) fn parse_mode(text: &str) -> Result<u16, String> {
     u16::from_str_radix(text, 8)
         .ok()
         .filter(|mode| *mode <= 0o7777)
@@ -265,11 +387,14 @@ fn parse_mode(text: &str) -> Result<u16, String> {
 /// Where an emulator keeps its data when no `--data` is given: a directory that survives
 /// restarts, under `$XDG_DATA_HOME` (or `~/.local/share`).
 pub fn default_data_dir(backend: Backend) -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
+    data_home().join("sessionfs").join(backend.name())
+}
+
+fn data_home() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("sessionfs").join(backend.name())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Where staged writes go when no `--cache-dir` is given.

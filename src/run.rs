@@ -2,6 +2,7 @@
 //! endpoint, mount, wait for a signal or an external unmount, drain uploads, unmount.
 
 mod daemon;
+mod mount_helper;
 mod mountpoint;
 mod staging;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use fuser::BackgroundSession;
 
+use crate::cli::config::{ConfigFile, read_secret_file};
 use crate::cli::{self, MountArgs, ServeArgs};
 use crate::emulator::{self, EmulatorConfig};
 use crate::fs::scratch::ScratchPatterns;
@@ -18,6 +20,7 @@ use crate::remote::RemoteConfig;
 use crate::write::StagingArea;
 use crate::write::journal::{self, Journal};
 pub use daemon::daemonize;
+pub use mount_helper::{HELPER_NAMES, run as mount_helper};
 pub use mountpoint::{lazy_unmount, mount_config, mount_session, prepare_mountpoint, unmount};
 use staging::StagingDir;
 
@@ -225,27 +228,65 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The client's config from the mount options: endpoint, credentials (the password from
-/// `--password-file` or `SESSIONFS_PASSWORD`) and upload tuning.
+/// The client's config from the mount options: endpoint, credentials (the token from
+/// `--token` or `--token-file`, the password from `--password-file` or `SESSIONFS_PASSWORD`;
+/// secret files only their owner may read) and upload tuning.
 fn remote_config(args: &MountArgs) -> Result<RemoteConfig, RunError> {
-    let mut client = RemoteConfig::new(
-        args.endpoint.clone().unwrap_or_default(),
-        args.token.clone(),
-    );
+    let token = match &args.token_file {
+        Some(path) => Some(read_secret_file(path)?),
+        None => args.token.clone(),
+    };
+    let mut client = RemoteConfig::new(args.endpoint.clone().unwrap_or_default(), token);
     client.user = args.user.clone();
     client.password = match &args.password_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|err| format!("cannot read the password file {}: {err}", path.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-        ),
+        Some(path) => Some(read_secret_file(path)?),
         None => std::env::var("SESSIONFS_PASSWORD").ok(),
     };
     client.upload_parallel = args.upload_parallel;
     client.retry.deadline = args.retry_deadline;
     client.part_size = args.chunk_size.map(|size| size.as_u64());
     Ok(client)
+}
+
+/// `sessionfs remotes`: the named remotes of the config file, one a line: name, backend,
+/// endpoint (or the embedded emulator). Never a secret.
+pub fn remotes(config: Option<&std::path::Path>) -> Result<(), RunError> {
+    let path = config.map_or_else(ConfigFile::default_path, |path| path.to_path_buf());
+    let file = ConfigFile::read(&path)?;
+    let remotes = file.remotes();
+    if remotes.is_empty() {
+        println!(
+            "no remotes in {}; add a [remotes.NAME] table",
+            path.display()
+        );
+    }
+    let width = remotes.iter().map(|r| r.name.len() + 1).max().unwrap_or(0);
+    for remote in remotes {
+        let name = format!("{}:", remote.name);
+        let endpoint = remote.endpoint.as_deref().unwrap_or("(embedded emulator)");
+        println!("{name:width$}  {:10}  {endpoint}", remote.backend.name());
+    }
+    Ok(())
+}
+
+/// `sessionfs config check`: parses the config file and checks its secret files; the first
+/// problem is the error, with its line and key.
+pub fn check_config(config: Option<&std::path::Path>) -> Result<(), RunError> {
+    let path = config.map_or_else(ConfigFile::default_path, |path| path.to_path_buf());
+    let file = ConfigFile::read(&path)?;
+    file.check()?;
+    let names: Vec<String> = file.remotes().into_iter().map(|r| r.name).collect();
+    println!(
+        "{}: ok, {} remote(s){}",
+        path.display(),
+        names.len(),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", names.join(", "))
+        }
+    );
+    Ok(())
 }
 
 /// Waits for SIGINT or SIGTERM (true) or for the mount to end by an external unmount (false).

@@ -592,14 +592,23 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.handles.remove(fh);
     }
 
-    /// Numbers that make `df` and free-space checks pass: the APIs have no quota to report.
+    /// Numbers for `df`: used is the bytes of the files the mount knows (listed or staged),
+    /// free a large constant, since no API here reports a quota.
     pub fn statfs(&self) -> FsStats {
+        const BLOCK_SIZE_BYTES: u64 = 4096;
+        // No API here reports a quota: the capacity is what the mount stores plus a large
+        // constant, so `df` shows real used bytes and never more than 100 %.
+        const FREE_BYTES: u64 = 1 << 50;
+        const FREE_FILES: u64 = 1 << 31;
+        let (bytes, files) = self.tree().stored_files();
+        let used_blocks = bytes.div_ceil(BLOCK_SIZE_BYTES);
+        let free_blocks = FREE_BYTES / BLOCK_SIZE_BYTES;
         FsStats {
-            block_size: 4096,
-            blocks: 1 << 40,
-            blocks_free: 1 << 39,
-            files: 1 << 32,
-            files_free: 1 << 31,
+            block_size: BLOCK_SIZE_BYTES as u32,
+            blocks: used_blocks + free_blocks,
+            blocks_free: free_blocks,
+            files: files + FREE_FILES,
+            files_free: FREE_FILES,
             name_max: names::NAME_MAX_BYTES as u32,
         }
     }

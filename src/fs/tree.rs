@@ -432,6 +432,19 @@ impl Tree {
         placed
     }
 
+    /// Bytes and count of the files the mount knows it stores: every file reachable from the
+    /// root, at the length it shows (the listed size, or the staged length while written).
+    /// Only what has been listed counts, so scopes never opened add nothing.
+    pub fn stored_files(&self) -> (u64, u64) {
+        self.nodes
+            .values()
+            .filter(|node| node.linked)
+            .filter_map(Node::file)
+            .fold((0, 0), |(bytes, count), file| {
+                (bytes + file.size, count + 1)
+            })
+    }
+
     /// Every file inode below `dir`.
     pub fn files_below(&self, dir: Ino) -> Vec<Ino> {
         self.descendants(dir)
@@ -739,6 +752,21 @@ mod tests {
             names_under(&tree, ROOT_INO),
             ["src"],
             "vanished objects and markers go"
+        );
+    }
+
+    #[test]
+    fn stored_files_sum_what_the_listing_shows() {
+        let mut tree = Tree::new(false);
+        let now = Instant::now();
+        let objects = vec![object("a", 1000), object("d／b", 24), object("gone", 7)];
+        tree.merge_objects(ROOT_INO, objects, &|_| false, now);
+        assert_eq!(tree.stored_files(), (1031, 3));
+        tree.merge_objects(ROOT_INO, vec![object("a", 1000)], &|_| false, now);
+        assert_eq!(
+            tree.stored_files(),
+            (1000, 1),
+            "vanished objects no longer count"
         );
     }
 

@@ -36,9 +36,18 @@ pub fn daemonize(args: &MountArgs) -> Result<(), RunError> {
         .collect();
     let exe =
         std::env::current_exe().map_err(|err| format!("cannot find sessionfs itself: {err}"))?;
-    let log_path = cache_dir.join(format!("sessionfs-{}.log", std::process::id()));
-    let log =
-        fs::File::create(&log_path).map_err(|err| format!("{}: {err}", log_path.display()))?;
+    let log_path = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| cache_dir.join(format!("sessionfs-{}.log", std::process::id())));
+    // Appended to, as the mount itself does with --log-file; a failure shows what this run
+    // added.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|err| format!("cannot open the log file {}: {err}", log_path.display()))?;
+    let log_start = log.metadata().map_or(0, |meta| meta.len());
     // The child's end stays open across exec; the child writes to it once the mount answers.
     let (mut ready, child_end) =
         UnixStream::pair().map_err(|err| format!("cannot start the mount: {err}"))?;
@@ -84,7 +93,8 @@ pub fn daemonize(args: &MountArgs) -> Result<(), RunError> {
         // The socket closed without a word: the mount ended before it was ready.
         Ok(_) => {
             let status = child.wait().map_err(|err| err.to_string())?;
-            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            let log = fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
             Err(format!("the mount ended ({status}):\n{}", log.trim_end()))
         }
         Err(err)

@@ -11,6 +11,7 @@ mod harness;
 mod lightfield;
 mod read;
 mod reference;
+mod remotes;
 mod scenarios;
 mod sessions;
 mod tools;
