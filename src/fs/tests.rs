@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::tree::{Ino, ROOT_INO};
-use super::{FsConfig, SessionFs};
+use super::{Caller, FsConfig, SessionFs};
 use crate::remote::faulty::{FaultyRemote, When};
 use crate::remote::memory::MemoryRemote;
 use crate::remote::{ErrorKind, Remote};
@@ -71,7 +71,7 @@ async fn one_listing_answers_every_lookup_and_miss_in_a_directory() {
 async fn repeated_flushes_upload_once_and_close_uploads_nothing_more() {
     let f = fixture().await;
     let (entry, opened) =
-        f.fs.create(f.session, "new.txt", 0o644, false)
+        f.fs.create(f.session, "new.txt", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -91,7 +91,7 @@ async fn a_failed_upload_keeps_the_bytes_and_the_next_flush_retries() {
     f.faulty
         .fail("upload", When::Nth(1), ErrorKind::Unavailable);
     let (entry, opened) =
-        f.fs.create(f.session, "keep.txt", 0o644, false)
+        f.fs.create(f.session, "keep.txt", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -124,7 +124,7 @@ async fn rename_reuploads_under_the_new_name_and_deletes_the_old() {
 async fn scratch_files_are_never_uploaded() {
     let f = fixture().await;
     let (entry, opened) =
-        f.fs.create(f.session, ".notes.swp", 0o600, false)
+        f.fs.create(f.session, ".notes.swp", 0o600, false, Caller::ROOT)
             .await
             .unwrap();
     f.fs.write(entry.attr.ino, opened.fh, 0, Bytes::from_static(b"swap"))
@@ -179,7 +179,7 @@ async fn a_dead_server_still_answers_from_the_last_listing() {
 async fn a_file_written_in_order_is_uploaded_while_it_is_written() {
     let f = fixture_over(MemoryRemote::new().with_streaming()).await;
     let (entry, opened) =
-        f.fs.create(f.session, "seq.bin", 0o644, false)
+        f.fs.create(f.session, "seq.bin", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -205,7 +205,7 @@ async fn a_file_written_in_order_is_uploaded_while_it_is_written() {
 async fn a_write_out_of_order_drops_the_stream_and_uploads_the_staged_copy() {
     let f = fixture_over(MemoryRemote::new().with_streaming()).await;
     let (entry, opened) =
-        f.fs.create(f.session, "rand.bin", 0o644, false)
+        f.fs.create(f.session, "rand.bin", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -231,7 +231,7 @@ async fn without_memory_for_its_queue_a_file_is_uploaded_at_close_instead_of_str
     })
     .await;
     let (entry, opened) =
-        f.fs.create(f.session, "big.bin", 0o644, false)
+        f.fs.create(f.session, "big.bin", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -254,7 +254,7 @@ async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
     f.faulty
         .fail("upload", When::Always, ErrorKind::Unavailable);
     let (entry, opened) =
-        f.fs.create(f.session, "doc.txt", 0o644, false)
+        f.fs.create(f.session, "doc.txt", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
