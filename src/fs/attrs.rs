@@ -143,7 +143,12 @@ impl MetaStore {
     }
 
     /// Records the attributes of `id` in `container`, replacing what was there.
-    pub fn put(&self, container: Option<&str>, id: &str, stored: &Stored) -> Result<(), StoreError> {
+    pub fn put(
+        &self,
+        container: Option<&str>,
+        id: &str,
+        stored: &Stored,
+    ) -> Result<(), StoreError> {
         let value = serde_json::to_vec(stored).map_err(|err| err.to_string())?;
         let key = key(container, id);
         self.write(|table| {

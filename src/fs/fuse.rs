@@ -270,7 +270,11 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         };
         let caller = caller(req);
         self.spawn(move |fs| async move {
-            answer_entry("mkdir", reply, fs.mkdir(parent.0, &name, mode, caller).await)
+            answer_entry(
+                "mkdir",
+                reply,
+                fs.mkdir(parent.0, &name, mode, caller).await,
+            )
         });
     }
 
@@ -410,20 +414,25 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = crate::direct::write_buffer(offset, data);
+        let caller = caller(req);
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(move |fs| async move {
             match fs.write(ino.0, fh.0, offset, data).await {
-                Ok(written) => reply.written(written),
+                Ok(written) => {
+                    fs.written_by(ino.0, caller, kill);
+                    reply.written(written)
+                }
                 Err(err) => reply.error(failed("write", &err)),
             }
         });

@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use error::{Error, Result};
 use attrs::{MetaStore, Stored};
+pub use error::{Error, Result};
 use handles::Handles;
 use scratch::ScratchPatterns;
 use tree::{DirOrigin, Ino, Node, NodeKind, Tree};

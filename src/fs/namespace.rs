@@ -170,6 +170,33 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(())
     }
 
+    /// `caller` wrote to `ino`: as Linux does, a write by a user other than root (or one the
+    /// kernel marks so) clears set-user-id, and set-group-id where the group may execute.
+    pub fn written_by(&self, ino: Ino, caller: Caller, kernel_says_kill: bool) {
+        if caller.is_root() && !kernel_says_kill {
+            return;
+        }
+        let changed = {
+            let mut tree = self.tree();
+            let Some(node) = tree.get_mut(ino) else {
+                return;
+            };
+            let perm = self.attr_of(node).perm;
+            let mut kill = libc::S_ISUID as u16;
+            if perm & 0o010 != 0 {
+                kill |= libc::S_ISGID as u16;
+            }
+            if perm & kill == 0 {
+                return;
+            }
+            node.meta.perm = Some(perm & !kill);
+            true
+        };
+        if changed {
+            self.persist(ino);
+        }
+    }
+
     /// The owner of something `caller` creates: the caller, unless `--uid`/`--gid` force one.
     fn new_meta(&self, mode: Option<u32>, caller: Caller) -> LocalMeta {
         let now = SystemTime::now();
@@ -389,9 +416,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             content: content.clone(),
         };
         let meta = self.new_meta(None, caller);
-        let ino = self
-            .tree()
-            .insert(parent, name, NodeKind::File(link), meta);
+        let ino = self.tree().insert(parent, name, NodeKind::File(link), meta);
         let mut state = content.lock().await;
         self.mark_dirty(ino, &mut state);
         if let Err(err) = self.upload_locked(ino, &mut state).await {

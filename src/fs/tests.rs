@@ -292,3 +292,71 @@ async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
         "kept locally, never uploaded"
     );
 }
+
+#[tokio::test]
+async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object() {
+    use super::namespace::SetAttr;
+    let memory = Arc::new(MemoryRemote::new());
+    let session_id = memory.create_container("s").await.unwrap().id;
+    let cache = tempfile::tempdir().unwrap();
+    let mount = |ttl: Duration| {
+        let mut config = FsConfig::new(cache.path().join("staging"));
+        config.meta_store = Some(cache.path().join("meta.redb"));
+        config.metadata_ttl = ttl;
+        let remote: Arc<dyn Remote> = memory.clone();
+        SessionFs::new(remote, config).unwrap()
+    };
+    let user = Caller {
+        uid: 1000,
+        gid: 100,
+    };
+    let then = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    {
+        let fs = mount(Duration::from_secs(60));
+        let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+        let (entry, opened) = fs.create(session, "f", 0o640, false, user).await.unwrap();
+        assert_eq!(
+            (entry.attr.uid, entry.attr.gid),
+            (1000, 100),
+            "the caller's"
+        );
+        let ino = entry.attr.ino;
+        fs.write(ino, opened.fh, 0, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        fs.release(ino, opened.fh).await.unwrap();
+        let chmod = SetAttr {
+            mode: Some(0o600),
+            mtime: Some(then),
+            ..Default::default()
+        };
+        let other = Caller {
+            uid: 2000,
+            gid: 200,
+        };
+        let refused = fs.setattr(ino, chmod.clone(), other).await.unwrap_err();
+        assert_eq!(refused.errno, libc::EPERM, "chmod by another user");
+        fs.setattr(ino, chmod, user).await.unwrap();
+        let chown = SetAttr {
+            uid: Some(3000),
+            ..Default::default()
+        };
+        let refused = fs.setattr(ino, chown, user).await.unwrap_err();
+        assert_eq!(refused.errno, libc::EPERM, "chown by a non-root user");
+    }
+    let fs = mount(Duration::ZERO);
+    let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+    let attr = fs.lookup(session, "f").await.unwrap().attr;
+    assert_eq!((attr.perm, attr.uid, attr.gid), (0o600, 1000, 100));
+    assert_eq!(attr.mtime, then);
+
+    memory.put(&session_id, "f", b"changed by another client");
+    let attr = fs.lookup(session, "f").await.unwrap().attr;
+    assert_eq!(attr.perm, 0o644, "the server's attributes apply");
+    assert_ne!(attr.uid, 1000);
+    drop(fs);
+    let fs = mount(Duration::ZERO);
+    let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+    let attr = fs.lookup(session, "f").await.unwrap().attr;
+    assert_eq!(attr.perm, 0o644, "the stale entry was dropped");
+}

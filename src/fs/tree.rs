@@ -532,7 +532,10 @@ impl Tree {
                             file.size = meta.size;
                         }
                         let changed_on_server = !unsaved
-                            && file.remote.as_ref().is_some_and(|old| old.version != meta.version);
+                            && file
+                                .remote
+                                .as_ref()
+                                .is_some_and(|old| old.version != meta.version);
                         if let Some(old) = &file.remote {
                             known_versions.insert(old.id.clone(), old.version.clone());
                         }
@@ -795,7 +798,13 @@ mod tests {
         let main = tree.child(src, "main.rs").unwrap();
         assert_eq!(tree.path_in_scope(main), "src/main.rs");
 
-        tree.merge_objects(ROOT_INO, vec![object("src／main.rs", 5)], &never_busy, &HashMap::new(), now);
+        tree.merge_objects(
+            ROOT_INO,
+            vec![object("src／main.rs", 5)],
+            &never_busy,
+            &HashMap::new(),
+            now,
+        );
         assert_eq!(
             tree.child(src, "main.rs"),
             Some(main),
@@ -813,7 +822,13 @@ mod tests {
     fn busy_files_survive_a_listing_without_them() {
         let mut tree = Tree::new(false);
         let now = Instant::now();
-        tree.merge_objects(ROOT_INO, vec![object("open.txt", 1)], &|_| false, &HashMap::new(), now);
+        tree.merge_objects(
+            ROOT_INO,
+            vec![object("open.txt", 1)],
+            &|_| false,
+            &HashMap::new(),
+            now,
+        );
         let ino = tree.child(ROOT_INO, "open.txt").unwrap();
         tree.merge_objects(ROOT_INO, vec![], &|i| i == ino, &HashMap::new(), now);
         assert_eq!(tree.child(ROOT_INO, "open.txt"), Some(ino));
