@@ -203,3 +203,18 @@ fn ctime_moves_on_chmod_and_touch_keeps_what_it_omits() {
     .unwrap();
     assert!(renamed > before_rename, "ctime moves on rename");
 }
+
+#[test]
+fn file_and_link_attributes_survive_a_remount_on_lightfield() {
+    let mut mount = TestMount::embedded(Backend::Lightfield, |_| {}, |_| {});
+    let base = mount.path().to_path_buf();
+    sh(&format!(
+        "cd {} && printf 'secret' > f && chmod 600 f && chown 1234:5678 f \
+         && touch -d '2020-01-02 03:04:05' f && ln -s f link && chown -h 42:43 link",
+        q(&base)
+    ));
+    let before = stat(&base, "f link");
+    mount.remount();
+    assert_eq!(stat(&base, "f link"), before);
+    assert_eq!(std::fs::read(base.join("f")).unwrap(), b"secret");
+}
