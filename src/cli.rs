@@ -153,10 +153,11 @@ pub struct MountArgs {
     /// Let other users see the mount (needs user_allow_other for non-root).
     #[arg(long)]
     pub allow_other: bool,
-    /// Owner shown for files [default: the mounting user].
+    /// Force one owner: files from the server and everything created through the mount belong
+    /// to this user [default: the creating process's user; the mounting user for the rest].
     #[arg(long)]
     pub uid: Option<u32>,
-    /// Group shown for files [default: the mounting user's group].
+    /// Force one group, as --uid does for the owner.
     #[arg(long)]
     pub gid: Option<u32>,
     /// Permission bits of files, in octal.

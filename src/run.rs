@@ -157,6 +157,16 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     config.dir_mode = args.dir_mode;
     config.uid = args.uid.unwrap_or(config.uid);
     config.gid = args.gid.unwrap_or(config.gid);
+    config.force_uid = args.uid;
+    config.force_gid = args.gid;
+    // Next to the staging directory, named like it; a second mount of the same remote (private
+    // staging) keeps attributes in memory only, since the store is one process's at a time.
+    config.meta_store = staging.replay.then(|| {
+        cache_dir
+            .join("metadata")
+            .join(staging_dir.file_name().unwrap_or_default())
+            .with_extension("redb")
+    });
     config.cache.memory_limit = args.memory_limit.as_u64();
     if args.cache_size.as_u64() > 0 {
         let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));

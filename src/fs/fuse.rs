@@ -21,7 +21,7 @@ use log::log;
 
 use super::error::Unsupported;
 use super::namespace::SetAttr;
-use super::{Attr, Error, FileKind, SessionFs};
+use super::{Attr, Caller, Error, FileKind, SessionFs};
 use crate::remote::Remote;
 
 /// Largest readahead we ask the kernel for.
@@ -119,6 +119,14 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
     }
 }
 
+/// Who sent `req`.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 fn to_system_time(time: TimeOrNow) -> SystemTime {
     match time {
         TimeOrNow::SpecificTime(time) => time,
@@ -182,7 +190,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -207,8 +215,9 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             atime: atime.map(to_system_time),
             mtime: mtime.map(to_system_time),
         };
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.setattr(ino.0, changes).await {
+            match fs.setattr(ino.0, changes, caller).await {
                 Ok(attr) => reply.attr(&ttl, &to_file_attr(&attr)),
                 Err(err) => reply.error(failed("setattr", &err)),
             }
@@ -217,7 +226,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -233,8 +242,9 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Ok(name) => name,
             Err(errno) => return reply.error(errno),
         };
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            let created = fs.create(parent.0, &name, mode, false).await;
+            let created = fs.create(parent.0, &name, mode, false, caller).await;
             match created {
                 Ok((entry, opened)) => {
                     let _ = fs.release(entry.attr.ino, opened.fh).await;
@@ -247,7 +257,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -258,8 +268,13 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Ok(name) => name,
             Err(errno) => return reply.error(errno),
         };
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            answer_entry("mkdir", reply, fs.mkdir(parent.0, &name, mode).await)
+            answer_entry(
+                "mkdir",
+                reply,
+                fs.mkdir(parent.0, &name, mode, caller).await,
+            )
         });
     }
 
@@ -285,7 +300,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -299,8 +314,10 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
                 return reply.error(failed("symlink", &err));
             }
         };
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            answer_entry("symlink", reply, fs.symlink(parent.0, &name, &target).await)
+            let linked = fs.symlink(parent.0, &name, &target, caller).await;
+            answer_entry("symlink", reply, linked)
         });
     }
 
@@ -397,20 +414,25 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = crate::direct::write_buffer(offset, data);
+        let caller = caller(req);
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.spawn(move |fs| async move {
             match fs.write(ino.0, fh.0, offset, data).await {
-                Ok(written) => reply.written(written),
+                Ok(written) => {
+                    fs.written_by(ino.0, caller, kill);
+                    reply.written(written)
+                }
                 Err(err) => reply.error(failed("write", &err)),
             }
         });
@@ -600,7 +622,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -613,8 +635,9 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Err(errno) => return reply.error(errno),
         };
         let truncate = flags & libc::O_TRUNC != 0;
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.create(parent.0, &name, mode, truncate).await {
+            match fs.create(parent.0, &name, mode, truncate, caller).await {
                 Ok((entry, opened)) => reply.created(
                     &entry.ttl,
                     &to_file_attr(&entry.attr),

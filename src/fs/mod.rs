@@ -12,6 +12,7 @@
 //! held across its upload, so writes, renames and unlinks of that file wait for the upload.
 //! Order: content lock, then tree lock; never the other way.
 
+pub mod attrs;
 pub mod error;
 mod files;
 pub mod fuse;
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use attrs::{MetaStore, Stored};
 pub use error::{Error, Result};
 use handles::Handles;
 use scratch::ScratchPatterns;
@@ -116,10 +118,18 @@ pub struct FsStats {
 pub struct FsConfig {
     /// How long a listing answers lookups before it is fetched again.
     pub metadata_ttl: Duration,
-    /// Owner shown for every inode (unless chown'd).
+    /// Owner of what has no owner of its own: objects from the server without an entry in the
+    /// metadata store, and the mount root.
     pub uid: u32,
-    /// Group shown for every inode.
+    /// Group of what has no group of its own.
     pub gid: u32,
+    /// `--uid`: every file, directory and link created through the mount belongs to this user
+    /// rather than to the process that created it.
+    pub force_uid: Option<u32>,
+    /// `--gid`: likewise for the group.
+    pub force_gid: Option<u32>,
+    /// The metadata store of this remote (`attrs`); `None` keeps attributes in memory only.
+    pub meta_store: Option<PathBuf>,
     /// Permission bits of files.
     pub file_mode: u16,
     /// Permission bits of directories.
@@ -147,6 +157,9 @@ impl FsConfig {
             metadata_ttl: Duration::from_secs(1),
             uid,
             gid,
+            force_uid: None,
+            force_gid: None,
+            meta_store: None,
             file_mode: 0o644,
             dir_mode: 0o755,
             staging_dir: staging_dir.into(),
@@ -158,6 +171,28 @@ impl FsConfig {
     }
 }
 
+/// Who asks for an operation: the uid and gid of the calling process (from the FUSE request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl Caller {
+    /// The superuser.
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+    /// Whether the caller is the superuser.
+    pub fn is_root(self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// The store key of container directories (their attributes are kept by container id).
+const CONTAINERS_KEY: &str = "\u{1}containers";
+
 /// The filesystem over one remote.
 pub struct SessionFs<R: Remote + ?Sized> {
     remote: Arc<R>,
@@ -168,6 +203,8 @@ pub struct SessionFs<R: Remote + ?Sized> {
     /// The inode tree. Never held across an await.
     tree: Mutex<Tree>,
     handles: Handles,
+    /// Attributes that last across mounts; called outside the tree lock.
+    store: Option<MetaStore>,
     /// Blocks of remote objects, under the global memory budget.
     blocks: Arc<BlockCache>,
     /// One lock per scope so concurrent lookups share one listing request.
@@ -183,7 +220,15 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let containers = remote.capabilities().containers;
         let budget = MemoryBudget::new(config.cache.memory_limit);
         let blocks = Arc::new(BlockCache::new(config.cache.clone(), budget)?);
+        let store = config.meta_store.as_deref().and_then(|path| {
+            MetaStore::open(path)
+                .inspect_err(|err| {
+                    log::warn!("{err}; modes, owners and times last only until unmount")
+                })
+                .ok()
+        });
         Ok(Self {
+            store,
             remote,
             config,
             staging,
@@ -325,10 +370,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         if is_container_list {
             let containers = self.remote.list_containers().await?;
-            self.tree().merge_containers(containers, Instant::now());
+            let stored = self.stored_entries(Some(CONTAINERS_KEY));
+            self.tree()
+                .merge_containers(containers, &stored, Instant::now());
             return Ok(());
         }
         let objects = self.remote.list(container.as_deref()).await?;
+        let stored = self.stored_entries(container.as_deref());
         // Handles and content are checked before the tree is locked for the merge: the open
         // files once, then each file's content, so a refresh is linear in files plus handles.
         let files = self.tree().files_below(scope);
@@ -337,13 +385,89 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .into_iter()
             .filter(|&i| open.contains(&i) || self.holds_local_content(i))
             .collect();
-        self.tree().merge_objects(
+        let stale = self.tree().merge_objects(
             scope,
             objects,
             &|ino| busy_files.contains(&ino),
+            &stored,
             Instant::now(),
         );
+        self.forget_stored(container.as_deref(), &stale);
         Ok(())
+    }
+
+    /// The metadata store's entries of `container` (empty without a store or on failure).
+    fn stored_entries(&self, container: Option<&str>) -> HashMap<String, Stored> {
+        let Some(store) = &self.store else {
+            return HashMap::new();
+        };
+        store.entries(container).unwrap_or_else(|err| {
+            log::warn!("{err}");
+            HashMap::new()
+        })
+    }
+
+    /// Drops the store's entries of `ids` in `container`.
+    pub(crate) fn forget_stored(&self, container: Option<&str>, ids: &[String]) {
+        if let Some(store) = &self.store
+            && let Err(err) = store.remove(container, ids)
+        {
+            log::warn!("{err}");
+        }
+    }
+
+    /// Saves the attributes of `ino` under its object's id and version: a file's object, a
+    /// directory's marker, a container. Nothing is saved for what has no object yet (a file
+    /// is saved once uploaded) or never will (implicit and local-only directories).
+    pub(crate) fn persist(&self, ino: Ino) {
+        let Some(store) = &self.store else { return };
+        let saved = {
+            let tree = self.tree();
+            let Some(node) = tree.get(ino) else { return };
+            let (container, id, version, symlink) = match &node.kind {
+                NodeKind::File(file) if !file.local_only => match &file.remote {
+                    Some(object) => (
+                        node.container.clone(),
+                        object.id.clone(),
+                        object.version.clone(),
+                        file.symlink,
+                    ),
+                    None => return,
+                },
+                NodeKind::Dir(dir) => match &dir.origin {
+                    DirOrigin::Marker(object) => (
+                        node.container.clone(),
+                        object.id.clone(),
+                        object.version.clone(),
+                        false,
+                    ),
+                    DirOrigin::Container(c) => (
+                        Some(CONTAINERS_KEY.to_string()),
+                        c.id.clone(),
+                        String::new(),
+                        false,
+                    ),
+                    _ => return,
+                },
+                NodeKind::File(_) => return,
+            };
+            let attr = self.attr_of(node);
+            let stored = Stored {
+                version,
+                perm: attr.perm,
+                uid: attr.uid,
+                gid: attr.gid,
+                atime: attr.atime.into(),
+                mtime: attr.mtime.into(),
+                ctime: attr.ctime.into(),
+                symlink,
+            };
+            (container, id, stored)
+        };
+        let (container, id, stored) = saved;
+        if let Err(err) = store.put(container.as_deref(), &id, &stored) {
+            log::warn!("{err}; the attributes of inode {ino} last only until unmount");
+        }
     }
 
     /// Whether a file holds unsaved local content (or is being changed right now); such a

@@ -11,7 +11,7 @@ use super::names;
 use super::tree::{
     Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
 };
-use super::{Attr, Entry, Error, FsStats, Opened, Result, SessionFs};
+use super::{Attr, Caller, Entry, Error, FsStats, Opened, Result, SessionFs};
 use crate::remote::{ErrorKind, ObjectMeta, Remote};
 
 /// Changes requested by `setattr`.
@@ -30,6 +30,9 @@ pub struct SetAttr {
     /// New modification time.
     pub mtime: Option<SystemTime>,
 }
+
+/// Set-user-id and set-group-id bits.
+const SETID_BITS: u16 = 0o6000;
 
 impl<R: Remote + ?Sized> SessionFs<R> {
     pub(super) fn check_name(name: &str) -> Result<()> {
@@ -80,9 +83,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.attr(ino)
     }
 
-    /// Applies chmod, chown, utime and truncate. Metadata is kept in memory; a truncate is
-    /// staged and, when no handle is open for writing, uploaded at once.
-    pub async fn setattr(&self, ino: Ino, changes: SetAttr) -> Result<Attr> {
+    /// Applies chmod, chown, utime and truncate, as Linux allows them: chown by root only
+    /// (chgrp by the owner to its own group), chmod by the owner or root (anyone may only clear
+    /// the set-id bits, which the kernel asks for on a write); a chown by a non-root user clears
+    /// the set-id bits of a file. ctime moves on every change. The attributes are saved to the
+    /// metadata store; a truncate is staged and, when no handle is open for writing, uploaded.
+    pub async fn setattr(&self, ino: Ino, changes: SetAttr, caller: Caller) -> Result<Attr> {
+        self.check_setattr(ino, &changes, caller)?;
         if let Some(size) = changes.size {
             self.check_writable()?;
             let content = self.content_of(ino)?;
@@ -98,25 +105,123 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 self.upload_locked(ino, &mut state).await?;
             }
         }
-        let mut tree = self.tree();
-        let node = tree
-            .get_mut(ino)
-            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
-        let meta = &mut node.meta;
-        if let Some(mode) = changes.mode {
-            meta.perm = Some((mode & 0o7777) as u16);
+        let attr = {
+            let mut tree = self.tree();
+            let node = tree
+                .get_mut(ino)
+                .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+            let is_file = node.file().is_some();
+            let current = self.attr_of(node);
+            let meta = &mut node.meta;
+            let mut perm = current.perm;
+            if let Some(mode) = changes.mode {
+                perm = (mode & 0o7777) as u16;
+            }
+            let owner_changed = changes.uid.is_some_and(|u| u != current.uid)
+                || changes.gid.is_some_and(|g| g != current.gid);
+            if owner_changed && !caller.is_root() && is_file {
+                perm &= !SETID_BITS;
+            }
+            if perm != current.perm || changes.mode.is_some() {
+                meta.perm = Some(perm);
+            }
+            meta.uid = changes.uid.or(meta.uid);
+            meta.gid = changes.gid.or(meta.gid);
+            meta.atime = changes.atime.or(meta.atime);
+            meta.mtime = changes.mtime.or(meta.mtime);
+            meta.ctime = Some(SystemTime::now());
+            self.attr_of(node)
+        };
+        self.persist(ino);
+        Ok(attr)
+    }
+
+    /// EPERM unless `caller` may make `changes` to `ino`.
+    fn check_setattr(&self, ino: Ino, changes: &SetAttr, caller: Caller) -> Result<()> {
+        if caller.is_root() {
+            return Ok(());
         }
-        meta.uid = changes.uid.or(meta.uid);
-        meta.gid = changes.gid.or(meta.gid);
-        meta.atime = changes.atime.or(meta.atime);
-        meta.mtime = changes.mtime.or(meta.mtime);
-        meta.ctime = Some(SystemTime::now());
-        Ok(self.attr_of(node))
+        let current = self.attr(ino)?;
+        let owner = caller.uid == current.uid;
+        if let Some(uid) = changes.uid
+            && uid != current.uid
+        {
+            return Err(Error::not_permitted(format!(
+                "chown of inode {ino}: only root may give a file away"
+            )));
+        }
+        if let Some(gid) = changes.gid
+            && gid != current.gid
+            && !(owner && gid == caller.gid)
+        {
+            return Err(Error::not_permitted(format!(
+                "chgrp of inode {ino}: only its owner may, and only to their own group"
+            )));
+        }
+        if let Some(mode) = changes.mode {
+            let perm = (mode & 0o7777) as u16;
+            let only_clears_setid = perm == current.perm & !SETID_BITS;
+            if !owner && !only_clears_setid {
+                return Err(Error::not_permitted(format!(
+                    "chmod of inode {ino}: only its owner or root may"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `caller` wrote to `ino`: as Linux does, a write by a user other than root (or one the
+    /// kernel marks so) clears set-user-id, and set-group-id where the group may execute.
+    pub fn written_by(&self, ino: Ino, caller: Caller, kernel_says_kill: bool) {
+        if caller.is_root() && !kernel_says_kill {
+            return;
+        }
+        let changed = {
+            let mut tree = self.tree();
+            let Some(node) = tree.get_mut(ino) else {
+                return;
+            };
+            let perm = self.attr_of(node).perm;
+            let mut kill = libc::S_ISUID as u16;
+            if perm & 0o010 != 0 {
+                kill |= libc::S_ISGID as u16;
+            }
+            if perm & kill == 0 {
+                return;
+            }
+            node.meta.perm = Some(perm & !kill);
+            true
+        };
+        if changed {
+            self.persist(ino);
+        }
+    }
+
+    /// The owner of something `caller` creates: the caller, unless `--uid`/`--gid` force one.
+    fn new_meta(&self, mode: Option<u32>, caller: Caller) -> LocalMeta {
+        let now = SystemTime::now();
+        LocalMeta {
+            perm: mode.map(|mode| (mode & 0o7777) as u16),
+            uid: Some(self.config.force_uid.unwrap_or(caller.uid)),
+            gid: Some(self.config.force_gid.unwrap_or(caller.gid)),
+            atime: Some(now),
+            mtime: Some(now),
+            ctime: Some(now),
+        }
+    }
+
+    /// A directory's entries changed: its mtime and ctime move to now.
+    pub(super) fn touch_dir(&self, dir: Ino) {
+        if let Some(node) = self.tree().get_mut(dir) {
+            let now = SystemTime::now();
+            node.meta.mtime = Some(now);
+            node.meta.ctime = Some(now);
+        }
     }
 
     /// Creates a directory: a container under the root of a container API, else a directory
     /// kept remotely by an empty marker object (or only locally where the API cannot delete).
-    pub async fn mkdir(&self, parent: Ino, name: &str, mode: u32) -> Result<Entry> {
+    pub async fn mkdir(&self, parent: Ino, name: &str, mode: u32, caller: Caller) -> Result<Entry> {
         Self::check_name(name)?;
         self.check_writable()?;
         self.dir_of(parent)?;
@@ -124,10 +229,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if self.tree().child(parent, name).is_some() {
             return Err(Error::exists(name));
         }
-        let meta = LocalMeta {
-            perm: Some((mode & 0o7777) as u16),
-            ..Default::default()
-        };
+        let meta = self.new_meta(Some(mode), caller);
         if self.tree().is_container_list(parent) {
             if parent != ROOT_INO {
                 // A group's containers are made on the server; the API takes no group.
@@ -141,6 +243,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             let mut tree = self.tree();
             let ino = tree.insert(parent, name, new_dir(DirOrigin::Container(container)), meta);
             let attr = self.attr_of(tree.get(ino).expect("just inserted"));
+            drop(tree);
+            self.persist(ino);
             return Ok(self.entry(attr));
         }
         let ino = self
@@ -162,6 +266,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 }
             }
         }
+        self.persist(ino);
+        self.touch_dir(parent);
         let attr = self.attr(ino)?;
         Ok(self.entry(attr))
     }
@@ -198,6 +304,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                     Err(err) if err.kind == ErrorKind::NotFound => {}
                     Err(err) => return Err(err.into()),
                 }
+                self.forget_stored(container.as_deref(), &[marker.id]);
             }
             DirOrigin::Group(_) => {
                 return Err(Error::not_permitted(format!(
@@ -206,9 +313,12 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             DirOrigin::Root | DirOrigin::Implicit | DirOrigin::Local => {}
         }
-        let mut tree = self.tree();
-        tree.unlink(ino);
-        tree.forget_if_unused(ino, false);
+        {
+            let mut tree = self.tree();
+            tree.unlink(ino);
+            tree.forget_if_unused(ino, false);
+        }
+        self.touch_dir(parent);
         Ok(())
     }
 
@@ -219,6 +329,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         name: &str,
         mode: u32,
         truncate: bool,
+        caller: Caller,
     ) -> Result<(Entry, Opened)> {
         Self::check_name(name)?;
         self.check_writable()?;
@@ -248,12 +359,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 ..Content::default()
             })),
         };
-        let meta = LocalMeta {
-            perm: Some((mode & 0o7777) as u16),
-            ..Default::default()
-        };
+        let meta = self.new_meta(Some(mode), caller);
         let content = file.content.clone();
         let ino = self.tree().insert(parent, name, NodeKind::File(file), meta);
+        self.touch_dir(parent);
         self.mark_dirty(ino, &mut *content.lock().await);
         let fh = self.handles.insert(Handle::File {
             ino,
@@ -272,7 +381,13 @@ impl<R: Remote + ?Sized> SessionFs<R> {
 
     /// Creates a symbolic link, stored as a small object whose content is the target (see
     /// `names::encode_link`); scratch names (emacs locks `.#name`) stay local.
-    pub async fn symlink(&self, parent: Ino, name: &str, target: &str) -> Result<Entry> {
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> Result<Entry> {
         Self::check_name(name)?;
         self.check_writable()?;
         self.dir_of(parent)?;
@@ -300,9 +415,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             cached_version: None,
             content: content.clone(),
         };
-        let ino = self
-            .tree()
-            .insert(parent, name, NodeKind::File(link), LocalMeta::default());
+        let meta = self.new_meta(None, caller);
+        let ino = self.tree().insert(parent, name, NodeKind::File(link), meta);
         let mut state = content.lock().await;
         self.mark_dirty(ino, &mut state);
         if let Err(err) = self.upload_locked(ino, &mut state).await {
@@ -312,6 +426,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Err(err.context(format!("symlink {name}")));
         }
         drop(state);
+        self.touch_dir(parent);
         let attr = self.attr(ino)?;
         Ok(self.entry(attr))
     }
@@ -357,9 +472,12 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if !open {
             state.staged = None;
         }
-        let mut tree = self.tree();
-        tree.unlink(ino);
-        tree.forget_if_unused(ino, open);
+        {
+            let mut tree = self.tree();
+            tree.unlink(ino);
+            tree.forget_if_unused(ino, open);
+        }
+        self.touch_dir(parent);
         Ok(())
     }
 
@@ -377,10 +495,12 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         self.blocks.forget_object(container, &object.id);
         match self.remote.delete(container, object).await {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind == ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(err.into()),
+            Ok(()) => {}
+            Err(err) if err.kind == ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
         }
+        self.forget_stored(container, std::slice::from_ref(&object.id));
+        Ok(())
     }
 
     /// Renames a file (by re-uploading it under the new name, then deleting the old object), or
@@ -467,10 +587,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                     .and_then(|f| f.remote.clone())
             });
             tree.move_node(ino, new_parent, new_name);
-            let file = tree
-                .get_mut(ino)
-                .and_then(Node::file_mut)
-                .expect("moved file");
+            let node = tree.get_mut(ino).expect("moved file");
+            node.meta.ctime = Some(SystemTime::now());
+            let file = node.file_mut().expect("moved file");
             file.local_only = to_local;
             // Uploading over the displaced object keeps the target name present throughout.
             file.remote = displaced.clone().filter(|_| overwrite_by_name);
@@ -521,6 +640,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if state.writers == 0 && !to_local && !self.handles.is_open(ino) {
             state.staged = None;
         }
+        drop(state);
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
         Ok(())
     }
 

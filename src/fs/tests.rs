@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::tree::{Ino, ROOT_INO};
-use super::{FsConfig, SessionFs};
+use super::{Caller, FsConfig, SessionFs};
 use crate::remote::faulty::{FaultyRemote, When};
 use crate::remote::memory::MemoryRemote;
 use crate::remote::{ErrorKind, Remote};
@@ -71,7 +71,7 @@ async fn one_listing_answers_every_lookup_and_miss_in_a_directory() {
 async fn repeated_flushes_upload_once_and_close_uploads_nothing_more() {
     let f = fixture().await;
     let (entry, opened) =
-        f.fs.create(f.session, "new.txt", 0o644, false)
+        f.fs.create(f.session, "new.txt", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -91,7 +91,7 @@ async fn a_failed_upload_keeps_the_bytes_and_the_next_flush_retries() {
     f.faulty
         .fail("upload", When::Nth(1), ErrorKind::Unavailable);
     let (entry, opened) =
-        f.fs.create(f.session, "keep.txt", 0o644, false)
+        f.fs.create(f.session, "keep.txt", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -124,7 +124,7 @@ async fn rename_reuploads_under_the_new_name_and_deletes_the_old() {
 async fn scratch_files_are_never_uploaded() {
     let f = fixture().await;
     let (entry, opened) =
-        f.fs.create(f.session, ".notes.swp", 0o600, false)
+        f.fs.create(f.session, ".notes.swp", 0o600, false, Caller::ROOT)
             .await
             .unwrap();
     f.fs.write(entry.attr.ino, opened.fh, 0, Bytes::from_static(b"swap"))
@@ -179,7 +179,7 @@ async fn a_dead_server_still_answers_from_the_last_listing() {
 async fn a_file_written_in_order_is_uploaded_while_it_is_written() {
     let f = fixture_over(MemoryRemote::new().with_streaming()).await;
     let (entry, opened) =
-        f.fs.create(f.session, "seq.bin", 0o644, false)
+        f.fs.create(f.session, "seq.bin", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -205,7 +205,7 @@ async fn a_file_written_in_order_is_uploaded_while_it_is_written() {
 async fn a_write_out_of_order_drops_the_stream_and_uploads_the_staged_copy() {
     let f = fixture_over(MemoryRemote::new().with_streaming()).await;
     let (entry, opened) =
-        f.fs.create(f.session, "rand.bin", 0o644, false)
+        f.fs.create(f.session, "rand.bin", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -231,7 +231,7 @@ async fn without_memory_for_its_queue_a_file_is_uploaded_at_close_instead_of_str
     })
     .await;
     let (entry, opened) =
-        f.fs.create(f.session, "big.bin", 0o644, false)
+        f.fs.create(f.session, "big.bin", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -254,7 +254,7 @@ async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
     f.faulty
         .fail("upload", When::Always, ErrorKind::Unavailable);
     let (entry, opened) =
-        f.fs.create(f.session, "doc.txt", 0o644, false)
+        f.fs.create(f.session, "doc.txt", 0o644, false, Caller::ROOT)
             .await
             .unwrap();
     let ino = entry.attr.ino;
@@ -291,4 +291,72 @@ async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
         [b"half-done".to_vec()],
         "kept locally, never uploaded"
     );
+}
+
+#[tokio::test]
+async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object() {
+    use super::namespace::SetAttr;
+    let memory = Arc::new(MemoryRemote::new());
+    let session_id = memory.create_container("s").await.unwrap().id;
+    let cache = tempfile::tempdir().unwrap();
+    let mount = |ttl: Duration| {
+        let mut config = FsConfig::new(cache.path().join("staging"));
+        config.meta_store = Some(cache.path().join("meta.redb"));
+        config.metadata_ttl = ttl;
+        let remote: Arc<dyn Remote> = memory.clone();
+        SessionFs::new(remote, config).unwrap()
+    };
+    let user = Caller {
+        uid: 1000,
+        gid: 100,
+    };
+    let then = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    {
+        let fs = mount(Duration::from_secs(60));
+        let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+        let (entry, opened) = fs.create(session, "f", 0o640, false, user).await.unwrap();
+        assert_eq!(
+            (entry.attr.uid, entry.attr.gid),
+            (1000, 100),
+            "the caller's"
+        );
+        let ino = entry.attr.ino;
+        fs.write(ino, opened.fh, 0, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        fs.release(ino, opened.fh).await.unwrap();
+        let chmod = SetAttr {
+            mode: Some(0o600),
+            mtime: Some(then),
+            ..Default::default()
+        };
+        let other = Caller {
+            uid: 2000,
+            gid: 200,
+        };
+        let refused = fs.setattr(ino, chmod.clone(), other).await.unwrap_err();
+        assert_eq!(refused.errno, libc::EPERM, "chmod by another user");
+        fs.setattr(ino, chmod, user).await.unwrap();
+        let chown = SetAttr {
+            uid: Some(3000),
+            ..Default::default()
+        };
+        let refused = fs.setattr(ino, chown, user).await.unwrap_err();
+        assert_eq!(refused.errno, libc::EPERM, "chown by a non-root user");
+    }
+    let fs = mount(Duration::ZERO);
+    let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+    let attr = fs.lookup(session, "f").await.unwrap().attr;
+    assert_eq!((attr.perm, attr.uid, attr.gid), (0o600, 1000, 100));
+    assert_eq!(attr.mtime, then);
+
+    memory.put(&session_id, "f", b"changed by another client");
+    let attr = fs.lookup(session, "f").await.unwrap().attr;
+    assert_eq!(attr.perm, 0o644, "the server's attributes apply");
+    assert_ne!(attr.uid, 1000);
+    drop(fs);
+    let fs = mount(Duration::ZERO);
+    let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
+    let attr = fs.lookup(session, "f").await.unwrap().attr;
+    assert_eq!(attr.perm, 0o644, "the stale entry was dropped");
 }

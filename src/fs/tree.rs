@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::attrs::Stored;
 use super::names::{self, Candidate, Winner};
 use crate::remote::{Container, ContainerGroup, ObjectMeta};
 use crate::write::StagingFile;
@@ -103,7 +104,8 @@ pub enum NodeKind {
     File(FileNode),
 }
 
-/// Attributes set locally with chmod, chown and utime; kept in memory until unmount.
+/// Attributes set locally (create, chmod, chown, utime, writes); loaded from and saved to the
+/// metadata store (`attrs`) where one is configured.
 #[derive(Clone, Debug, Default)]
 pub struct LocalMeta {
     /// Permission bits.
@@ -363,7 +365,15 @@ impl Tree {
     /// Replaces the container directories with `containers`: ungrouped ones under the root, the
     /// others inside one directory per group. Keeps the inode of every container and group that
     /// is still there. Duplicate titles among siblings: the oldest keeps the name.
-    pub fn merge_containers(&mut self, containers: Vec<Container>, now: Instant) {
+    ///
+    /// A container directory seen for the first time takes its attributes from `stored` (by
+    /// container id).
+    pub fn merge_containers(
+        &mut self,
+        containers: Vec<Container>,
+        stored: &HashMap<String, Stored>,
+        now: Instant,
+    ) {
         let mut top = Vec::new();
         let mut members: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
         for container in containers {
@@ -387,10 +397,10 @@ impl Tree {
                 }
             }
         }
-        let placed = self.merge_dirs(ROOT_INO, top);
+        let placed = self.merge_dirs(ROOT_INO, top, stored);
         for (group_id, wanted) in members {
             if let Some(&dir) = placed.get(&format!("g:{group_id}")) {
-                self.merge_dirs(dir, wanted);
+                self.merge_dirs(dir, wanted, stored);
             }
         }
         if let Some(dir) = self.get_mut(ROOT_INO).and_then(Node::dir_mut) {
@@ -400,7 +410,12 @@ impl Tree {
 
     /// Makes the container and group directories in `parent` exactly `wanted` (by key), keeping
     /// the inodes of those still there; returns every key's inode.
-    fn merge_dirs(&mut self, parent: Ino, wanted: Vec<Wanted>) -> HashMap<String, Ino> {
+    fn merge_dirs(
+        &mut self,
+        parent: Ino,
+        wanted: Vec<Wanted>,
+        stored: &HashMap<String, Stored>,
+    ) -> HashMap<String, Ino> {
         let candidates: Vec<Candidate> = wanted.iter().map(|w| w.candidate.clone()).collect();
         let wanted_names = names::disambiguate(&candidates, Winner::Oldest);
         let existing: HashMap<String, Ino> = self
@@ -420,7 +435,18 @@ impl Tree {
                     }
                     ino
                 }
-                None => self.insert(parent, &name, new_dir(wanted.origin), LocalMeta::default()),
+                None => {
+                    let meta = match &wanted.origin {
+                        DirOrigin::Container(c) => stored.get(&c.id).map(Stored::local_meta),
+                        _ => None,
+                    };
+                    self.insert(
+                        parent,
+                        &name,
+                        new_dir(wanted.origin),
+                        meta.unwrap_or_default(),
+                    )
+                }
             };
             placed.insert(wanted.key, ino);
         }
@@ -467,13 +493,35 @@ impl Tree {
     /// node even if the remote object vanished, and files not yet uploaded are kept. Everything
     /// else follows the listing: new objects appear, vanished ones disappear, changed ones get
     /// the new size and version. `busy` tells which files have open handles.
+    ///
+    /// `stored` holds the scope's entries of the metadata store by object id: a file or marker
+    /// seen for the first time takes its attributes from the entry of its version; a file that
+    /// changed on the server (another version than the tree knew) loses its local attributes,
+    /// so the server's apply. Returns the ids whose entries describe another version than the
+    /// listed one (and than any the tree knew): the caller drops them from the store.
     pub fn merge_objects(
         &mut self,
         scope: Ino,
         objects: Vec<ObjectMeta>,
         busy: &dyn Fn(Ino) -> bool,
+        stored: &HashMap<String, Stored>,
         now: Instant,
-    ) {
+    ) -> Vec<String> {
+        let mut stale: Vec<String> = Vec::new();
+        let mut known_versions: HashMap<String, String> = HashMap::new();
+        for object in &objects {
+            if let Some(entry) = stored.get(&object.id)
+                && entry.version != object.version
+            {
+                stale.push(object.id.clone());
+            }
+        }
+        let matching = |meta: &ObjectMeta| {
+            stored
+                .get(&meta.id)
+                .filter(|entry| entry.version == meta.version)
+                .map(Stored::local_meta)
+        };
         let (files, markers) = arrange(objects);
         let mut files = files;
         let mut markers = markers;
@@ -495,6 +543,17 @@ impl Tree {
                         let unsaved = file.remote.is_none() || busy(ino);
                         if !unsaved && file.remote.as_ref() != Some(&meta) {
                             file.size = meta.size;
+                        }
+                        let changed_on_server = !unsaved
+                            && file
+                                .remote
+                                .as_ref()
+                                .is_some_and(|old| old.version != meta.version);
+                        if let Some(old) = &file.remote {
+                            known_versions.insert(old.id.clone(), old.version.clone());
+                        }
+                        if changed_on_server {
+                            node.meta = matching(&meta).unwrap_or_default();
                         }
                         file.remote = Some(meta);
                     }
@@ -519,7 +578,13 @@ impl Tree {
         }
         for (path, meta) in markers {
             let dir = self.ensure_dirs(scope, &path);
-            if let Some(dir) = self.get_mut(dir).and_then(Node::dir_mut) {
+            let local = matching(&meta);
+            if let Some(node) = self.get_mut(dir)
+                && let NodeKind::Dir(dir) = &mut node.kind
+            {
+                if let Some(local) = local {
+                    node.meta = local;
+                }
                 dir.origin = DirOrigin::Marker(meta);
             }
         }
@@ -537,6 +602,7 @@ impl Tree {
                 );
                 continue;
             }
+            let local = matching(&meta).unwrap_or_default();
             let file = NodeKind::File(FileNode {
                 size: meta.size,
                 remote: Some(meta),
@@ -545,12 +611,15 @@ impl Tree {
                 cached_version: None,
                 content: Default::default(),
             });
-            self.insert(parent, name, file, LocalMeta::default());
+            self.insert(parent, name, file, local);
         }
         self.prune_implicit_dirs(scope);
         if let Some(dir) = self.get_mut(scope).and_then(Node::dir_mut) {
             dir.listed_at = Some(now);
         }
+        // An entry for the version the tree knew (our own upload, not yet listed) stays.
+        stale.retain(|id| known_versions.get(id) != stored.get(id).map(|e| &e.version));
+        stale
     }
 
     /// The directory at `path` under `scope`, created as implicit directories where missing.
@@ -734,6 +803,7 @@ mod tests {
                 object("empty／", 0),
             ],
             &never_busy,
+            &HashMap::new(),
             now,
         );
         assert_eq!(names_under(&tree, ROOT_INO), ["a.txt", "empty", "src"]);
@@ -741,7 +811,13 @@ mod tests {
         let main = tree.child(src, "main.rs").unwrap();
         assert_eq!(tree.path_in_scope(main), "src/main.rs");
 
-        tree.merge_objects(ROOT_INO, vec![object("src／main.rs", 5)], &never_busy, now);
+        tree.merge_objects(
+            ROOT_INO,
+            vec![object("src／main.rs", 5)],
+            &never_busy,
+            &HashMap::new(),
+            now,
+        );
         assert_eq!(
             tree.child(src, "main.rs"),
             Some(main),
@@ -760,9 +836,15 @@ mod tests {
         let mut tree = Tree::new(false);
         let now = Instant::now();
         let objects = vec![object("a", 1000), object("d／b", 24), object("gone", 7)];
-        tree.merge_objects(ROOT_INO, objects, &|_| false, now);
+        tree.merge_objects(ROOT_INO, objects, &|_| false, &HashMap::new(), now);
         assert_eq!(tree.stored_files(), (1031, 3));
-        tree.merge_objects(ROOT_INO, vec![object("a", 1000)], &|_| false, now);
+        tree.merge_objects(
+            ROOT_INO,
+            vec![object("a", 1000)],
+            &|_| false,
+            &HashMap::new(),
+            now,
+        );
         assert_eq!(
             tree.stored_files(),
             (1000, 1),
@@ -774,9 +856,15 @@ mod tests {
     fn busy_files_survive_a_listing_without_them() {
         let mut tree = Tree::new(false);
         let now = Instant::now();
-        tree.merge_objects(ROOT_INO, vec![object("open.txt", 1)], &|_| false, now);
+        tree.merge_objects(
+            ROOT_INO,
+            vec![object("open.txt", 1)],
+            &|_| false,
+            &HashMap::new(),
+            now,
+        );
         let ino = tree.child(ROOT_INO, "open.txt").unwrap();
-        tree.merge_objects(ROOT_INO, vec![], &|i| i == ino, now);
+        tree.merge_objects(ROOT_INO, vec![], &|i| i == ino, &HashMap::new(), now);
         assert_eq!(tree.child(ROOT_INO, "open.txt"), Some(ino));
         assert!(tree.get(ino).unwrap().file().unwrap().remote.is_none());
     }
@@ -794,6 +882,7 @@ mod tests {
         let now = Instant::now();
         tree.merge_containers(
             vec![c("11111111-a", "work", 1), c("22222222-b", "a/b", 2)],
+            &HashMap::new(),
             now,
         );
         let work = tree.child(ROOT_INO, "work").unwrap();
@@ -803,6 +892,7 @@ mod tests {
                 c("22222222-b", "a/b", 2),
                 c("33333333-c", "work", 3),
             ],
+            &HashMap::new(),
             now,
         );
         assert_eq!(
@@ -851,7 +941,7 @@ mod tests {
             c("21", "general", &twin),
             c("31", "guest", &me),
         ];
-        tree.merge_containers(listing.clone(), now);
+        tree.merge_containers(listing.clone(), &HashMap::new(), now);
         assert_eq!(names_under(&tree, ROOT_INO), ["@me", "home", "home~2002"]);
         let home_dir = tree.child(ROOT_INO, "home").unwrap();
         assert_eq!(names_under(&tree, home_dir), ["files", "general"]);
@@ -876,7 +966,11 @@ mod tests {
         assert_eq!(tree.get(file).unwrap().container.as_deref(), Some("11"));
 
         // A channel goes, a guild goes: the rest keep their inodes.
-        tree.merge_containers(vec![listing[0].clone(), listing[3].clone()], now);
+        tree.merge_containers(
+            vec![listing[0].clone(), listing[3].clone()],
+            &HashMap::new(),
+            now,
+        );
         assert_eq!(names_under(&tree, ROOT_INO), ["@me", "home"]);
         assert_eq!(tree.child(ROOT_INO, "home"), Some(home_dir));
         assert_eq!(names_under(&tree, home_dir), ["general"]);

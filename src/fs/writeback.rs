@@ -76,10 +76,16 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
     }
 
+    /// The content of `ino` changed (write, truncate): its length, and mtime and ctime now.
     pub(super) fn set_size(&self, ino: Ino, size: u64) {
-        if let Some(file) = self.tree().get_mut(ino).and_then(Node::file_mut) {
-            file.size = size;
-            file.cached_version = None;
+        if let Some(node) = self.tree().get_mut(ino) {
+            let now = std::time::SystemTime::now();
+            node.meta.mtime = Some(now);
+            node.meta.ctime = Some(now);
+            if let Some(file) = node.file_mut() {
+                file.size = size;
+                file.cached_version = None;
+            }
         }
     }
 
@@ -378,6 +384,11 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 file.cached_version = Some(object.version.clone());
                 file.remote.replace(object)
             });
+        // The attributes move to the new object id and version.
+        self.persist(ino);
+        if let Some(old) = superseded.as_ref().filter(|old| old.id != new_id) {
+            self.forget_stored(target.container.as_deref(), std::slice::from_ref(&old.id));
+        }
         // On an id-keyed API the new content is a new object: once it is stored, the one it
         // replaces goes (where the API can delete), so the name never shows two files.
         let caps = self.remote.capabilities();

@@ -32,6 +32,12 @@ pub struct TestMount {
     _staging: TempDir,
     endpoint: String,
     http: reqwest::Client,
+    // What a remount needs to mount the same remote again over the same staging directory and
+    // metadata store.
+    backend: Backend,
+    remote_config: RemoteConfig,
+    config: FsConfig,
+    allow_other: bool,
 }
 
 impl TestMount {
@@ -150,16 +156,10 @@ impl TestMount {
         let other = backend.connect(&remote_config).unwrap();
         let mut config = FsConfig::new(staging.path());
         config.metadata_ttl = Duration::ZERO;
+        config.meta_store = Some(staging.path().join("metadata.redb"));
         tweak(&mut config);
-        let fs = Arc::new(SessionFs::new(remote, config).unwrap());
-        let options = run::mount_config(backend, false, false, &[]);
-        let session = run::mount_session(
-            fs.clone(),
-            runtime.handle().clone(),
-            mountpoint.path(),
-            &options,
-        )
-        .expect("mount through /dev/fuse (are we root with fuse available?)");
+        let fs = Arc::new(SessionFs::new(remote, config.clone()).unwrap());
+        let session = mount(&fs, &runtime, backend, mountpoint.path(), false);
         Self {
             runtime,
             emulator: Some(emulator),
@@ -172,7 +172,47 @@ impl TestMount {
             _staging: staging,
             endpoint,
             http: reqwest::Client::new(),
+            backend,
+            remote_config,
+            config,
+            allow_other: false,
         }
+    }
+
+    /// Unmounts (after uploading what is pending) and mounts the same remote again on the same
+    /// mount point, over the same staging directory and metadata store, with a new core.
+    pub fn remount(&mut self) {
+        let allow_other = self.allow_other;
+        self.remount_with(allow_other);
+    }
+
+    /// [`TestMount::remount`], letting other users into the mount when `allow_other`.
+    pub fn remount_with(&mut self, allow_other: bool) {
+        self.finish();
+        // The old core closes its store once the last task holding it is done.
+        wait_until(
+            Duration::from_secs(10),
+            "the old core to be dropped",
+            || Arc::strong_count(&self.fs) == 1,
+        );
+        let remote = self.backend.connect(&self.remote_config).unwrap();
+        let placeholder = Arc::new(
+            SessionFs::new(
+                self.other.clone(),
+                FsConfig::new(self._staging.path().join("placeholder")),
+            )
+            .unwrap(),
+        );
+        drop(std::mem::replace(&mut self.fs, placeholder));
+        self.fs = Arc::new(SessionFs::new(remote, self.config.clone()).unwrap());
+        self.allow_other = allow_other;
+        self.session = Some(mount(
+            &self.fs,
+            &self.runtime,
+            self.backend,
+            self.mountpoint.path(),
+            allow_other,
+        ));
     }
 
     /// The mount point.
@@ -338,6 +378,19 @@ impl TestMount {
             assert_eq!(response.status(), 204);
         })
     }
+}
+
+/// Mounts `fs` on `mountpoint` through /dev/fuse.
+fn mount(
+    fs: &Arc<SessionFs<dyn Remote>>,
+    runtime: &tokio::runtime::Runtime,
+    backend: Backend,
+    mountpoint: &Path,
+    allow_other: bool,
+) -> BackgroundSession {
+    let options = run::mount_config(backend, false, allow_other, &[]);
+    run::mount_session(fs.clone(), runtime.handle().clone(), mountpoint, &options)
+        .expect("mount through /dev/fuse (are we root with fuse available?)")
 }
 
 impl Drop for TestMount {

@@ -9,6 +9,7 @@ mod files;
 mod fluxer;
 mod harness;
 mod lightfield;
+mod metadata;
 mod read;
 mod reference;
 mod remotes;

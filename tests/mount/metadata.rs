@@ -1,0 +1,220 @@
+//! POSIX metadata that lasts: modes, owners, times, links and empty directories survive a
+//! remount (the metadata store), files belong to whoever created them, and ctime moves.
+
+use std::path::Path;
+
+use sessionfs::backend::Backend;
+
+use crate::harness::{TestMount, q, sh, sh_output, wait_until};
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Runs a command as the unprivileged `nobody`.
+const NOBODY: &str = "setpriv --reuid 65534 --regid 65534 --clear-groups";
+
+/// `stat` of the named entries in `dir`: name, mode, owner, group, atime, mtime, ctime, type.
+fn stat(dir: &Path, names: &str) -> String {
+    sh(&format!(
+        "cd {} && stat -c '%n %a %u %g %X %Y %Z %F' -- {names}",
+        q(dir)
+    ))
+}
+
+/// chmod, chown, utime, a symlink and an empty directory in `base`, compared with `stat`
+/// after an unmount and a mount again.
+fn attributes_survive_a_remount(mount: &mut TestMount, base: &Path) {
+    let b = q(base);
+    sh(&format!(
+        "cd {b} && printf 'secret' > f && chmod 600 f && chown 1234:5678 f \
+         && printf 'old' > g && touch -d '2020-01-02 03:04:05' g \
+         && ln -s f link && chown -h 42:43 link \
+         && mkdir empty && chmod 700 empty && chown 7:8 empty"
+    ));
+    let names = "f g link empty";
+    let before = stat(base, names);
+    assert!(before.contains("f 600 1234 5678"), "{before}");
+    mount.remount();
+    let after = stat(base, names);
+    assert_eq!(after, before, "attributes after a remount");
+    assert_eq!(std::fs::read(base.join("f")).unwrap(), b"secret");
+    assert_eq!(
+        std::fs::read_link(base.join("link")).unwrap(),
+        Path::new("f")
+    );
+}
+
+#[test]
+fn modes_owners_times_links_and_empty_dirs_survive_a_remount_on_mix() {
+    let mut mount = TestMount::new();
+    let base = mount.session_dir("s");
+    sh(&format!("chmod 750 {}", q(&base)));
+    let session_before = stat(mount.path(), "s");
+    attributes_survive_a_remount(&mut mount, &base);
+    assert_eq!(
+        stat(mount.path(), "s"),
+        session_before,
+        "the session directory"
+    );
+}
+
+#[test]
+fn modes_owners_times_links_and_empty_dirs_survive_a_remount_on_appmixer() {
+    let mut mount = TestMount::embedded(Backend::Appmixer, |_| {}, |_| {});
+    let base = mount.path().to_path_buf();
+    attributes_survive_a_remount(&mut mount, &base);
+}
+
+#[test]
+fn a_file_changed_on_the_server_drops_its_stored_attributes() {
+    let mut mount = TestMount::new();
+    let base = mount.session_dir("s");
+    sh(&format!(
+        "cd {} && echo mine > f && chmod 600 f && chown 1234 f",
+        q(&base)
+    ));
+    let session = mount.api_session_id("s");
+    mount.api_upload(&session, "f", b"theirs, and longer\n");
+    wait_until(WAIT, "the server's attributes on f", || {
+        stat(&base, "f").starts_with("f 644 0 ")
+    });
+    mount.remount();
+    let after = stat(&base, "f");
+    assert!(after.starts_with("f 644 0 "), "{after}");
+    assert_eq!(
+        std::fs::read(base.join("f")).unwrap(),
+        b"theirs, and longer\n"
+    );
+}
+
+#[test]
+fn rsync_to_a_remount_transfers_nothing() {
+    let mut mount = TestMount::new();
+    let dst = mount.session_dir("s");
+    let src = tempfile::tempdir().unwrap();
+    let s = q(src.path());
+    sh(&format!(
+        "cd {s} && mkdir -p sub/deep && echo a > a && echo b > sub/b && echo c > sub/deep/c \
+         && chmod 640 a && chmod 755 sub/b && chown 1000:1000 sub/deep/c \
+         && touch -d '2019-05-06 07:08:09' a sub/b && ln -s a link"
+    ));
+    let rsync = format!("rsync -a --stats {s}/ {}/", q(&dst));
+    sh(&rsync);
+    mount.remount();
+    let stats = sh(&rsync);
+    assert!(
+        stats.contains("Number of regular files transferred: 0"),
+        "{stats}"
+    );
+    let itemized = sh(&format!("rsync -a -i {s}/ {}/", q(&dst)));
+    assert!(
+        itemized.lines().all(|line| line.starts_with('.')),
+        "nothing differs: {itemized}"
+    );
+}
+
+#[test]
+fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let base = mount.session_dir("s");
+    let b = q(&base);
+    sh(&format!("chmod 777 {b}"));
+    sh(&format!(
+        "cd {b} && {NOBODY} sh -c 'echo hi > f && mkdir d && ln -s f l && chmod 640 f'"
+    ));
+    let owned = stat(&base, "f d l");
+    for line in owned.lines() {
+        assert!(line.contains(" 65534 65534 "), "owned by nobody: {line}");
+    }
+    assert!(owned.starts_with("f 640 "), "{owned}");
+    let other = sh_output(&format!(
+        "setpriv --reuid 65533 --regid 65533 --clear-groups chmod 600 {b}/f"
+    ));
+    assert!(!other.status.success(), "chmod by another user");
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let chown = sh_output(&format!("cd {b} && {NOBODY} chown 65533 f"));
+    assert!(!chown.status.success(), "chown by a non-root user");
+    sh(&format!("cd {b} && {NOBODY} chmod 604 f"));
+    mount.remount();
+    let after = stat(&base, "f d l");
+    assert!(after.starts_with("f 604 65534 65534 "), "{after}");
+    assert!(after.contains("d 755 65534 65534 "), "{after}");
+}
+
+#[test]
+fn setuid_goes_on_a_chown_by_its_owner_and_on_a_write_by_another_user() {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let base = mount.session_dir("s");
+    let b = q(&base);
+    sh(&format!("chmod 777 {b}"));
+    sh(&format!(
+        "cd {b} && {NOBODY} sh -c 'echo x > f && chmod 6775 f'"
+    ));
+    assert!(stat(&base, "f").starts_with("f 6775 "));
+    // nobody gives the file to its own group (a no-op chgrp still clears the set-id bits).
+    sh(&format!("cd {b} && {NOBODY} chgrp 65534 f"));
+    let after = stat(&base, "f");
+    assert!(after.starts_with("f 775 "), "{after}");
+    sh(&format!("cd {b} && chmod 4777 f"));
+    sh(&format!(
+        "cd {b} && setpriv --reuid 65533 --regid 65533 --clear-groups sh -c 'echo y >> f'"
+    ));
+    let written = stat(&base, "f");
+    assert!(written.starts_with("f 777 "), "{written}");
+}
+
+#[test]
+fn ctime_moves_on_chmod_and_touch_keeps_what_it_omits() {
+    let mount = TestMount::new();
+    let base = mount.session_dir("s");
+    let f = base.join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let ns = |what: &str| -> i128 {
+        sh(&format!(
+            "python3 -c 'import os,sys; print(os.lstat(sys.argv[1]).{what})' {}",
+            q(&f)
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let ctime = ns("st_ctime_ns");
+    sh(&format!("chmod 600 {}", q(&f)));
+    let after_chmod = ns("st_ctime_ns");
+    assert!(after_chmod > ctime, "ctime moves on chmod");
+    let atime = ns("st_atime_ns");
+    sh(&format!("touch -m -d '2020-01-01 00:00:00 UTC' {}", q(&f)));
+    assert_eq!(ns("st_mtime_ns"), 1_577_836_800_000_000_000);
+    assert_eq!(ns("st_atime_ns"), atime, "UTIME_OMIT keeps atime");
+    assert!(ns("st_ctime_ns") > after_chmod, "ctime moves on utimes");
+    let before_rename = ns("st_ctime_ns");
+    let g = base.join("g");
+    std::fs::rename(&f, &g).unwrap();
+    let renamed: i128 = sh(&format!(
+        "python3 -c 'import os,sys; print(os.lstat(sys.argv[1]).st_ctime_ns)' {}",
+        q(&g)
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(renamed > before_rename, "ctime moves on rename");
+}
+
+#[test]
+fn file_and_link_attributes_survive_a_remount_on_lightfield() {
+    let mut mount = TestMount::embedded(Backend::Lightfield, |_| {}, |_| {});
+    let base = mount.path().to_path_buf();
+    sh(&format!(
+        "cd {} && printf 'secret' > f && chmod 600 f && chown 1234:5678 f \
+         && touch -d '2020-01-02 03:04:05' f && ln -s f link && chown -h 42:43 link",
+        q(&base)
+    ));
+    let before = stat(&base, "f link");
+    mount.remount();
+    assert_eq!(stat(&base, "f link"), before);
+    assert_eq!(std::fs::read(base.join("f")).unwrap(), b"secret");
+}
