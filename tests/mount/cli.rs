@@ -1,12 +1,11 @@
 //! The `sessionfs` binary as a user runs it: the README's mount command, `serve` plus
 //! `mount --endpoint`, clean exit on SIGTERM, and clear failures before anything is mounted.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::harness::{q, sh, sh_output, wait_until};
+use crate::harness::{q, sessionfs_command, sh, sh_output, start_until, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
 
@@ -20,27 +19,7 @@ fn is_mounted(path: &Path) -> bool {
 
 /// Starts `sessionfs` with `args` and waits for the line that says it is mounted (or serving).
 fn start(args: &[&str], home: &Path, ready: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("HOME", home)
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CACHE_HOME")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains(ready) {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "exited before {ready:?}: {banner}"
-        );
-        banner.push_str(&line);
-    }
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    (child, banner)
+    start_until(sessionfs_command(home, args), ready)
 }
 
 /// A process that opens `file` (truncating it), writes `line` and keeps it open without ever

@@ -463,3 +463,40 @@ pub fn errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> i32 {
         .raw_os_error()
         .expect("an OS error")
 }
+
+/// The `sessionfs` binary run with `args` as a user whose home is `home` (no XDG overrides and
+/// no token from the environment leak in from the test's own).
+pub fn sessionfs_command(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionfs"));
+    command
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("SESSIONFS_TOKEN");
+    command
+}
+
+/// Spawns `command` and waits for the output line that says it is mounted (or serving);
+/// returns the child and what it printed until then. Its later output is drained.
+pub fn start_until(mut command: Command, ready: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains(ready) {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "exited before {ready:?}: {banner}"
+        );
+        banner.push_str(&line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, banner)
+}

@@ -2,13 +2,12 @@
 //! check`, two remotes mounted at once, secret files (refused when others may read them,
 //! never in argv or the log), `--log-file`, and `df` numbers.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
-use crate::harness::{q, sh, wait_until};
+use crate::harness::{q, sessionfs_command, sh, start_until, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
 const TOKEN: &str = "sk_lf_remotes_test_secret_4242";
@@ -16,15 +15,7 @@ const TOKEN: &str = "sk_lf_remotes_test_secret_4242";
 /// `sessionfs ARGS` with `HOME` set to `home` and no XDG overrides, so the config is read from
 /// `home/.config/sessionfs/config.toml`.
 fn sessionfs(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("SESSIONFS_TOKEN");
-    command
+    sessionfs_command(home, args)
 }
 
 fn run(home: &Path, args: &[&str]) -> Output {
@@ -43,24 +34,9 @@ fn start(home: &Path, args: &[&str], ready: &str) -> (Child, String) {
     } else {
         "info"
     };
-    let mut child = sessionfs(home, args)
-        .env("RUST_LOG", level)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains(ready) {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "exited before {ready:?}: {banner}"
-        );
-        banner.push_str(&line);
-    }
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    (child, banner)
+    let mut command = sessionfs(home, args);
+    command.env("RUST_LOG", level);
+    start_until(command, ready)
 }
 
 fn terminate(child: &mut Child) {
