@@ -197,7 +197,7 @@ pub struct ServeArgs {
     /// Delay added to every request, e.g. 20ms.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: Duration,
-    /// Cap per connection, e.g. 100MiB (per second).
+    /// Cap per connection on uploads and on downloads, e.g. 100MiB (per second).
     #[arg(long)]
     pub bandwidth: Option<bytesize::ByteSize>,
     /// Ignore Range on downloads and always answer 200 with the whole body, as the newest Mix

@@ -46,8 +46,10 @@ pub use prefetch::Prefetcher;
 pub const DEFAULT_BLOCK_SIZE_BYTES: u64 = 1 << 20;
 /// Default `--memory-limit`.
 pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 512 << 20;
-/// Largest single ranged GET a prefetch issues.
-pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 8 << 20;
+/// Largest single ranged GET a prefetch issues: with a window of 64 MiB (a quarter of a
+/// 256 MiB budget) this keeps 12 to 16 requests in flight, each connection's share of a link
+/// that caps every connection (8 MiB requests kept only 4 to 8 busy).
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 4 << 20;
 /// Ranged GETs in flight at once, for the whole mount.
 pub const DEFAULT_MAX_REQUESTS: usize = 16;
 /// Largest prefetch window of one handle.

@@ -5,12 +5,13 @@
 //! 1. the error logger: every response with a 4xx/5xx status is logged once at `warn`, with the
 //!    cause a handler attached as an [`ErrorDetail`];
 //! 2. the simulator (only when something is configured): waits `latency` before each request,
-//!    then maybe injects one fault drawn from [`FaultSpec`], then caps the response body at
-//!    `bandwidth_bytes_per_sec`.
+//!    then maybe injects one fault drawn from [`FaultSpec`], then caps the request body and the
+//!    response body at `bandwidth_bytes_per_sec` each.
 //!
 //! Invariants: faults are drawn from one `SmallRng` seeded with `fault_seed`, so a run with the
 //! same seed and the same request order injects the same faults; at most one fault hits a
-//! request. The bandwidth cap is per response, which on HTTP/1.1 is per connection at a time.
+//! request. The bandwidth cap is per request body and per response body, which on HTTP/1.1 is per
+//! connection and direction at a time.
 
 use std::fmt;
 use std::str::FromStr;
@@ -248,6 +249,16 @@ async fn simulate(State(sim): State<Arc<Simulator>>, req: Request, next: Next) -
     if !sim.latency.is_zero() {
         tokio::time::sleep(sim.latency).await;
     }
+    // A link caps uploads as well as downloads: the handler reads the request body through
+    // the same cap (the headers, Content-Length included, stay as sent).
+    let req = match sim.bandwidth {
+        Some(rate) => {
+            let (parts, body) = req.into_parts();
+            let body = Body::from_stream(throttle(body.into_data_stream().boxed(), rate));
+            Request::from_parts(parts, body)
+        }
+        None => req,
+    };
     let fault = sim.draw_fault();
     if let Some(kind) = fault {
         let count = sim.counts.record(kind);

@@ -39,7 +39,8 @@ pub struct EmulatorConfig {
     pub fault_counts: std::sync::Arc<FaultCounts>,
     /// Delay added before each response (`--latency`).
     pub latency: Duration,
-    /// Per-connection cap on response body bytes per second (`--bandwidth`); `None` = unlimited.
+    /// Per-connection cap on request and response body bytes per second, each way
+    /// (`--bandwidth`); `None` = unlimited.
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Largest accepted upload (`--max-upload-size`); `None` = no limit, as the real Mix server.
     pub max_upload_bytes: Option<u64>,
