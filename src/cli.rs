@@ -114,6 +114,12 @@ pub struct MountArgs {
     /// the operation fails (close or fsync then answers EIO and the data stays staged).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub retry_deadline: Duration,
+    /// Delay uploads: close returns once the file is staged and journaled, and its upload
+    /// starts this long after its last close, several at a time (fsync still waits for the
+    /// upload; unmount uploads what is left; a crash leaves it to the next mount) [default:
+    /// off, close waits for the upload and returns its error].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub write_back: Option<Duration>,
     /// Size of each upload part, for APIs that let the client choose it [default: the
     /// backend's own, e.g. 8MiB].
     #[arg(long)]
@@ -335,6 +341,7 @@ impl MountArgs {
             cache_dir,
             upload_parallel,
             chunk_size,
+            write_back,
             uid,
             gid,
             local_only,

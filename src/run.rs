@@ -168,6 +168,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             .with_extension("redb")
     });
     config.cache.memory_limit = args.memory_limit.as_u64();
+    config.write_back = args.write_back;
     if args.cache_size.as_u64() > 0 {
         let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));
         config.cache.disk = Some((blocks_dir, args.cache_size.as_u64()));
@@ -182,6 +183,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             cache_dir.display()
         )
     })?);
+    fs.start_delayed_uploads(runtime.handle());
     let mount_options = mount_config(
         args.backend,
         args.read_only,

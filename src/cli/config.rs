@@ -63,6 +63,9 @@ pub struct Settings {
     /// Upload part size.
     #[serde(default, alias = "chunk_size", deserialize_with = "size")]
     pub chunk_size: Option<bytesize::ByteSize>,
+    /// Delay before uploads start (`--write-back`).
+    #[serde(default, alias = "write_back", deserialize_with = "duration")]
+    pub write_back: Option<Duration>,
     /// Refuse every change.
     #[serde(alias = "read_only")]
     pub read_only: Option<bool>,
@@ -268,6 +271,7 @@ impl Settings {
             retry_deadline,
             upload_parallel,
             chunk_size,
+            write_back,
             read_only,
             xattrs,
             allow_other,

@@ -99,7 +99,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             // A write elsewhere: the streamed bytes are no longer the file; upload at flush.
             Some(_) => state.stream = None,
-            None if offset == 0 && appended => self.start_stream(ino, &mut state, data).await,
+            // With --write-back the upload waits for its delay, so nothing streams.
+            None if offset == 0 && appended && self.delayed.is_none() => {
+                self.start_stream(ino, &mut state, data).await
+            }
             None => {}
         }
         self.set_size(ino, len);
@@ -139,9 +142,29 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             self.handles.get(fh).as_deref(),
             Some(Handle::File { writable: true, .. })
         ) {
-            self.upload(ino).await?;
+            let content = self.content_of(ino)?;
+            let mut state = content.lock().await;
+            self.upload_or_delay(ino, &mut state).await?;
         }
         Ok(())
+    }
+
+    /// What a close does to a written file: upload it now, or with `--write-back` commit it
+    /// in the journal and schedule its upload (uploading now if the journal cannot be written,
+    /// since only the journal would keep it through a crash).
+    async fn upload_or_delay(&self, ino: Ino, state: &mut Content) -> Result<()> {
+        if let Some(delayed) = &self.delayed
+            && state.dirty
+        {
+            if !state.committed {
+                self.commit(ino, state);
+            }
+            if state.committed {
+                delayed.schedule(ino);
+                return Ok(());
+            }
+        }
+        self.upload_locked(ino, state).await
     }
 
     /// Makes the file durable on the remote: a real upload whose error is returned.
@@ -164,10 +187,19 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         // A read-only handle leaves uploads to the writers' own flushes.
         let result = if state.dirty && *writable {
-            self.upload_locked(ino, &mut state).await
+            self.upload_or_delay(ino, &mut state).await
         } else {
             Ok(())
         };
+        self.drop_staged_if_unused(ino, &mut state);
+        drop(state);
+        let open = self.handles.is_open(ino);
+        self.tree().forget_if_unused(ino, open);
+        result
+    }
+
+    /// Drops the staged copy of a file that no writer holds and that matches the remote.
+    pub(super) fn drop_staged_if_unused(&self, ino: Ino, state: &mut Content) {
         let local_only = self
             .tree()
             .get(ino)
@@ -176,9 +208,5 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if state.writers == 0 && !state.dirty && !local_only {
             state.staged = None;
         }
-        drop(state);
-        let open = self.handles.is_open(ino);
-        self.tree().forget_if_unused(ino, open);
-        result
     }
 }

@@ -13,6 +13,7 @@
 //! Order: content lock, then tree lock; never the other way.
 
 pub mod attrs;
+mod delayed;
 pub mod error;
 mod files;
 pub mod fuse;
@@ -146,6 +147,9 @@ pub struct FsConfig {
     pub xattrs: bool,
     /// The block cache and the global memory budget.
     pub cache: CacheConfig,
+    /// `--write-back`: a close returns once the file is staged and journaled, and its upload
+    /// starts this long after the last close; `None` uploads before the close returns.
+    pub write_back: Option<Duration>,
 }
 
 impl FsConfig {
@@ -167,6 +171,7 @@ impl FsConfig {
             read_only: false,
             xattrs: false,
             cache: CacheConfig::default(),
+            write_back: None,
         }
     }
 }
@@ -209,6 +214,8 @@ pub struct SessionFs<R: Remote + ?Sized> {
     blocks: Arc<BlockCache>,
     /// One lock per scope so concurrent lookups share one listing request.
     refresh_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
+    /// Files whose upload waits for `--write-back`'s delay; `None` uploads at close.
+    delayed: Option<Arc<delayed::Delayed>>,
 }
 
 impl<R: Remote + ?Sized> SessionFs<R> {
@@ -227,6 +234,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 })
                 .ok()
         });
+        let delayed = (config.write_back).map(|delay| Arc::new(delayed::Delayed::new(delay)));
         Ok(Self {
             store,
             remote,
@@ -238,6 +246,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             handles: Handles::default(),
             blocks,
             refresh_locks: Mutex::new(HashMap::new()),
+            delayed,
         })
     }
 

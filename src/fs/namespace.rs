@@ -550,7 +550,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         // its upload must land before ours, or it would overwrite the renamed file. Both locks
         // are taken in inode order so that crossing renames cannot deadlock.
         let target_content = target.and_then(|t| self.content_of(t).ok().map(|c| (t, c)));
-        let (mut state, _target_state) = match &target_content {
+        let (mut state, target_state) = match &target_content {
             Some((t, target_content)) if *t < ino => {
                 let target_state = target_content.lock().await;
                 (content.lock().await, Some(target_state))
@@ -595,12 +595,31 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             file.remote = displaced.clone().filter(|_| overwrite_by_name);
             displaced
         };
+        // The replaced file's bytes are gone, as on a local disk: nothing of it stays pending.
+        if let Some(mut target_state) = target_state {
+            self.mark_clean(&mut target_state);
+        }
         // The journal's record must name the new path.
         state.journaled = false;
         if to_local {
             self.mark_clean(&mut state);
         } else {
             self.mark_dirty(ino, &mut state);
+        }
+        // With --write-back, a file the server has never seen (nor a file it replaces) just
+        // moves: its upload, under the new name, waits for its delay like any other.
+        if let Some(delayed) = &self.delayed
+            && old_remote.is_none()
+            && displaced.is_none()
+            && !to_local
+        {
+            if state.committed {
+                delayed.schedule(ino);
+            }
+            drop(state);
+            self.touch_dir(parent);
+            self.touch_dir(new_parent);
+            return Ok(());
         }
         if let Err(err) = self.upload_locked(ino, &mut state).await {
             // Put the file back under its old name so nothing looks lost.

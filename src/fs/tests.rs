@@ -14,7 +14,7 @@ use crate::remote::{ErrorKind, Remote};
 struct Fixture {
     memory: Arc<MemoryRemote>,
     faulty: Arc<FaultyRemote>,
-    fs: SessionFs<dyn Remote>,
+    fs: Arc<SessionFs<dyn Remote>>,
     session_id: String,
     session: Ino,
     staging: tempfile::TempDir,
@@ -37,7 +37,8 @@ async fn fixture_with(memory: MemoryRemote, tweak: impl FnOnce(&mut FsConfig)) -
     config.metadata_ttl = Duration::from_secs(60);
     tweak(&mut config);
     let remote: Arc<dyn Remote> = faulty.clone();
-    let fs = SessionFs::new(remote, config).unwrap();
+    let fs = Arc::new(SessionFs::new(remote, config).unwrap());
+    fs.start_delayed_uploads(&tokio::runtime::Handle::current());
     let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
     Fixture {
         memory,
@@ -152,7 +153,8 @@ async fn a_dead_server_still_answers_from_the_last_listing() {
     // With a zero TTL every lookup lists again, so each one meets the dead server.
     config.metadata_ttl = Duration::ZERO;
     let remote: Arc<dyn Remote> = f.faulty.clone();
-    let fs = SessionFs::new(remote, config).unwrap();
+    let fs = Arc::new(SessionFs::new(remote, config).unwrap());
+    fs.start_delayed_uploads(&tokio::runtime::Handle::current());
     let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
     fs.lookup(session, "seen").await.unwrap();
 
@@ -359,4 +361,117 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
     let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
     let attr = fs.lookup(session, "f").await.unwrap().attr;
     assert_eq!(attr.perm, 0o644, "the stale entry was dropped");
+}
+
+/// Creates `name` holding `data` and closes it (flush, then release).
+async fn write_and_close(f: &Fixture, name: &str, data: &'static [u8]) -> Ino {
+    let (entry, opened) =
+        f.fs.create(f.session, name, 0o644, false, Caller::ROOT)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(data))
+        .await
+        .unwrap();
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    ino
+}
+
+/// Waits (bounded) until `name` holds `data` on the in-memory server.
+async fn wait_for_upload(f: &Fixture, name: &str, data: &[u8]) {
+    for _ in 0..200 {
+        if f.memory.get(&f.session_id, name).as_deref() == Some(data) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} never reached the server with the expected bytes");
+}
+
+fn with_write_back(delay: Duration) -> impl FnOnce(&mut FsConfig) {
+    move |config| config.write_back = Some(delay)
+}
+
+#[tokio::test]
+async fn with_write_back_a_close_returns_before_the_upload_and_a_file_closed_twice_uploads_once() {
+    let f = fixture_with(
+        MemoryRemote::new(),
+        with_write_back(Duration::from_millis(400)),
+    )
+    .await;
+    let ino = write_and_close(&f, "late.txt", b"first").await;
+    assert!(
+        f.memory.get(&f.session_id, "late.txt").is_none(),
+        "not before the delay"
+    );
+    assert_eq!(f.fs.delayed_uploads_waiting(), 1);
+    // Written again before the upload starts: one upload, of the last close.
+    let opened = f.fs.open(ino, true, true, false).await.unwrap();
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    f.fs.flush(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, opened.fh).await.unwrap();
+    assert_eq!(f.memory.calls("upload"), 0);
+    wait_for_upload(&f, "late.txt", b"second").await;
+    assert_eq!(f.memory.calls("upload"), 1);
+}
+
+#[tokio::test]
+async fn with_write_back_fsync_uploads_at_once_and_returns_its_error() {
+    let f = fixture_with(
+        MemoryRemote::new(),
+        with_write_back(Duration::from_secs(3600)),
+    )
+    .await;
+    f.faulty
+        .fail("upload", When::Nth(1), ErrorKind::Unavailable);
+    let (entry, opened) =
+        f.fs.create(f.session, "sync.txt", 0o644, false, Caller::ROOT)
+            .await
+            .unwrap();
+    let ino = entry.attr.ino;
+    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"durable"))
+        .await
+        .unwrap();
+    assert_eq!(f.fs.fsync(ino).await.unwrap_err().errno, libc::EIO);
+    f.fs.fsync(ino).await.unwrap();
+    assert_eq!(f.memory.get(&f.session_id, "sync.txt").unwrap(), "durable");
+    f.fs.release(ino, opened.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_write_back_the_drain_uploads_what_waits_and_a_crash_leaves_it_to_the_next_mount() {
+    let f = fixture_with(
+        MemoryRemote::new(),
+        with_write_back(Duration::from_secs(3600)),
+    )
+    .await;
+    for i in 0..12 {
+        write_and_close(&f, &format!("f{i}"), b"drained").await;
+    }
+    assert_eq!(f.fs.drain().await.unwrap(), 12);
+    for i in 0..12 {
+        assert_eq!(
+            f.memory.get(&f.session_id, &format!("f{i}")).unwrap(),
+            "drained"
+        );
+    }
+
+    write_and_close(&f, "crash.txt", b"journaled").await;
+    f.fs.keep_pending().await; // the process dies before the delay
+    assert!(f.memory.get(&f.session_id, "crash.txt").is_none());
+    let staging = f.staging.path();
+    let journal = crate::write::journal::Journal::open(staging).unwrap();
+    let area = crate::write::StagingArea::new(staging).unwrap();
+    let recovery = tempfile::tempdir().unwrap();
+    let done = crate::write::journal::replay(&journal, &area, &*f.memory, recovery.path())
+        .await
+        .unwrap();
+    assert_eq!((done.uploaded, done.recovered), (1, 0));
+    assert_eq!(
+        f.memory.get(&f.session_id, "crash.txt").unwrap(),
+        "journaled"
+    );
 }

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use super::names;
 use super::tree::{Content, FileNode, Ino, Node, NodeKind, ROOT_INO};
 use super::{Error, Result, SessionFs};
@@ -37,21 +39,27 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .await?)
     }
 
-    /// Uploads every file with unsaved local content; returns how many were uploaded. Used when
-    /// unmounting so that no write is lost.
+    /// Uploads every file with unsaved local content, several at a time; returns how many were
+    /// uploaded. Used when unmounting so that no write is lost (with `--write-back`, this is
+    /// where the files still waiting for their delay go).
     pub async fn drain(&self) -> Result<usize> {
         let files = self.tree().files_below(ROOT_INO);
+        let results: Vec<Option<Result<()>>> = futures::stream::iter(files)
+            .map(|ino| async move {
+                let content = self.content_of(ino).ok()?;
+                let mut state = content.lock().await;
+                if !state.dirty {
+                    return None;
+                }
+                Some(self.upload_locked(ino, &mut state).await)
+            })
+            .buffer_unordered(super::delayed::UPLOADS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut uploaded = 0;
         let mut first_error = None;
-        for ino in files {
-            let Ok(content) = self.content_of(ino) else {
-                continue;
-            };
-            let mut state = content.lock().await;
-            if !state.dirty {
-                continue;
-            }
-            match self.upload_locked(ino, &mut state).await {
+        for result in results.into_iter().flatten() {
+            match result {
                 Ok(()) => uploaded += 1,
                 Err(err) => {
                     log::error!("{}", err.message);
@@ -186,7 +194,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
 
     /// The application committed the file (close, fsync, or a clean unmount): its record now
     /// says so, and a snapshot of an earlier commit is no longer needed.
-    fn commit(&self, ino: Ino, state: &mut Content) {
+    pub(super) fn commit(&self, ino: Ino, state: &mut Content) {
         if let Some(record) = self.record_of(ino, state, true) {
             state.journaled = self.write_record(&record);
             state.committed = state.journaled;

@@ -389,6 +389,7 @@ fn mount(
     allow_other: bool,
 ) -> BackgroundSession {
     let options = run::mount_config(backend, false, allow_other, &[]);
+    fs.start_delayed_uploads(runtime.handle());
     run::mount_session(fs.clone(), runtime.handle().clone(), mountpoint, &options)
         .expect("mount through /dev/fuse (are we root with fuse available?)")
 }

@@ -16,3 +16,4 @@ mod remotes;
 mod scenarios;
 mod sessions;
 mod tools;
+mod write_back;
