@@ -12,7 +12,8 @@
 # Cases: read (cold sequential read of --size MiB, capped at what the API takes, vs one curl
 # download; warm re-read; CPU per GiB; peak RSS), write (cp in vs the API's single-request
 # upload with curl), small (1 000 x create-write-4 KiB-close and git clone of 200 files vs the
-# local disk), list (ls -l and find of --files files vs paging through the API's listing),
+# local disk), writeback (git clone with --write-back 5s vs without, and with the unmount that
+# uploads it), list (ls -l and find of --files files vs paging through the API's listing),
 # random (fio 4 KiB random reads vs the same ranges on one curl; server bytes per byte read).
 # Every case runs the mount and its baseline in turn, A B A B, --repeat times (5), and prints
 # the medians and the ratio's median and min-max; ratios above 1 mean the mount is faster.

@@ -1,5 +1,6 @@
 //! Delayed uploads (`--write-back DELAY`): a close returns once the file's content is staged
-//! and committed in the journal, and the upload starts DELAY later, several at a time.
+//! and committed in the journal, and the upload starts DELAY later, several at a time. A
+//! directory made with `mkdir` waits the same way for its marker object.
 //!
 //! rclone's `--vfs-write-back` is the model. A file closed again before its upload starts is
 //! due DELAY after its last close and uploaded once. An fsync still uploads at once and
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -69,6 +71,11 @@ impl Delayed {
         self.due().len()
     }
 
+    /// Takes every waiting inode at once (the unmount drain).
+    fn take_all(&self) -> Vec<Ino> {
+        self.due().drain().map(|(ino, _)| ino).collect()
+    }
+
     /// Takes the files due by `now`; also returns when the next one is due.
     fn take_due(&self, now: Instant) -> (Vec<Ino>, Option<Instant>) {
         let mut due = self.due();
@@ -98,8 +105,39 @@ impl<R: Remote + ?Sized + 'static> SessionFs<R> {
         self.delayed.as_ref().map_or(0, |delayed| delayed.waiting())
     }
 
-    /// The delayed upload of `ino`, if it is still what its last close committed.
+    /// Stores the markers of directories still waiting for their delay, 8 at a time (the
+    /// unmount drain; files it uploads itself). Other waiting inodes stay queued.
+    pub(super) async fn store_delayed_markers(&self) {
+        let Some(delayed) = &self.delayed else { return };
+        let waiting = delayed.take_all();
+        let (dirs, files): (Vec<Ino>, Vec<Ino>) = waiting
+            .into_iter()
+            .partition(|&ino| self.dir_of(ino).is_ok());
+        for ino in files {
+            delayed.schedule(ino);
+        }
+        futures::stream::iter(dirs)
+            .for_each_concurrent(UPLOADS_IN_FLIGHT, |ino| async move {
+                if let Err(err) = self.store_marker_of(ino).await {
+                    log::warn!(
+                        "{}; the empty directory is kept only on this machine",
+                        err.message
+                    );
+                }
+            })
+            .await;
+    }
+
+    /// The delayed upload of `ino` (a directory's marker, or a file if it is still what its
+    /// last close committed).
     async fn upload_delayed(&self, ino: Ino, delayed: &Delayed) {
+        if self.dir_of(ino).is_ok() {
+            if let Err(err) = self.store_marker_of(ino).await {
+                log::warn!("{}; tried again in {RETRY_AFTER:?}", err.message);
+                delayed.due_in(ino, RETRY_AFTER);
+            }
+            return;
+        }
         let Ok(content) = self.content_of(ino) else {
             return; // removed meanwhile
         };

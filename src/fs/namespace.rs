@@ -251,18 +251,16 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .tree()
             .insert(parent, name, new_dir(DirOrigin::Local), meta);
         if self.remote.capabilities().delete {
-            let marker = self.store_marker(ino).await;
-            let mut tree = self.tree();
-            match marker {
-                Ok(object) => {
-                    if let Some(NodeKind::Dir(dir)) = tree.get_mut(ino).map(|n| &mut n.kind) {
-                        dir.origin = DirOrigin::Marker(object);
+            match &self.delayed {
+                // With --write-back the marker waits for the delay like a file's upload.
+                Some(delayed) => delayed.schedule(ino),
+                None => {
+                    if let Err(err) = self.store_marker_of(ino).await {
+                        let mut tree = self.tree();
+                        tree.unlink(ino);
+                        tree.forget_if_unused(ino, false);
+                        return Err(err.context(format!("mkdir {name}")));
                     }
-                }
-                Err(err) => {
-                    tree.unlink(ino);
-                    tree.forget_if_unused(ino, false);
-                    return Err(err.context(format!("mkdir {name}")));
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::names;
-use super::tree::{Content, FileNode, Ino, Node, NodeKind, ROOT_INO};
+use super::tree::{Content, DirOrigin, FileNode, Ino, Node, NodeKind, ROOT_INO};
 use super::{Error, Result, SessionFs};
 use crate::remote::{ObjectMeta, Remote, UploadSource};
 use crate::write::{PendingUpload, StagingFile};
@@ -39,10 +39,28 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .await?)
     }
 
+    /// Stores the marker of directory `ino`, made with `mkdir`, if it has none yet, so the
+    /// directory lasts on the server while it holds no file.
+    pub(super) async fn store_marker_of(&self, ino: Ino) -> Result<()> {
+        let local = matches!(
+            self.tree().get(ino).map(|n| &n.kind),
+            Some(NodeKind::Dir(dir)) if matches!(dir.origin, DirOrigin::Local)
+        );
+        if !local {
+            return Ok(());
+        }
+        let object = self.store_marker(ino).await?;
+        if let Some(NodeKind::Dir(dir)) = self.tree().get_mut(ino).map(|n| &mut n.kind) {
+            dir.origin = DirOrigin::Marker(object);
+        }
+        Ok(())
+    }
+
     /// Uploads every file with unsaved local content, several at a time; returns how many were
     /// uploaded. Used when unmounting so that no write is lost (with `--write-back`, this is
     /// where the files still waiting for their delay go).
     pub async fn drain(&self) -> Result<usize> {
+        self.store_delayed_markers().await;
         let files = self.tree().files_below(ROOT_INO);
         let results: Vec<Option<Result<()>>> = futures::stream::iter(files)
             .map(|ino| async move {
