@@ -13,6 +13,7 @@
 //! Order: content lock, then tree lock; never the other way.
 
 pub mod attrs;
+mod dir_rename;
 pub mod error;
 mod files;
 pub mod fuse;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use attrs::{MetaStore, Stored};
+pub use dir_rename::{DirRenameLimit, finish_dir_renames};
 pub use error::{Error, Result};
 use handles::Handles;
 use scratch::ScratchPatterns;
@@ -40,7 +42,7 @@ use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
 
 use crate::cache::{BlockCache, CacheConfig, MemoryBudget};
 use crate::remote::Remote;
-use crate::write::{Journal, StagingArea};
+use crate::write::{Journal, RenameLog, StagingArea};
 
 /// What kind of inode an [`Attr`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +148,8 @@ pub struct FsConfig {
     pub xattrs: bool,
     /// The block cache and the global memory budget.
     pub cache: CacheConfig,
+    /// The largest directory rename carried out by moving objects (`--max-dir-rename`).
+    pub max_dir_rename: DirRenameLimit,
 }
 
 impl FsConfig {
@@ -167,6 +171,7 @@ impl FsConfig {
             read_only: false,
             xattrs: false,
             cache: CacheConfig::default(),
+            max_dir_rename: DirRenameLimit::default(),
         }
     }
 }
@@ -199,6 +204,8 @@ pub struct SessionFs<R: Remote + ?Sized> {
     config: FsConfig,
     staging: StagingArea,
     journal: Journal,
+    /// Directory renames in progress.
+    renames: RenameLog,
     mounted_at: SystemTime,
     /// The inode tree. Never held across an await.
     tree: Mutex<Tree>,
@@ -217,6 +224,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
         let staging = StagingArea::new(&config.staging_dir)?;
         let journal = Journal::open(&config.staging_dir)?;
+        let renames = RenameLog::open(&config.staging_dir)?;
         let containers = remote.capabilities().containers;
         let budget = MemoryBudget::new(config.cache.memory_limit);
         let blocks = Arc::new(BlockCache::new(config.cache.clone(), budget)?);
@@ -233,6 +241,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             config,
             staging,
             journal,
+            renames,
             mounted_at: SystemTime::now(),
             tree: Mutex::new(Tree::new(containers)),
             handles: Handles::default(),
@@ -318,13 +327,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if self.is_fresh(scope) {
             return Ok(());
         }
-        let lock = self
-            .refresh_locks
-            .lock()
-            .unwrap()
-            .entry(scope)
-            .or_default()
-            .clone();
+        let lock = self.refresh_lock(scope);
         let _guard = lock.lock().await;
         if self.is_fresh(scope) {
             return Ok(());
@@ -337,6 +340,17 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// The lock that one listing of `scope` holds at a time (and a directory rename in it,
+    /// so no listing shows the rename half done).
+    fn refresh_lock(&self, scope: Ino) -> Arc<tokio::sync::Mutex<()>> {
+        self.refresh_locks
+            .lock()
+            .unwrap()
+            .entry(scope)
+            .or_default()
+            .clone()
     }
 
     fn listed_at(&self, scope: Ino) -> Option<Instant> {

@@ -504,8 +504,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// Renames a file (by re-uploading it under the new name, then deleting the old object), or
-    /// a directory that exists only locally. Other directories answer EXDEV, so `mv` copies and
-    /// deletes them itself.
+    /// a directory (`dir_rename`: every object below it moves the same way).
     pub async fn rename(
         &self,
         parent: Ino,
@@ -533,7 +532,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Err(Error::exists(new_name));
         }
         if self.dir_of(ino).is_ok() {
-            return self.rename_dir(ino, target, new_parent, new_name);
+            return self
+                .rename_dir(ino, target, parent, new_parent, new_name)
+                .await;
         }
         if let Some(target) = target
             && self.dir_of(target).is_ok()
@@ -643,29 +644,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         drop(state);
         self.touch_dir(parent);
         self.touch_dir(new_parent);
-        Ok(())
-    }
-
-    pub(super) fn rename_dir(
-        &self,
-        ino: Ino,
-        target: Option<Ino>,
-        new_parent: Ino,
-        new_name: &str,
-    ) -> Result<()> {
-        let mut tree = self.tree();
-        let local_empty = tree
-            .get(ino)
-            .and_then(Node::dir)
-            .is_some_and(|d| matches!(d.origin, DirOrigin::Local) && d.children.is_empty());
-        let same_scope =
-            tree.scope_of(ino) == tree.scope_of(new_parent) && !tree.is_container_list(new_parent);
-        if !(local_empty && same_scope && target.is_none()) {
-            return Err(Error::cross_device(format!(
-                "{new_name}: directories are moved by copying (the API has no rename)"
-            )));
-        }
-        tree.move_node(ino, new_parent, new_name);
         Ok(())
     }
 

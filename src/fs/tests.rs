@@ -9,7 +9,7 @@ use super::tree::{Ino, ROOT_INO};
 use super::{Caller, FsConfig, SessionFs};
 use crate::remote::faulty::{FaultyRemote, When};
 use crate::remote::memory::MemoryRemote;
-use crate::remote::{ErrorKind, Remote};
+use crate::remote::{ErrorKind, ObjectMeta, Remote};
 
 struct Fixture {
     memory: Arc<MemoryRemote>,
@@ -359,4 +359,142 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
     let session = fs.lookup(ROOT_INO, "s").await.unwrap().attr.ino;
     let attr = fs.lookup(session, "f").await.unwrap().attr;
     assert_eq!(attr.perm, 0o644, "the stale entry was dropped");
+}
+
+/// The names stored in the fixture's session, sorted.
+async fn stored_names(f: &Fixture) -> Vec<String> {
+    let mut names: Vec<String> = f
+        .memory
+        .list(Some(&f.session_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| super::names::decode(&o.name))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_directory_rename_moves_every_object_and_a_failed_one_is_undone() {
+    let f = fixture().await;
+    let rules = f.memory.capabilities().name_rules;
+    for name in ["a/", "a/f1", "a/f2", "a/sub/f3", "other"] {
+        f.memory.put(
+            &f.session_id,
+            &super::names::encode(name, &rules),
+            name.as_bytes(),
+        );
+    }
+    f.fs.rename(f.session, "a", f.session, "b", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_names(&f).await,
+        ["b/", "b/f1", "b/f2", "b/sub/f3", "other"]
+    );
+    let b = f.fs.lookup(f.session, "b").await.unwrap().attr.ino;
+    let sub = f.fs.lookup(b, "sub").await.unwrap().attr.ino;
+    let f3 = f.fs.lookup(sub, "f3").await.unwrap().attr.ino;
+    let opened = f.fs.open(f3, false, false, false).await.unwrap();
+    let read = f.fs.read(f3, opened.fh, 0, 100).await.unwrap();
+    assert_eq!(&read[..], b"a/sub/f3", "the moved object's bytes");
+    assert_eq!(
+        f.fs.lookup(f.session, "a").await.unwrap_err().errno,
+        libc::ENOENT
+    );
+
+    // The third copy fails: the two objects moved before it go back.
+    let third = f.memory.calls("upload") + 3;
+    f.faulty
+        .fail("upload", When::Nth(third), ErrorKind::Unavailable);
+    let err = f.fs.rename(f.session, "b", f.session, "c", false).await;
+    assert_eq!(err.unwrap_err().errno, libc::EIO);
+    assert_eq!(
+        stored_names(&f).await,
+        ["b/", "b/f1", "b/f2", "b/sub/f3", "other"]
+    );
+    let renames = crate::write::RenameLog::open(f.staging.path()).unwrap();
+    assert!(
+        renames.pending().unwrap().is_empty(),
+        "nothing left to finish"
+    );
+}
+
+#[tokio::test]
+async fn a_rename_over_a_non_empty_directory_or_the_limit_moves_nothing() {
+    let f = fixture_with(MemoryRemote::new(), |config| {
+        config.max_dir_rename = super::DirRenameLimit {
+            bytes: 1 << 20,
+            objects: 2,
+        }
+    })
+    .await;
+    let rules = f.memory.capabilities().name_rules;
+    for name in ["a/f1", "a/f2", "three/1", "three/2", "three/3", "full/x"] {
+        f.memory
+            .put(&f.session_id, &super::names::encode(name, &rules), b"x");
+    }
+    let errno = |r: super::Result<()>| r.unwrap_err().errno;
+    assert_eq!(
+        errno(f.fs.rename(f.session, "a", f.session, "full", false).await),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(f.fs.rename(f.session, "three", f.session, "t", false).await),
+        libc::EXDEV,
+        "three objects, over the limit of two"
+    );
+    f.fs.mkdir(f.session, "empty", 0o700, Caller::ROOT)
+        .await
+        .unwrap();
+    f.fs.rename(f.session, "a", f.session, "empty", false)
+        .await
+        .unwrap();
+    let names = stored_names(&f).await;
+    assert!(names.contains(&"empty/f1".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("a/")), "{names:?}");
+}
+
+#[tokio::test]
+async fn the_next_mount_finishes_a_rename_a_crash_interrupted() {
+    let f = fixture().await;
+    let rules = f.memory.capabilities().name_rules;
+    let enc = |name: &str| super::names::encode(name, &rules);
+    // f1 was copied but not deleted, f2 not copied yet, f3 moved: a crash half-way.
+    let f1 = f.memory.put(&f.session_id, &enc("a/f1"), b"one");
+    f.memory.put(&f.session_id, &enc("b/f1"), b"one");
+    let f2 = f.memory.put(&f.session_id, &enc("a/f2"), b"two");
+    f.memory.put(&f.session_id, &enc("b/f3"), b"three");
+    let step = |from: &ObjectMeta, to: &str| crate::write::ObjectMove {
+        from_id: Some(from.id.clone()),
+        from_name: from.name.clone(),
+        version: from.version.clone(),
+        to_name: enc(to),
+    };
+    let gone = ObjectMeta {
+        id: enc("a/f3"),
+        name: enc("a/f3"),
+        ..f1.clone()
+    };
+    let renames = crate::write::RenameLog::open(f.staging.path()).unwrap();
+    renames
+        .record(&crate::write::DirRename {
+            id: "r".into(),
+            container: Some(f.session_id.clone()),
+            from: "a".into(),
+            to: "b".into(),
+            moves: vec![step(&f1, "b/f1"), step(&f2, "b/f2"), step(&gone, "b/f3")],
+        })
+        .unwrap();
+    let done = super::finish_dir_renames(&*f.memory, f.staging.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    assert_eq!(stored_names(&f).await, ["b/f1", "b/f2", "b/f3"]);
+    assert_eq!(
+        f.memory.get(&f.session_id, &enc("b/f2")).unwrap(),
+        &b"two"[..]
+    );
+    assert!(renames.pending().unwrap().is_empty());
 }

@@ -72,6 +72,22 @@ impl Journal {
         let _ = fs::remove_file(self.record_path(staged));
     }
 
+    /// A directory at `from` in `container` was renamed to `to`: records of files below it now
+    /// name their new paths. Idempotent (a rename finished after a crash rewrites again).
+    pub fn move_prefix(&self, container: Option<&str>, from: &str, to: &str) -> io::Result<()> {
+        let prefix = format!("{from}/");
+        for mut upload in self.pending()? {
+            if upload.container.as_deref() != container {
+                continue;
+            }
+            if let Some(rest) = upload.path.strip_prefix(&prefix) {
+                upload.path = format!("{to}/{rest}");
+                self.record(&upload)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every pending upload, oldest first. Unreadable records are reported and skipped.
     pub fn pending(&self) -> io::Result<Vec<PendingUpload>> {
         let mut records = Vec::new();
@@ -229,6 +245,46 @@ mod tests {
         assert_eq!(reopened.pending().unwrap(), vec![renamed]);
         reopened.remove("staged-abc");
         assert!(reopened.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_directory_rename_moves_the_records_below_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let record = |container: &str, path: &str, staged: &str| PendingUpload {
+            container: Some(container.into()),
+            path: path.into(),
+            symlink: false,
+            staged: staged.into(),
+            committed: true,
+        };
+        for upload in [
+            record("c", "a/x", "s1"),
+            record("c", "a/deep/y", "s2"),
+            record("c", "ab/z", "s3"),
+            record("d", "a/w", "s4"),
+        ] {
+            journal.record(&upload).unwrap();
+        }
+        journal.move_prefix(Some("c"), "a", "b/n").unwrap();
+        let mut paths: Vec<(String, String)> = journal
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.staged, u.path))
+            .collect();
+        paths.sort();
+        let expected = [
+            ("s1", "b/n/x"),
+            ("s2", "b/n/deep/y"),
+            ("s3", "ab/z"),
+            ("s4", "a/w"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(s, p)| (s.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(paths, expected);
     }
 
     #[test]
