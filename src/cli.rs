@@ -326,6 +326,7 @@ impl MountArgs {
             memory_limit,
             metadata_ttl,
             retry_deadline,
+            max_dir_rename,
             read_only,
             xattrs,
             allow_other,
