@@ -64,7 +64,11 @@ pub struct Settings {
     #[serde(default, alias = "chunk_size", deserialize_with = "size")]
     pub chunk_size: Option<bytesize::ByteSize>,
     /// The largest directory rename carried out by moving objects ("1GiB,10000").
-    #[serde(default, alias = "max_dir_rename", deserialize_with = "dir_rename_limit")]
+    #[serde(
+        default,
+        alias = "max_dir_rename",
+        deserialize_with = "dir_rename_limit"
+    )]
     pub max_dir_rename: Option<crate::fs::DirRenameLimit>,
     /// Refuse every change.
     #[serde(alias = "read_only")]

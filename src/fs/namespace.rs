@@ -210,13 +210,15 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
     }
 
-    /// A directory's entries changed: its mtime and ctime move to now.
+    /// A directory's entries changed: its mtime and ctime move to now, and are saved where the
+    /// directory has an object to keep them by (a marker, a container).
     pub(super) fn touch_dir(&self, dir: Ino) {
         if let Some(node) = self.tree().get_mut(dir) {
             let now = SystemTime::now();
             node.meta.mtime = Some(now);
             node.meta.ctime = Some(now);
         }
+        self.persist(dir);
     }
 
     /// Creates a directory: a container under the root of a container API, else a directory

@@ -218,3 +218,35 @@ fn file_and_link_attributes_survive_a_remount_on_lightfield() {
     assert_eq!(stat(&base, "f link"), before);
     assert_eq!(std::fs::read(base.join("f")).unwrap(), b"secret");
 }
+
+#[test]
+fn a_directory_keeps_the_times_its_entries_gave_it_across_a_remount() {
+    let mut mount = TestMount::new();
+    let base = mount.session_dir("s");
+    let b = q(&base);
+    sh(&format!(
+        "cd {b} && mkdir d && echo x > d/gone && touch -d '2020-01-01 00:00:00' d"
+    ));
+    // mtime and ctime to the nanosecond.
+    let times = || sh(&format!("stat -c '%y %z' {b}/d"));
+    // Each change below moves the directory's mtime and ctime; the last one must last.
+    for change in ["echo y > d/new", "rm d/gone", "mv d/new d/renamed"] {
+        let before = times();
+        sh(&format!("cd {b} && {change}"));
+        let after = times();
+        assert_ne!(after, before, "{change} moves the times of d");
+        mount.remount();
+        assert_eq!(times(), after, "after {change} and a remount");
+    }
+    assert!(
+        !times().starts_with("2020-"),
+        "no longer the time touch set"
+    );
+    let session = stat(mount.path(), "s");
+    mount.remount();
+    assert_eq!(
+        stat(mount.path(), "s"),
+        session,
+        "the session directory's times"
+    );
+}
