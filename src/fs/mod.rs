@@ -176,22 +176,52 @@ impl FsConfig {
     }
 }
 
-/// Who asks for an operation: the uid and gid of the calling process (from the FUSE request).
+/// Who asks for an operation: the uid and gid of the calling process (from the FUSE request),
+/// and its pid, to look up its supplementary groups when a rule needs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// User id.
     pub uid: u32,
     /// Group id.
     pub gid: u32,
+    /// Process (or thread) id; 0 when unknown, which leaves only the primary group.
+    pub pid: u32,
 }
 
 impl Caller {
     /// The superuser.
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
 
     /// Whether the caller is the superuser.
     pub fn is_root(self) -> bool {
         self.uid == 0
+    }
+
+    /// Whether `gid` is the caller's primary group or one of its supplementary groups. A FUSE
+    /// request carries only the primary one, so the others are read from the `Groups:` line of
+    /// `/proc/PID/status` (none when the process is gone).
+    pub fn in_group(self, gid: u32) -> bool {
+        if gid == self.gid {
+            return true;
+        }
+        if self.pid == 0 {
+            return false;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid));
+        status.is_ok_and(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Groups:"))
+                .is_some_and(|groups| {
+                    groups
+                        .split_whitespace()
+                        .any(|group| group.parse() == Ok(gid))
+                })
+        })
     }
 }
 

@@ -84,7 +84,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// Applies chmod, chown, utime and truncate, as Linux allows them: chown by root only
-    /// (chgrp by the owner to its own group), chmod by the owner or root (anyone may only clear
+    /// (chgrp by the owner to one of its groups), chmod by the owner or root (anyone may only clear
     /// the set-id bits, which the kernel asks for on a write); a chown by a non-root user clears
     /// the set-id bits of a file. ctime moves on every change. The attributes are saved to the
     /// metadata store; a truncate is staged and, when no handle is open for writing, uploaded.
@@ -152,10 +152,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         if let Some(gid) = changes.gid
             && gid != current.gid
-            && !(owner && gid == caller.gid)
+            && !(owner && caller.in_group(gid))
         {
             return Err(Error::not_permitted(format!(
-                "chgrp of inode {ino}: only its owner may, and only to their own group"
+                "chgrp of inode {ino}: only its owner may, and only to one of their groups"
             )));
         }
         if let Some(mode) = changes.mode {

@@ -309,6 +309,7 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
     let user = Caller {
         uid: 1000,
         gid: 100,
+        pid: 0,
     };
     let then = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     {
@@ -333,6 +334,7 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
         let other = Caller {
             uid: 2000,
             gid: 200,
+            pid: 0,
         };
         let refused = fs.setattr(ino, chmod.clone(), other).await.unwrap_err();
         assert_eq!(refused.errno, libc::EPERM, "chmod by another user");

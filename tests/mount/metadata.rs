@@ -250,3 +250,32 @@ fn a_directory_keeps_the_times_its_entries_gave_it_across_a_remount() {
         "the session directory's times"
     );
 }
+
+#[test]
+fn the_owner_may_chgrp_to_a_supplementary_group_and_to_no_other() {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let base = mount.session_dir("s");
+    let b = q(&base);
+    sh(&format!("chmod 777 {b}"));
+    let member = "setpriv --reuid 65534 --regid 65534 --groups 4242,4243";
+    sh(&format!(
+        "cd {b} && {member} sh -c 'echo x > f && chgrp 4243 f'"
+    ));
+    assert!(stat(&base, "f").starts_with("f 644 65534 4243 "));
+    let refused = sh_output(&format!("cd {b} && {member} chgrp 4244 f"));
+    assert!(!refused.status.success(), "a group the owner is not in");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let not_owner = sh_output(&format!(
+        "cd {b} && setpriv --reuid 65533 --regid 65533 --groups 4242 chgrp 4242 f"
+    ));
+    assert!(
+        !not_owner.status.success(),
+        "chgrp by another member of the group"
+    );
+    assert!(stat(&base, "f").starts_with("f 644 65534 4243 "));
+}
