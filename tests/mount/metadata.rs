@@ -279,3 +279,81 @@ fn the_owner_may_chgrp_to_a_supplementary_group_and_to_no_other() {
     );
     assert!(stat(&base, "f").starts_with("f 644 65534 4243 "));
 }
+
+/// Files and directories of every mode the matrix checks, made in `dir` by root and given to
+/// uid and gid 1000.
+const MATRIX_SETUP: &str = "for m in 600 640 604 660 606 400 040 004 000 200 020 002; do \
+     echo data > f$m && chown 1000:1000 f$m && chmod $m f$m; done; \
+     for m in 755 775 777 700 750 705 711 770 707 500 000; do \
+     mkdir d$m && echo inner > d$m/inner && chown -R 1000:1000 d$m && chmod $m d$m; done";
+
+/// What a user may do in `dir`: for each file, open it to read and to write; for each
+/// directory, list it, read a file in it and create one. One line per attempt: `ok` or the
+/// errno's name.
+const MATRIX_PROBE: &str = r#"
+import errno, os, sys
+os.chdir(sys.argv[1])
+def attempt(what, action):
+    try:
+        action()
+        print(what, "ok")
+    except OSError as err:
+        print(what, errno.errorcode[err.errno])
+def opened(path, mode):
+    return lambda: open(path, mode).close()
+for name in sorted(os.listdir(".")):
+    if name.startswith("f"):
+        attempt(name + " read", opened(name, "rb"))
+        attempt(name + " write", opened(name, "r+b"))
+    else:
+        attempt(name + " list", lambda: os.listdir(name))
+        attempt(name + " read-inside", opened(name + "/inner", "rb"))
+        attempt(name + " create", opened("%s/new-%d" % (name, os.getuid()), "wb"))
+"#;
+
+#[test]
+fn open_read_write_list_and_create_are_allowed_and_refused_as_on_a_local_directory() {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let inside = mount.session_dir("s");
+    let local = tempfile::tempdir().unwrap();
+    let outside = local.path().join("s");
+    std::fs::create_dir(&outside).unwrap();
+    let users = [
+        ("owner", "--reuid 1000 --regid 1000 --clear-groups"),
+        ("group", "--reuid 1001 --regid 1001 --groups 1000"),
+        ("other", "--reuid 1002 --regid 1002 --clear-groups"),
+    ];
+    let mut results = Vec::new();
+    for dir in [&inside, &outside] {
+        let d = q(dir);
+        sh(&format!(
+            "chmod 755 {d} {} && cd {d} && {MATRIX_SETUP}",
+            q(dir.parent().unwrap())
+        ));
+        let mut table = String::new();
+        for (who, ids) in users {
+            let probe = sh(&format!(
+                "setpriv {ids} /usr/bin/python3 -c {} {d}",
+                q(Path::new(MATRIX_PROBE))
+            ));
+            for line in probe.lines() {
+                table.push_str(&format!("{who} {line}\n"));
+            }
+        }
+        results.push(table);
+    }
+    assert_eq!(
+        results[0], results[1],
+        "the mount (left) and a local directory (right)"
+    );
+    let table = &results[0];
+    for line in [
+        "owner f600 write ok",
+        "group f640 write EACCES",
+        "other d711 list EACCES",
+    ] {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    assert!(table.contains("other d711 read-inside ok"), "{table}");
+}
