@@ -6,8 +6,8 @@
 //! killed (or an unmount whose uploads failed) leaves records and staged copies behind, and the
 //! next mount of the same remote, before it mounts, uploads the committed ones and moves the
 //! uncommitted ones into the recovery folder: only content an application committed ever
-//! reaches the server, and nothing written is lost. Records are written atomically (temporary
-//! file, then rename), so a crash never leaves half a record.
+//! reaches the server, and nothing written is lost. Records are written atomically
+//! (`records`), so a crash never leaves half a record.
 
 use std::fs;
 use std::io;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::StagingArea;
+use super::{StagingArea, records};
 use crate::fs::names;
 use crate::remote::{Remote, UploadSource};
 
@@ -61,10 +61,7 @@ impl Journal {
 
     /// Records (or updates, after a rename) that `upload` is pending.
     pub fn record(&self, upload: &PendingUpload) -> io::Result<()> {
-        let path = self.record_path(&upload.staged);
-        let temporary = path.with_extension("tmp");
-        fs::write(&temporary, serde_json::to_vec(upload)?)?;
-        fs::rename(&temporary, &path)
+        records::write(&self.record_path(&upload.staged), upload)
     }
 
     /// Forgets the record of the staged file named `staged` (uploaded, or deleted).
@@ -90,20 +87,14 @@ impl Journal {
 
     /// Every pending upload, oldest first. Unreadable records are reported and skipped.
     pub fn pending(&self) -> io::Result<Vec<PendingUpload>> {
-        let mut records = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|ext| ext != "json") {
-                continue;
-            }
-            let modified = fs::metadata(&path)?.modified()?;
-            match fs::read(&path).map(|bytes| serde_json::from_slice::<PendingUpload>(&bytes)) {
-                Ok(Ok(record)) => records.push((modified, record)),
-                _ => log::warn!("skipping unreadable journal record {}", path.display()),
+        let mut pending = Vec::new();
+        for (path, record) in records::read_all::<PendingUpload>(&self.dir)? {
+            match record {
+                Ok(record) => pending.push(record),
+                Err(_) => log::warn!("skipping unreadable journal record {}", path.display()),
             }
         }
-        records.sort_by_key(|(modified, _)| *modified);
-        Ok(records.into_iter().map(|(_, record)| record).collect())
+        Ok(pending)
     }
 }
 

@@ -2,6 +2,7 @@
 //! journal builds on them, and the journal of directory renames in progress.
 
 pub mod journal;
+mod records;
 pub mod renames;
 pub mod staging;
 pub mod stream;

@@ -6,14 +6,16 @@
 //! recorded here before the first object moves, and removed when the last is done; the next
 //! mount of the remote finishes every recorded rename before anything is mounted. Each move is
 //! idempotent (copy unless the target exists, then delete the source unless it is gone), so a
-//! record can be carried out any number of times. Records are written atomically (temporary
-//! file, then rename), in `staging_dir/renames`, a kind of their own beside the pending uploads.
+//! record can be carried out any number of times. Records are written atomically (`records`),
+//! in `staging_dir/renames`, a kind of their own beside the pending uploads.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::records;
 
 /// One object to move: where it is and which name it gets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,10 +90,7 @@ impl RenameLog {
 
     /// Records (or replaces, with its reversal) `rename`.
     pub fn record(&self, rename: &DirRename) -> io::Result<()> {
-        let path = self.path_of(&rename.id);
-        let temporary = path.with_extension("tmp");
-        fs::write(&temporary, serde_json::to_vec(rename)?)?;
-        fs::rename(&temporary, &path)
+        records::write(&self.path_of(&rename.id), rename)
     }
 
     /// Forgets the record `id` (its rename is done).
@@ -102,23 +101,17 @@ impl RenameLog {
     /// Every recorded rename, oldest first. An unreadable record is an error: carrying on
     /// without it could show a half-moved tree.
     pub fn pending(&self) -> io::Result<Vec<DirRename>> {
-        let mut records = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|ext| ext != "json") {
-                continue;
-            }
-            let modified = fs::metadata(&path)?.modified()?;
-            let record = serde_json::from_slice::<DirRename>(&fs::read(&path)?).map_err(|err| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unreadable rename record {}: {err}", path.display()),
-                )
-            })?;
-            records.push((modified, record));
-        }
-        records.sort_by_key(|(modified, _)| *modified);
-        Ok(records.into_iter().map(|(_, record)| record).collect())
+        records::read_all::<DirRename>(&self.dir)?
+            .into_iter()
+            .map(|(path, record)| {
+                record.map_err(|err| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unreadable rename record {}: {err}", path.display()),
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -145,7 +138,7 @@ mod tests {
         log.record(&rename).unwrap();
         assert_eq!(
             RenameLog::open(dir.path()).unwrap().pending().unwrap(),
-            [rename.clone()]
+            std::slice::from_ref(&rename)
         );
         let back = rename.reversed();
         assert_eq!((back.from.as_str(), back.to.as_str()), ("b", "a"));

@@ -1,7 +1,7 @@
 //! POSIX metadata that lasts: modes, owners, times, links and empty directories survive a
 //! remount (the metadata store), files belong to whoever created them, and ctime moves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sessionfs::backend::Backend;
 
@@ -17,6 +17,26 @@ fn stat(dir: &Path, names: &str) -> String {
         "cd {} && stat -c '%n %a %u %g %X %Y %Z %F' -- {names}",
         q(dir)
     ))
+}
+
+/// A Mix mount other users may enter (`--allow-other`) and a session directory `s` in it that
+/// everyone may write.
+fn shared_session() -> (TestMount, PathBuf) {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let base = mount.session_dir("s");
+    sh(&format!("chmod 777 {}", q(&base)));
+    (mount, base)
+}
+
+/// Asserts that a command failed with EPERM.
+fn assert_eperm(output: &std::process::Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{what}");
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "{what}: {stderr}"
+    );
 }
 
 /// chmod, chown, utime, a symlink and an empty directory in `base`, compared with `stat`
@@ -113,11 +133,8 @@ fn rsync_to_a_remount_transfers_nothing() {
 
 #[test]
 fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
-    let mut mount = TestMount::new();
-    mount.remount_with(true);
-    let base = mount.session_dir("s");
+    let (mut mount, base) = shared_session();
     let b = q(&base);
-    sh(&format!("chmod 777 {b}"));
     sh(&format!(
         "cd {b} && {NOBODY} sh -c 'echo hi > f && mkdir d && ln -s f l && chmod 640 f'"
     ));
@@ -129,12 +146,7 @@ fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
     let other = sh_output(&format!(
         "setpriv --reuid 65533 --regid 65533 --clear-groups chmod 600 {b}/f"
     ));
-    assert!(!other.status.success(), "chmod by another user");
-    assert!(
-        String::from_utf8_lossy(&other.stderr).contains("Operation not permitted"),
-        "{}",
-        String::from_utf8_lossy(&other.stderr)
-    );
+    assert_eperm(&other, "chmod by another user");
     let chown = sh_output(&format!("cd {b} && {NOBODY} chown 65533 f"));
     assert!(!chown.status.success(), "chown by a non-root user");
     sh(&format!("cd {b} && {NOBODY} chmod 604 f"));
@@ -146,11 +158,8 @@ fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
 
 #[test]
 fn setuid_goes_on_a_chown_by_its_owner_and_on_a_write_by_another_user() {
-    let mut mount = TestMount::new();
-    mount.remount_with(true);
-    let base = mount.session_dir("s");
+    let (_mount, base) = shared_session();
     let b = q(&base);
-    sh(&format!("chmod 777 {b}"));
     sh(&format!(
         "cd {b} && {NOBODY} sh -c 'echo x > f && chmod 6775 f'"
     ));
@@ -253,23 +262,15 @@ fn a_directory_keeps_the_times_its_entries_gave_it_across_a_remount() {
 
 #[test]
 fn the_owner_may_chgrp_to_a_supplementary_group_and_to_no_other() {
-    let mut mount = TestMount::new();
-    mount.remount_with(true);
-    let base = mount.session_dir("s");
+    let (_mount, base) = shared_session();
     let b = q(&base);
-    sh(&format!("chmod 777 {b}"));
     let member = "setpriv --reuid 65534 --regid 65534 --groups 4242,4243";
     sh(&format!(
         "cd {b} && {member} sh -c 'echo x > f && chgrp 4243 f'"
     ));
     assert!(stat(&base, "f").starts_with("f 644 65534 4243 "));
     let refused = sh_output(&format!("cd {b} && {member} chgrp 4244 f"));
-    assert!(!refused.status.success(), "a group the owner is not in");
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert_eperm(&refused, "chgrp to a group the owner is not in");
     let not_owner = sh_output(&format!(
         "cd {b} && setpriv --reuid 65533 --regid 65533 --groups 4242 chgrp 4242 f"
     ));
