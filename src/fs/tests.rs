@@ -500,3 +500,54 @@ async fn the_next_mount_finishes_a_rename_a_crash_interrupted() {
     );
     assert!(renames.pending().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_file_open_for_writing_moves_with_its_directory_and_uploads_under_the_new_name() {
+    let f = fixture().await;
+    let rules = f.memory.capabilities().name_rules;
+    let dir =
+        f.fs.mkdir(f.session, "a", 0o755, Caller::ROOT)
+            .await
+            .unwrap();
+    let dir = dir.attr.ino;
+    let (stored, opened) =
+        f.fs.create(dir, "kept", 0o644, false, Caller::ROOT)
+            .await
+            .unwrap();
+    f.fs.write(stored.attr.ino, opened.fh, 0, Bytes::from_static(b"kept"))
+        .await
+        .unwrap();
+    f.fs.release(stored.attr.ino, opened.fh).await.unwrap();
+    let (open, handle) =
+        f.fs.create(dir, "open", 0o644, false, Caller::ROOT)
+            .await
+            .unwrap();
+    f.fs.write(open.attr.ino, handle.fh, 0, Bytes::from_static(b"written"))
+        .await
+        .unwrap();
+    f.fs.rename(f.session, "a", f.session, "b", false)
+        .await
+        .unwrap();
+    let journal = crate::write::Journal::open(f.staging.path()).unwrap();
+    let pending: Vec<String> = journal
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.path)
+        .collect();
+    assert_eq!(
+        pending,
+        ["b/open"],
+        "the pending upload's record names the new path"
+    );
+    f.fs.write(open.attr.ino, handle.fh, 7, Bytes::from_static(b" more"))
+        .await
+        .unwrap();
+    f.fs.release(open.attr.ino, handle.fh).await.unwrap();
+    assert_eq!(stored_names(&f).await, ["b/", "b/kept", "b/open"]);
+    let encoded = super::names::encode("b/open", &rules);
+    assert_eq!(
+        f.memory.get(&f.session_id, &encoded).unwrap(),
+        &b"written more"[..]
+    );
+}
