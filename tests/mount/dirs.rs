@@ -1,7 +1,8 @@
 //! Directory rename through a real mount: rename(2) moves every object below the directory on
 //! the server (Mix, and the chunked Appmixer and Fluxer), over an empty directory it replaces
 //! it, over a non-empty one it is ENOTEMPTY, over `--max-dir-rename` EXDEV (and `mv` copies),
-//! and a mount killed half-way through finishes the rename when it mounts again.
+//! and a mount killed half-way through finishes the rename when it mounts again (Mix and
+//! Appmixer, through the binary).
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -230,12 +231,21 @@ impl Drop for Reaped {
     }
 }
 
-/// `sessionfs serve` for the crash test: a Mix emulator whose every answer waits `latency`.
-fn serve(home: &Path, data: &Path, latency: &str) -> (Reaped, String) {
-    let args = [
+/// How the crash test runs one backend through the binary.
+struct Served {
+    backend: Backend,
+    /// The account (e-mail, password) the emulator serves and the mount and another client
+    /// sign in with, for APIs that sign in with a password.
+    login: Option<(&'static str, &'static str)>,
+}
+
+/// `sessionfs serve` of `served`'s backend, whose every answer waits `latency`; returns it and
+/// its endpoint.
+fn serve(served: &Served, home: &Path, data: &Path, latency: &str) -> (Reaped, String) {
+    let mut args = vec![
         "serve",
         "--backend",
-        "mix",
+        served.backend.name(),
         "--data",
         data.to_str().unwrap(),
         "--listen",
@@ -243,6 +253,12 @@ fn serve(home: &Path, data: &Path, latency: &str) -> (Reaped, String) {
         "--latency",
         latency,
     ];
+    let account = served
+        .login
+        .map(|(user, password)| format!("{user}:{password}"));
+    if let Some(account) = &account {
+        args.extend(["--user", account.as_str()]);
+    }
     let (child, banner) = start_until(sessionfs_command(home, &args), "serving");
     let endpoint = banner
         .split_whitespace()
@@ -252,43 +268,64 @@ fn serve(home: &Path, data: &Path, latency: &str) -> (Reaped, String) {
     (Reaped(child), endpoint)
 }
 
-fn mount_binary(home: &Path, mnt: &Path, endpoint: &str) -> Reaped {
-    let args = [
+fn mount_binary(served: &Served, home: &Path, mnt: &Path, endpoint: &str) -> Reaped {
+    let mut args = vec![
         "mount",
         mnt.to_str().unwrap(),
         "--backend",
-        "mix",
+        served.backend.name(),
         "--endpoint",
         endpoint,
     ];
-    Reaped(start_until(sessionfs_command(home, &args), "unmount with").0)
+    if let Some((user, _)) = served.login {
+        args.extend(["--user", user]);
+    }
+    let mut command = sessionfs_command(home, &args);
+    if let Some((_, password)) = served.login {
+        command.env("SESSIONFS_PASSWORD", password);
+    }
+    Reaped(start_until(command, "unmount with").0)
 }
 
-/// The stored names of session `id`, straight from the server.
-fn curl_names(endpoint: &str, id: &str) -> Vec<String> {
-    let body = sh(&format!("curl -sf {endpoint}/api/sessions/{id}/files"));
-    let files: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    files
-        .iter()
-        .map(|f| f["name"].as_str().unwrap().to_string())
-        .collect()
+/// The paths stored in the first container (or the flat root), as another client lists them.
+fn listed_paths(served: &Served, endpoint: &str) -> Vec<String> {
+    let mut config = sessionfs::remote::RemoteConfig::new(endpoint, None);
+    if let Some((user, password)) = served.login {
+        config.user = Some(user.to_string());
+        config.password = Some(password.to_string());
+    }
+    let client = served.backend.connect(&config).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let containers = client.list_containers().await.unwrap();
+        let container = containers.first().map(|c| c.id.as_str());
+        let listed = client.list(container).await.unwrap();
+        listed
+            .iter()
+            .map(|o| sessionfs::fs::names::decode(&o.name))
+            .collect()
+    })
 }
 
-#[test]
-fn a_rename_cut_by_sigkill_is_finished_by_the_next_mount() {
+/// The 300-file rename of `served`'s backend cut by SIGKILL of the mount after 20 objects
+/// moved: the server then holds both halves, and the next mount shows only the new one.
+fn a_rename_cut_by_sigkill_is_finished_by_the_next_mount(served: &Served) {
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
     // Every answer waits 30 ms, so the 900 requests of the rename take seconds.
-    let (mut server, endpoint) = serve(home.path(), data.path(), "30ms");
-    let mut mount = mount_binary(home.path(), mnt.path(), &endpoint);
-    let base = mnt.path().join("s");
-    std::fs::create_dir(&base).unwrap();
+    let (mut server, endpoint) = serve(served, home.path(), data.path(), "30ms");
+    let mut mount = mount_binary(served, home.path(), mnt.path(), &endpoint);
+    let base = match served.backend {
+        Backend::Mix => {
+            let session = mnt.path().join("s");
+            std::fs::create_dir(&session).unwrap();
+            session
+        }
+        _ => mnt.path().to_path_buf(),
+    };
     let (from, to) = (base.join("old"), base.join("new"));
     write_files(&from, FILES);
-    let sessions = sh(&format!("curl -sf {endpoint}/api/sessions"));
-    let sessions: Vec<serde_json::Value> = serde_json::from_str(&sessions).unwrap();
-    let id = sessions[0]["id"].as_str().unwrap().to_string();
 
     let mut renamer = Reaped(
         Command::new("python3")
@@ -298,27 +335,27 @@ fn a_rename_cut_by_sigkill_is_finished_by_the_next_mount() {
             .spawn()
             .unwrap(),
     );
-    let halves = |names: &[String]| {
-        let moved = names.iter().filter(|n| n.starts_with("new／f")).count();
-        let left = names.iter().filter(|n| n.starts_with("old／f")).count();
+    let halves = |paths: &[String]| {
+        let moved = paths.iter().filter(|p| p.starts_with("new/f")).count();
+        let left = paths.iter().filter(|p| p.starts_with("old/f")).count();
         (moved, left)
     };
     wait_until(Duration::from_secs(60), "20 objects moved", || {
-        halves(&curl_names(&endpoint, &id)).0 >= 20
+        halves(&listed_paths(served, &endpoint)).0 >= 20
     });
     mount.stop(libc::SIGKILL);
     let _ = renamer.0.wait();
-    let (moved, left) = halves(&curl_names(&endpoint, &id));
+    let (moved, left) = halves(&listed_paths(served, &endpoint));
     assert!(
         moved > 0 && left > 0,
         "killed half-way: {moved} moved, {left} left"
     );
 
-    let mut mount = mount_binary(home.path(), mnt.path(), &endpoint);
+    let mut mount = mount_binary(served, home.path(), mnt.path(), &endpoint);
     assert!(!from.exists(), "no old half after the next mount");
     check_files(&to, FILES, &[]);
-    let names = curl_names(&endpoint, &id);
-    assert_eq!(halves(&names), (FILES, 0), "{names:?}");
+    let paths = listed_paths(served, &endpoint);
+    assert_eq!(halves(&paths), (FILES, 0), "{paths:?}");
     let records = sh(&format!(
         "find {} -path '*renames*' -name '*.json' | wc -l",
         q(&home.path().join(".cache/sessionfs/staging"))
@@ -327,4 +364,20 @@ fn a_rename_cut_by_sigkill_is_finished_by_the_next_mount() {
     for child in [&mut mount, &mut server] {
         assert!(child.stop(libc::SIGTERM).success());
     }
+}
+
+#[test]
+fn a_rename_cut_by_sigkill_is_finished_by_the_next_mount_on_mix() {
+    a_rename_cut_by_sigkill_is_finished_by_the_next_mount(&Served {
+        backend: Backend::Mix,
+        login: None,
+    });
+}
+
+#[test]
+fn a_rename_cut_by_sigkill_is_finished_by_the_next_mount_on_appmixer() {
+    a_rename_cut_by_sigkill_is_finished_by_the_next_mount(&Served {
+        backend: Backend::Appmixer,
+        login: Some(("dirs@example.com", "rename-me-please")),
+    });
 }
