@@ -381,10 +381,13 @@ async fn carry_out<R: Remote + ?Sized>(
         .moves
         .iter()
         .map(|step| {
-            let source = match &step.from_id {
-                Some(id) => by_id.get(id.as_str()),
-                None => by_name.get(step.from_name.as_str()),
-            };
+            // By id, else by name: a rollback knows no ids, and another client may have
+            // replaced the object since the tree listed it.
+            let source = step
+                .from_id
+                .as_deref()
+                .and_then(|id| by_id.get(id))
+                .or_else(|| by_name.get(step.from_name.as_str()));
             let target = by_name.get(step.to_name.as_str());
             move_one(
                 remote,

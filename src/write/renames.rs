@@ -20,8 +20,8 @@ use super::records;
 /// One object to move: where it is and which name it gets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMove {
-    /// The object's id before the move; `None` finds the source by name (a rollback, whose
-    /// sources are copies made by the rename).
+    /// The object's id before the move; the source is found by it, else by `from_name` (a
+    /// rollback, whose sources are copies made by the rename, has none).
     pub from_id: Option<String>,
     /// Its stored name before the move.
     pub from_name: String,
