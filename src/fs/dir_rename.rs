@@ -114,7 +114,11 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         for (_, content) in &files {
             locked.push(content.clone().lock_owned().await);
         }
-        // Files made below the directory while the locks were taken move too.
+        // A fresh listing, taken while no file below can upload: the plan then holds every
+        // object the server has below the directory, even one a listing younger than the TTL
+        // missed (an upload that ended while it was taken). Files made below the directory
+        // while the locks were taken move too.
+        self.refresh(scope).await?;
         let plan = self.plan_dir_rename(ino, target, new_parent, new_name)?;
         for (ino, content) in &plan.files {
             if files.iter().all(|(known, _)| known != ino) {
