@@ -211,7 +211,8 @@ fn a_rename_over_the_limit_is_exdev_and_mv_copies_instead() {
     check_files(&to, 10, &[]);
 }
 
-/// A child process killed (and reaped) when the test ends, also when it fails.
+/// A child process stopped (and reaped) when the test ends, also when it fails: SIGTERM, so a
+/// mount unmounts itself rather than leave a dead mount point behind.
 struct Reaped(Child);
 
 impl Reaped {
@@ -226,7 +227,7 @@ impl Reaped {
 impl Drop for Reaped {
     fn drop(&mut self) {
         if self.0.try_wait().is_ok_and(|status| status.is_none()) {
-            self.stop(libc::SIGKILL);
+            self.stop(libc::SIGTERM);
         }
     }
 }
