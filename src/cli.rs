@@ -141,6 +141,11 @@ pub struct MountArgs {
     /// How long a directory listing answers lookups before it is fetched again.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub metadata_ttl: Duration,
+    /// The largest directory rename carried out by moving objects, as SIZE,COUNT: a rename
+    /// that would move more bytes or more objects (files, links, directory markers) answers
+    /// EXDEV, and `mv` copies the directory instead.
+    #[arg(long, default_value = "1GiB,10000")]
+    pub max_dir_rename: crate::fs::DirRenameLimit,
     /// Refuse every change.
     #[arg(long)]
     pub read_only: bool,
@@ -327,6 +332,7 @@ impl MountArgs {
             memory_limit,
             metadata_ttl,
             retry_deadline,
+            max_dir_rename,
             read_only,
             xattrs,
             allow_other,

@@ -14,8 +14,9 @@ use fuser::BackgroundSession;
 use crate::cli::config::{ConfigFile, read_secret_file};
 use crate::cli::{self, MountArgs, ServeArgs};
 use crate::emulator::{self, EmulatorConfig};
+use crate::fs::attrs::MetaStore;
 use crate::fs::scratch::ScratchPatterns;
-use crate::fs::{FsConfig, SessionFs};
+use crate::fs::{FsConfig, SessionFs, finish_dir_renames};
 use crate::remote::RemoteConfig;
 use crate::write::StagingArea;
 use crate::write::journal::{self, Journal};
@@ -126,6 +127,21 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         .unwrap_or_else(cli::default_cache_dir);
     let staging = StagingDir::claim(&cache_dir, args.backend, &identity)?;
     let staging_dir = staging.path.clone();
+    // Next to the staging directory, named like it; a second mount of the same remote (private
+    // staging) keeps attributes in memory only, since the store is one process's at a time.
+    let meta_store = staging.replay.then(|| {
+        cache_dir
+            .join("metadata")
+            .join(staging_dir.file_name().unwrap_or_default())
+            .with_extension("redb")
+    });
+    if let Some(path) = &meta_store {
+        // Before the pending uploads: their records then name the paths the renames gave them.
+        let store = MetaStore::open(path)
+            .inspect_err(|err| log::warn!("{err}"))
+            .ok();
+        runtime.block_on(finish_dir_renames(&*remote, &staging_dir, store.as_ref()))?;
+    }
     if staging.replay {
         let journal = Journal::open(&staging_dir).map_err(|err| err.to_string())?;
         let area = StagingArea::new(&staging_dir).map_err(|err| err.to_string())?;
@@ -159,14 +175,8 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     config.gid = args.gid.unwrap_or(config.gid);
     config.force_uid = args.uid;
     config.force_gid = args.gid;
-    // Next to the staging directory, named like it; a second mount of the same remote (private
-    // staging) keeps attributes in memory only, since the store is one process's at a time.
-    config.meta_store = staging.replay.then(|| {
-        cache_dir
-            .join("metadata")
-            .join(staging_dir.file_name().unwrap_or_default())
-            .with_extension("redb")
-    });
+    config.meta_store = meta_store;
+    config.max_dir_rename = args.max_dir_rename;
     config.cache.memory_limit = args.memory_limit.as_u64();
     config.write_back = args.write_back;
     if args.cache_size.as_u64() > 0 {

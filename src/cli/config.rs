@@ -66,6 +66,13 @@ pub struct Settings {
     /// Delay before uploads start (`--write-back`).
     #[serde(default, alias = "write_back", deserialize_with = "duration")]
     pub write_back: Option<Duration>,
+    /// The largest directory rename carried out by moving objects ("1GiB,10000").
+    #[serde(
+        default,
+        alias = "max_dir_rename",
+        deserialize_with = "dir_rename_limit"
+    )]
+    pub max_dir_rename: Option<crate::fs::DirRenameLimit>,
     /// Refuse every change.
     #[serde(alias = "read_only")]
     pub read_only: Option<bool>,
@@ -272,6 +279,7 @@ impl Settings {
             upload_parallel,
             chunk_size,
             write_back,
+            max_dir_rename,
             read_only,
             xattrs,
             allow_other,
@@ -365,6 +373,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     })
 }
 
+fn dir_rename_limit<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::fs::DirRenameLimit>, D::Error> {
+    parsed(d, |text| text.parse())
+}
+
 fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     parsed(d, super::parse_mode)
 }
@@ -382,7 +396,7 @@ mod tests {
         let file = parse(
             "memory-limit = \"64MiB\"\nbackend = \"fluxer\"\n\n[remotes.work]\nendpoint = \
              \"http://h:1\"\ntoken_file = \"/t\"\n\n[remotes.play]\nbackend = \"mix\"\n\
-             metadata-ttl = \"5s\"\n",
+             metadata-ttl = \"5s\"\nmax_dir_rename = \"64MiB,50\"\n",
         )
         .unwrap();
         let work = file.remote("work").unwrap();
@@ -392,6 +406,8 @@ mod tests {
         let play = file.remote("play").unwrap();
         assert_eq!(play.backend, Some(Backend::Mix));
         assert_eq!(play.metadata_ttl, Some(Duration::from_secs(5)));
+        let limit = play.max_dir_rename.unwrap();
+        assert_eq!((limit.bytes, limit.objects), (64 << 20, 50));
         assert_eq!(
             file.remotes()
                 .iter()
@@ -422,6 +438,11 @@ mod tests {
                 "lots",
             ),
             ("file-mode = \"999\"\n", "line 1, key `file-mode`", "octal"),
+            (
+                "max-dir-rename = \"1GiB\"\n",
+                "line 1, key `max-dir-rename`",
+                "1GiB,10000",
+            ),
             (
                 "[remotes.a]\n[remotes.a.remotes.b]\n",
                 "line 1",

@@ -96,6 +96,19 @@ impl Time {
     }
 }
 
+/// One object whose attributes follow it to a new id and version ([`MetaStore::rekey`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rekey {
+    /// The id it had.
+    pub from_id: String,
+    /// The version the entry must describe to move (an older entry is dropped).
+    pub from_version: String,
+    /// The id it has now.
+    pub to_id: String,
+    /// The version it has now.
+    pub to_version: String,
+}
+
 /// The store of one remote.
 pub struct MetaStore {
     db: Database,
@@ -170,6 +183,34 @@ impl MetaStore {
         })
     }
 
+    /// Moves the entries of objects that were copied to another id (a directory rename): the
+    /// entry of each `from_id`, when it was saved for `from_version`, goes to `to_id` at
+    /// `to_version`; one transaction for them all.
+    pub fn rekey(&self, container: Option<&str>, moves: &[Rekey]) -> Result<(), StoreError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        self.write(|table| {
+            for step in moves {
+                let old = table
+                    .remove(key(container, &step.from_id).as_str())?
+                    .map(|value| value.value().to_vec());
+                let Some(mut stored) =
+                    old.and_then(|bytes| serde_json::from_slice::<Stored>(&bytes).ok())
+                else {
+                    continue;
+                };
+                if stored.version != step.from_version {
+                    continue;
+                }
+                stored.version = step.to_version.clone();
+                let value = serde_json::to_vec(&stored).expect("plain fields serialize");
+                table.insert(key(container, &step.to_id).as_str(), value.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Every entry of `container`, by object id.
     pub fn entries(&self, container: Option<&str>) -> Result<HashMap<String, Stored>, StoreError> {
         let run = || -> Result<HashMap<String, Stored>, redb::Error> {
@@ -237,5 +278,23 @@ mod tests {
         );
         store.remove(Some("c1"), &["a".into()]).unwrap();
         assert!(store.entries(Some("c1")).unwrap().is_empty());
+
+        let rekey = |from: &str, from_version: &str, to: &str| Rekey {
+            from_id: from.into(),
+            from_version: from_version.into(),
+            to_id: to.into(),
+            to_version: "9".into(),
+        };
+        store.put(Some("c1"), "moved", &stored("1", 0o600)).unwrap();
+        store.put(Some("c1"), "stale", &stored("1", 0o600)).unwrap();
+        store
+            .rekey(
+                Some("c1"),
+                &[rekey("moved", "1", "new"), rekey("stale", "2", "other")],
+            )
+            .unwrap();
+        let c1 = store.entries(Some("c1")).unwrap();
+        assert_eq!(c1.keys().collect::<Vec<_>>(), ["new"], "{c1:?}");
+        assert_eq!(c1["new"], stored("9", 0o600));
     }
 }

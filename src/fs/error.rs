@@ -103,6 +103,11 @@ impl Error {
         Self::new(libc::EFBIG, message)
     }
 
+    /// Something else is changing the object right now; trying again later can work.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(libc::EBUSY, message)
+    }
+
     /// The move needs a copy: `mv` falls back to copy and delete on EXDEV.
     pub fn cross_device(message: impl Into<String>) -> Self {
         Self::quiet(libc::EXDEV, message)

@@ -14,6 +14,7 @@
 
 pub mod attrs;
 mod delayed;
+mod dir_rename;
 pub mod error;
 mod files;
 pub mod fuse;
@@ -34,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use attrs::{MetaStore, Stored};
+pub use dir_rename::{DirRenameLimit, finish_dir_renames};
 pub use error::{Error, Result};
 use handles::Handles;
 use scratch::ScratchPatterns;
@@ -41,7 +43,7 @@ use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
 
 use crate::cache::{BlockCache, CacheConfig, MemoryBudget};
 use crate::remote::Remote;
-use crate::write::{Journal, StagingArea};
+use crate::write::{Journal, RenameLog, StagingArea};
 
 /// What kind of inode an [`Attr`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +152,8 @@ pub struct FsConfig {
     /// `--write-back`: a close returns once the file is staged and journaled, and its upload
     /// starts this long after the last close; `None` uploads before the close returns.
     pub write_back: Option<Duration>,
+    /// The largest directory rename carried out by moving objects (`--max-dir-rename`).
+    pub max_dir_rename: DirRenameLimit,
 }
 
 impl FsConfig {
@@ -172,26 +176,57 @@ impl FsConfig {
             xattrs: false,
             cache: CacheConfig::default(),
             write_back: None,
+            max_dir_rename: DirRenameLimit::default(),
         }
     }
 }
 
-/// Who asks for an operation: the uid and gid of the calling process (from the FUSE request).
+/// Who asks for an operation: the uid and gid of the calling process (from the FUSE request),
+/// and its pid, to look up its supplementary groups when a rule needs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// User id.
     pub uid: u32,
     /// Group id.
     pub gid: u32,
+    /// Process (or thread) id; 0 when unknown, which leaves only the primary group.
+    pub pid: u32,
 }
 
 impl Caller {
     /// The superuser.
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
 
     /// Whether the caller is the superuser.
     pub fn is_root(self) -> bool {
         self.uid == 0
+    }
+
+    /// Whether `gid` is the caller's primary group or one of its supplementary groups. A FUSE
+    /// request carries only the primary one, so the others are read from the `Groups:` line of
+    /// `/proc/PID/status` (none when the process is gone).
+    pub fn in_group(self, gid: u32) -> bool {
+        if gid == self.gid {
+            return true;
+        }
+        if self.pid == 0 {
+            return false;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid));
+        status.is_ok_and(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Groups:"))
+                .is_some_and(|groups| {
+                    groups
+                        .split_whitespace()
+                        .any(|group| group.parse() == Ok(gid))
+                })
+        })
     }
 }
 
@@ -204,6 +239,8 @@ pub struct SessionFs<R: Remote + ?Sized> {
     config: FsConfig,
     staging: StagingArea,
     journal: Journal,
+    /// Directory renames in progress.
+    renames: RenameLog,
     mounted_at: SystemTime,
     /// The inode tree. Never held across an await.
     tree: Mutex<Tree>,
@@ -224,6 +261,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
         let staging = StagingArea::new(&config.staging_dir)?;
         let journal = Journal::open(&config.staging_dir)?;
+        let renames = RenameLog::open(&config.staging_dir)?;
         let containers = remote.capabilities().containers;
         let budget = MemoryBudget::new(config.cache.memory_limit);
         let blocks = Arc::new(BlockCache::new(config.cache.clone(), budget)?);
@@ -241,6 +279,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             config,
             staging,
             journal,
+            renames,
             mounted_at: SystemTime::now(),
             tree: Mutex::new(Tree::new(containers)),
             handles: Handles::default(),
@@ -327,13 +366,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if self.is_fresh(scope) {
             return Ok(());
         }
-        let lock = self
-            .refresh_locks
-            .lock()
-            .unwrap()
-            .entry(scope)
-            .or_default()
-            .clone();
+        let lock = self.refresh_lock(scope);
         let _guard = lock.lock().await;
         if self.is_fresh(scope) {
             return Ok(());
@@ -346,6 +379,17 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// The lock that one listing of `scope` holds at a time (and a directory rename in it,
+    /// so no listing shows the rename half done).
+    fn refresh_lock(&self, scope: Ino) -> Arc<tokio::sync::Mutex<()>> {
+        self.refresh_locks
+            .lock()
+            .unwrap()
+            .entry(scope)
+            .or_default()
+            .clone()
     }
 
     fn listed_at(&self, scope: Ino) -> Option<Instant> {

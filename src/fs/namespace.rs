@@ -84,7 +84,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// Applies chmod, chown, utime and truncate, as Linux allows them: chown by root only
-    /// (chgrp by the owner to its own group), chmod by the owner or root (anyone may only clear
+    /// (chgrp by the owner to one of its groups), chmod by the owner or root (anyone may only clear
     /// the set-id bits, which the kernel asks for on a write); a chown by a non-root user clears
     /// the set-id bits of a file. ctime moves on every change. The attributes are saved to the
     /// metadata store; a truncate is staged and, when no handle is open for writing, uploaded.
@@ -152,10 +152,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         if let Some(gid) = changes.gid
             && gid != current.gid
-            && !(owner && gid == caller.gid)
+            && !(owner && caller.in_group(gid))
         {
             return Err(Error::not_permitted(format!(
-                "chgrp of inode {ino}: only its owner may, and only to their own group"
+                "chgrp of inode {ino}: only its owner may, and only to one of their groups"
             )));
         }
         if let Some(mode) = changes.mode {
@@ -210,13 +210,15 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
     }
 
-    /// A directory's entries changed: its mtime and ctime move to now.
+    /// A directory's entries changed: its mtime and ctime move to now, and are saved where the
+    /// directory has an object to keep them by (a marker, a container).
     pub(super) fn touch_dir(&self, dir: Ino) {
         if let Some(node) = self.tree().get_mut(dir) {
             let now = SystemTime::now();
             node.meta.mtime = Some(now);
             node.meta.ctime = Some(now);
         }
+        self.persist(dir);
     }
 
     /// Creates a directory: a container under the root of a container API, else a directory
@@ -502,8 +504,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     /// Renames a file (by re-uploading it under the new name, then deleting the old object), or
-    /// a directory that exists only locally. Other directories answer EXDEV, so `mv` copies and
-    /// deletes them itself.
+    /// a directory (`dir_rename`: every object below it moves the same way).
     pub async fn rename(
         &self,
         parent: Ino,
@@ -531,7 +532,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Err(Error::exists(new_name));
         }
         if self.dir_of(ino).is_ok() {
-            return self.rename_dir(ino, target, new_parent, new_name);
+            return self
+                .rename_dir(ino, target, parent, new_parent, new_name)
+                .await;
         }
         if let Some(target) = target
             && self.dir_of(target).is_ok()
@@ -660,29 +663,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         drop(state);
         self.touch_dir(parent);
         self.touch_dir(new_parent);
-        Ok(())
-    }
-
-    pub(super) fn rename_dir(
-        &self,
-        ino: Ino,
-        target: Option<Ino>,
-        new_parent: Ino,
-        new_name: &str,
-    ) -> Result<()> {
-        let mut tree = self.tree();
-        let local_empty = tree
-            .get(ino)
-            .and_then(Node::dir)
-            .is_some_and(|d| matches!(d.origin, DirOrigin::Local) && d.children.is_empty());
-        let same_scope =
-            tree.scope_of(ino) == tree.scope_of(new_parent) && !tree.is_container_list(new_parent);
-        if !(local_empty && same_scope && target.is_none()) {
-            return Err(Error::cross_device(format!(
-                "{new_name}: directories are moved by copying (the API has no rename)"
-            )));
-        }
-        tree.move_node(ino, new_parent, new_name);
         Ok(())
     }
 

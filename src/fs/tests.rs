@@ -9,7 +9,7 @@ use super::tree::{Ino, ROOT_INO};
 use super::{Caller, FsConfig, SessionFs};
 use crate::remote::faulty::{FaultyRemote, When};
 use crate::remote::memory::MemoryRemote;
-use crate::remote::{ErrorKind, Remote};
+use crate::remote::{ErrorKind, ObjectMeta, Remote};
 
 struct Fixture {
     memory: Arc<MemoryRemote>,
@@ -311,6 +311,7 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
     let user = Caller {
         uid: 1000,
         gid: 100,
+        pid: 0,
     };
     let then = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     {
@@ -335,6 +336,7 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
         let other = Caller {
             uid: 2000,
             gid: 200,
+            pid: 0,
         };
         let refused = fs.setattr(ino, chmod.clone(), other).await.unwrap_err();
         assert_eq!(refused.errno, libc::EPERM, "chmod by another user");
@@ -473,5 +475,194 @@ async fn with_write_back_the_drain_uploads_what_waits_and_a_crash_leaves_it_to_t
     assert_eq!(
         f.memory.get(&f.session_id, "crash.txt").unwrap(),
         "journaled"
+    );
+}
+
+/// The names stored in the fixture's session, sorted.
+async fn stored_names(f: &Fixture) -> Vec<String> {
+    let mut names: Vec<String> = f
+        .memory
+        .list(Some(&f.session_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| super::names::decode(&o.name))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_directory_rename_moves_every_object_and_a_failed_one_is_undone() {
+    let f = fixture().await;
+    let rules = f.memory.capabilities().name_rules;
+    for name in ["a/", "a/f1", "a/f2", "a/sub/f3", "other"] {
+        f.memory.put(
+            &f.session_id,
+            &super::names::encode(name, &rules),
+            name.as_bytes(),
+        );
+    }
+    f.fs.rename(f.session, "a", f.session, "b", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_names(&f).await,
+        ["b/", "b/f1", "b/f2", "b/sub/f3", "other"]
+    );
+    let b = f.fs.lookup(f.session, "b").await.unwrap().attr.ino;
+    let sub = f.fs.lookup(b, "sub").await.unwrap().attr.ino;
+    let f3 = f.fs.lookup(sub, "f3").await.unwrap().attr.ino;
+    let opened = f.fs.open(f3, false, false, false).await.unwrap();
+    let read = f.fs.read(f3, opened.fh, 0, 100).await.unwrap();
+    assert_eq!(&read[..], b"a/sub/f3", "the moved object's bytes");
+    assert_eq!(
+        f.fs.lookup(f.session, "a").await.unwrap_err().errno,
+        libc::ENOENT
+    );
+
+    // The third copy fails: the two objects moved before it go back.
+    let third = f.memory.calls("upload") + 3;
+    f.faulty
+        .fail("upload", When::Nth(third), ErrorKind::Unavailable);
+    let err = f.fs.rename(f.session, "b", f.session, "c", false).await;
+    assert_eq!(err.unwrap_err().errno, libc::EIO);
+    assert_eq!(
+        stored_names(&f).await,
+        ["b/", "b/f1", "b/f2", "b/sub/f3", "other"]
+    );
+    let renames = crate::write::RenameLog::open(f.staging.path()).unwrap();
+    assert!(
+        renames.pending().unwrap().is_empty(),
+        "nothing left to finish"
+    );
+}
+
+#[tokio::test]
+async fn a_rename_over_a_non_empty_directory_or_the_limit_moves_nothing() {
+    let f = fixture_with(MemoryRemote::new(), |config| {
+        config.max_dir_rename = super::DirRenameLimit {
+            bytes: 1 << 20,
+            objects: 2,
+        }
+    })
+    .await;
+    let rules = f.memory.capabilities().name_rules;
+    for name in ["a/f1", "a/f2", "three/1", "three/2", "three/3", "full/x"] {
+        f.memory
+            .put(&f.session_id, &super::names::encode(name, &rules), b"x");
+    }
+    let errno = |r: super::Result<()>| r.unwrap_err().errno;
+    assert_eq!(
+        errno(f.fs.rename(f.session, "a", f.session, "full", false).await),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(f.fs.rename(f.session, "three", f.session, "t", false).await),
+        libc::EXDEV,
+        "three objects, over the limit of two"
+    );
+    f.fs.mkdir(f.session, "empty", 0o700, Caller::ROOT)
+        .await
+        .unwrap();
+    f.fs.rename(f.session, "a", f.session, "empty", false)
+        .await
+        .unwrap();
+    let names = stored_names(&f).await;
+    assert!(names.contains(&"empty/f1".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("a/")), "{names:?}");
+}
+
+#[tokio::test]
+async fn the_next_mount_finishes_a_rename_a_crash_interrupted() {
+    let f = fixture().await;
+    let rules = f.memory.capabilities().name_rules;
+    let enc = |name: &str| super::names::encode(name, &rules);
+    // f1 was copied but not deleted, f2 not copied yet, f3 moved: a crash half-way.
+    let f1 = f.memory.put(&f.session_id, &enc("a/f1"), b"one");
+    f.memory.put(&f.session_id, &enc("b/f1"), b"one");
+    let f2 = f.memory.put(&f.session_id, &enc("a/f2"), b"two");
+    f.memory.put(&f.session_id, &enc("b/f3"), b"three");
+    let step = |from: &ObjectMeta, to: &str| crate::write::ObjectMove {
+        from_id: Some(from.id.clone()),
+        from_name: from.name.clone(),
+        version: from.version.clone(),
+        to_name: enc(to),
+    };
+    let gone = ObjectMeta {
+        id: enc("a/f3"),
+        name: enc("a/f3"),
+        ..f1.clone()
+    };
+    let renames = crate::write::RenameLog::open(f.staging.path()).unwrap();
+    renames
+        .record(&crate::write::DirRename {
+            id: "r".into(),
+            container: Some(f.session_id.clone()),
+            from: "a".into(),
+            to: "b".into(),
+            moves: vec![step(&f1, "b/f1"), step(&f2, "b/f2"), step(&gone, "b/f3")],
+        })
+        .unwrap();
+    let done = super::finish_dir_renames(&*f.memory, f.staging.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    assert_eq!(stored_names(&f).await, ["b/f1", "b/f2", "b/f3"]);
+    assert_eq!(
+        f.memory.get(&f.session_id, &enc("b/f2")).unwrap(),
+        &b"two"[..]
+    );
+    assert!(renames.pending().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_file_open_for_writing_moves_with_its_directory_and_uploads_under_the_new_name() {
+    let f = fixture().await;
+    let rules = f.memory.capabilities().name_rules;
+    let dir =
+        f.fs.mkdir(f.session, "a", 0o755, Caller::ROOT)
+            .await
+            .unwrap();
+    let dir = dir.attr.ino;
+    let (stored, opened) =
+        f.fs.create(dir, "kept", 0o644, false, Caller::ROOT)
+            .await
+            .unwrap();
+    f.fs.write(stored.attr.ino, opened.fh, 0, Bytes::from_static(b"kept"))
+        .await
+        .unwrap();
+    f.fs.release(stored.attr.ino, opened.fh).await.unwrap();
+    let (open, handle) =
+        f.fs.create(dir, "open", 0o644, false, Caller::ROOT)
+            .await
+            .unwrap();
+    f.fs.write(open.attr.ino, handle.fh, 0, Bytes::from_static(b"written"))
+        .await
+        .unwrap();
+    f.fs.rename(f.session, "a", f.session, "b", false)
+        .await
+        .unwrap();
+    let journal = crate::write::Journal::open(f.staging.path()).unwrap();
+    let pending: Vec<String> = journal
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.path)
+        .collect();
+    assert_eq!(
+        pending,
+        ["b/open"],
+        "the pending upload's record names the new path"
+    );
+    f.fs.write(open.attr.ino, handle.fh, 7, Bytes::from_static(b" more"))
+        .await
+        .unwrap();
+    f.fs.release(open.attr.ino, handle.fh).await.unwrap();
+    assert_eq!(stored_names(&f).await, ["b/", "b/kept", "b/open"]);
+    let encoded = super::names::encode("b/open", &rules);
+    assert_eq!(
+        f.memory.get(&f.session_id, &encoded).unwrap(),
+        &b"written more"[..]
     );
 }

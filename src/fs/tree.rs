@@ -342,7 +342,7 @@ impl Tree {
     }
 
     /// Every node below `dir` (depth first), with its path relative to `dir`.
-    fn descendants(&self, dir: Ino) -> Vec<(String, Ino)> {
+    pub fn descendants(&self, dir: Ino) -> Vec<(String, Ino)> {
         let mut out = Vec::new();
         let mut stack = vec![(String::new(), dir)];
         while let Some((prefix, ino)) = stack.pop() {

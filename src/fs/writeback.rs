@@ -281,33 +281,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         let mut staged = self.new_staging()?;
         if !empty && let Ok((container, object)) = self.remote_object(ino) {
-            self.copy_into(container.as_deref(), &object, &mut staged)
-                .await?;
+            copy_object(&*self.remote, container.as_deref(), &object, &mut staged).await?;
         }
         state.staged = Some(staged);
-        Ok(())
-    }
-
-    pub(super) async fn copy_into(
-        &self,
-        container: Option<&str>,
-        object: &ObjectMeta,
-        staged: &mut StagingFile,
-    ) -> Result<()> {
-        let mut offset = 0;
-        while offset < object.size {
-            let end = (offset + COPY_CHUNK_BYTES).min(object.size);
-            let data = self.remote.read(container, object, offset..end).await?;
-            if data.is_empty() {
-                return Err(Error::io(format!(
-                    "{:?} ended early at byte {offset} while being copied",
-                    object.name
-                )));
-            }
-            staged.write_at(offset, &data)?;
-            offset += data.len() as u64;
-        }
-        staged.set_len(object.size)?;
         Ok(())
     }
 
@@ -454,4 +430,29 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             name,
         }
     }
+}
+
+/// Copies the whole of `object` into `staged` with ranged GETs (staging a file before a
+/// change, or moving an object to a new name, since no API can rename).
+pub(super) async fn copy_object<R: Remote + ?Sized>(
+    remote: &R,
+    container: Option<&str>,
+    object: &ObjectMeta,
+    staged: &mut StagingFile,
+) -> Result<()> {
+    let mut offset = 0;
+    while offset < object.size {
+        let end = (offset + COPY_CHUNK_BYTES).min(object.size);
+        let data = remote.read(container, object, offset..end).await?;
+        if data.is_empty() {
+            return Err(Error::io(format!(
+                "{:?} ended early at byte {offset} while being copied",
+                object.name
+            )));
+        }
+        staged.write_at(offset, &data)?;
+        offset += data.len() as u64;
+    }
+    staged.set_len(object.size)?;
+    Ok(())
 }

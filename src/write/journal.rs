@@ -6,8 +6,8 @@
 //! killed (or an unmount whose uploads failed) leaves records and staged copies behind, and the
 //! next mount of the same remote, before it mounts, uploads the committed ones and moves the
 //! uncommitted ones into the recovery folder: only content an application committed ever
-//! reaches the server, and nothing written is lost. Records are written atomically (temporary
-//! file, then rename), so a crash never leaves half a record.
+//! reaches the server, and nothing written is lost. Records are written atomically
+//! (`records`), so a crash never leaves half a record.
 
 use std::fs;
 use std::io;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::StagingArea;
+use super::{StagingArea, records};
 use crate::fs::names;
 use crate::remote::{Remote, UploadSource};
 
@@ -61,10 +61,7 @@ impl Journal {
 
     /// Records (or updates, after a rename) that `upload` is pending.
     pub fn record(&self, upload: &PendingUpload) -> io::Result<()> {
-        let path = self.record_path(&upload.staged);
-        let temporary = path.with_extension("tmp");
-        fs::write(&temporary, serde_json::to_vec(upload)?)?;
-        fs::rename(&temporary, &path)
+        records::write(&self.record_path(&upload.staged), upload)
     }
 
     /// Forgets the record of the staged file named `staged` (uploaded, or deleted).
@@ -72,22 +69,32 @@ impl Journal {
         let _ = fs::remove_file(self.record_path(staged));
     }
 
-    /// Every pending upload, oldest first. Unreadable records are reported and skipped.
-    pub fn pending(&self) -> io::Result<Vec<PendingUpload>> {
-        let mut records = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|ext| ext != "json") {
+    /// A directory at `from` in `container` was renamed to `to`: records of files below it now
+    /// name their new paths. Idempotent (a rename finished after a crash rewrites again).
+    pub fn move_prefix(&self, container: Option<&str>, from: &str, to: &str) -> io::Result<()> {
+        let prefix = format!("{from}/");
+        for mut upload in self.pending()? {
+            if upload.container.as_deref() != container {
                 continue;
             }
-            let modified = fs::metadata(&path)?.modified()?;
-            match fs::read(&path).map(|bytes| serde_json::from_slice::<PendingUpload>(&bytes)) {
-                Ok(Ok(record)) => records.push((modified, record)),
-                _ => log::warn!("skipping unreadable journal record {}", path.display()),
+            if let Some(rest) = upload.path.strip_prefix(&prefix) {
+                upload.path = format!("{to}/{rest}");
+                self.record(&upload)?;
             }
         }
-        records.sort_by_key(|(modified, _)| *modified);
-        Ok(records.into_iter().map(|(_, record)| record).collect())
+        Ok(())
+    }
+
+    /// Every pending upload, oldest first. Unreadable records are reported and skipped.
+    pub fn pending(&self) -> io::Result<Vec<PendingUpload>> {
+        let mut pending = Vec::new();
+        for (path, record) in records::read_all::<PendingUpload>(&self.dir)? {
+            match record {
+                Ok(record) => pending.push(record),
+                Err(_) => log::warn!("skipping unreadable journal record {}", path.display()),
+            }
+        }
+        Ok(pending)
     }
 }
 
@@ -229,6 +236,46 @@ mod tests {
         assert_eq!(reopened.pending().unwrap(), vec![renamed]);
         reopened.remove("staged-abc");
         assert!(reopened.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_directory_rename_moves_the_records_below_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let record = |container: &str, path: &str, staged: &str| PendingUpload {
+            container: Some(container.into()),
+            path: path.into(),
+            symlink: false,
+            staged: staged.into(),
+            committed: true,
+        };
+        for upload in [
+            record("c", "a/x", "s1"),
+            record("c", "a/deep/y", "s2"),
+            record("c", "ab/z", "s3"),
+            record("d", "a/w", "s4"),
+        ] {
+            journal.record(&upload).unwrap();
+        }
+        journal.move_prefix(Some("c"), "a", "b/n").unwrap();
+        let mut paths: Vec<(String, String)> = journal
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.staged, u.path))
+            .collect();
+        paths.sort();
+        let expected = [
+            ("s1", "b/n/x"),
+            ("s2", "b/n/deep/y"),
+            ("s3", "ab/z"),
+            ("s4", "a/w"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(s, p)| (s.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(paths, expected);
     }
 
     #[test]

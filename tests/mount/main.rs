@@ -3,6 +3,7 @@
 
 mod appmixer;
 mod cli;
+mod dirs;
 mod errors;
 mod faults;
 mod files;

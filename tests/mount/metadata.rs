@@ -1,7 +1,7 @@
 //! POSIX metadata that lasts: modes, owners, times, links and empty directories survive a
 //! remount (the metadata store), files belong to whoever created them, and ctime moves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sessionfs::backend::Backend;
 
@@ -17,6 +17,26 @@ fn stat(dir: &Path, names: &str) -> String {
         "cd {} && stat -c '%n %a %u %g %X %Y %Z %F' -- {names}",
         q(dir)
     ))
+}
+
+/// A Mix mount other users may enter (`--allow-other`) and a session directory `s` in it that
+/// everyone may write.
+fn shared_session() -> (TestMount, PathBuf) {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let base = mount.session_dir("s");
+    sh(&format!("chmod 777 {}", q(&base)));
+    (mount, base)
+}
+
+/// Asserts that a command failed with EPERM.
+fn assert_eperm(output: &std::process::Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{what}");
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "{what}: {stderr}"
+    );
 }
 
 /// chmod, chown, utime, a symlink and an empty directory in `base`, compared with `stat`
@@ -47,8 +67,11 @@ fn modes_owners_times_links_and_empty_dirs_survive_a_remount_on_mix() {
     let mut mount = TestMount::new();
     let base = mount.session_dir("s");
     sh(&format!("chmod 750 {}", q(&base)));
-    let session_before = stat(mount.path(), "s");
     attributes_survive_a_remount(&mut mount, &base);
+    // The session's times moved with the entries made in it, and were saved.
+    let session_before = stat(mount.path(), "s");
+    assert!(session_before.starts_with("s 750 "), "{session_before}");
+    mount.remount();
     assert_eq!(
         stat(mount.path(), "s"),
         session_before,
@@ -113,11 +136,8 @@ fn rsync_to_a_remount_transfers_nothing() {
 
 #[test]
 fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
-    let mut mount = TestMount::new();
-    mount.remount_with(true);
-    let base = mount.session_dir("s");
+    let (mut mount, base) = shared_session();
     let b = q(&base);
-    sh(&format!("chmod 777 {b}"));
     sh(&format!(
         "cd {b} && {NOBODY} sh -c 'echo hi > f && mkdir d && ln -s f l && chmod 640 f'"
     ));
@@ -129,12 +149,7 @@ fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
     let other = sh_output(&format!(
         "setpriv --reuid 65533 --regid 65533 --clear-groups chmod 600 {b}/f"
     ));
-    assert!(!other.status.success(), "chmod by another user");
-    assert!(
-        String::from_utf8_lossy(&other.stderr).contains("Operation not permitted"),
-        "{}",
-        String::from_utf8_lossy(&other.stderr)
-    );
+    assert_eperm(&other, "chmod by another user");
     let chown = sh_output(&format!("cd {b} && {NOBODY} chown 65533 f"));
     assert!(!chown.status.success(), "chown by a non-root user");
     sh(&format!("cd {b} && {NOBODY} chmod 604 f"));
@@ -146,11 +161,8 @@ fn files_created_by_another_user_are_theirs_and_only_they_may_chmod_them() {
 
 #[test]
 fn setuid_goes_on_a_chown_by_its_owner_and_on_a_write_by_another_user() {
-    let mut mount = TestMount::new();
-    mount.remount_with(true);
-    let base = mount.session_dir("s");
+    let (_mount, base) = shared_session();
     let b = q(&base);
-    sh(&format!("chmod 777 {b}"));
     sh(&format!(
         "cd {b} && {NOBODY} sh -c 'echo x > f && chmod 6775 f'"
     ));
@@ -217,4 +229,135 @@ fn file_and_link_attributes_survive_a_remount_on_lightfield() {
     mount.remount();
     assert_eq!(stat(&base, "f link"), before);
     assert_eq!(std::fs::read(base.join("f")).unwrap(), b"secret");
+}
+
+#[test]
+fn a_directory_keeps_the_times_its_entries_gave_it_across_a_remount() {
+    let mut mount = TestMount::new();
+    let base = mount.session_dir("s");
+    let b = q(&base);
+    sh(&format!(
+        "cd {b} && mkdir d && echo x > d/gone && touch -d '2020-01-01 00:00:00' d"
+    ));
+    // mtime and ctime to the nanosecond.
+    let times = || sh(&format!("stat -c '%y %z' {b}/d"));
+    // Each change below moves the directory's mtime and ctime; the last one must last.
+    for change in ["echo y > d/new", "rm d/gone", "mv d/new d/renamed"] {
+        let before = times();
+        sh(&format!("cd {b} && {change}"));
+        let after = times();
+        assert_ne!(after, before, "{change} moves the times of d");
+        mount.remount();
+        assert_eq!(times(), after, "after {change} and a remount");
+    }
+    assert!(
+        !times().starts_with("2020-"),
+        "no longer the time touch set"
+    );
+    let session = stat(mount.path(), "s");
+    mount.remount();
+    assert_eq!(
+        stat(mount.path(), "s"),
+        session,
+        "the session directory's times"
+    );
+}
+
+#[test]
+fn the_owner_may_chgrp_to_a_supplementary_group_and_to_no_other() {
+    let (_mount, base) = shared_session();
+    let b = q(&base);
+    let member = "setpriv --reuid 65534 --regid 65534 --groups 4242,4243";
+    sh(&format!(
+        "cd {b} && {member} sh -c 'echo x > f && chgrp 4243 f'"
+    ));
+    assert!(stat(&base, "f").starts_with("f 644 65534 4243 "));
+    let refused = sh_output(&format!("cd {b} && {member} chgrp 4244 f"));
+    assert_eperm(&refused, "chgrp to a group the owner is not in");
+    let not_owner = sh_output(&format!(
+        "cd {b} && setpriv --reuid 65533 --regid 65533 --groups 4242 chgrp 4242 f"
+    ));
+    assert!(
+        !not_owner.status.success(),
+        "chgrp by another member of the group"
+    );
+    assert!(stat(&base, "f").starts_with("f 644 65534 4243 "));
+}
+
+/// Files and directories of every mode the matrix checks, made in `dir` by root and given to
+/// uid and gid 1000.
+const MATRIX_SETUP: &str = "for m in 600 640 604 660 606 400 040 004 000 200 020 002; do \
+     echo data > f$m && chown 1000:1000 f$m && chmod $m f$m; done; \
+     for m in 755 775 777 700 750 705 711 770 707 500 000; do \
+     mkdir d$m && echo inner > d$m/inner && chown -R 1000:1000 d$m && chmod $m d$m; done";
+
+/// What a user may do in `dir`: for each file, open it to read and to write; for each
+/// directory, list it, read a file in it and create one. One line per attempt: `ok` or the
+/// errno's name.
+const MATRIX_PROBE: &str = r#"
+import errno, os, sys
+os.chdir(sys.argv[1])
+def attempt(what, action):
+    try:
+        action()
+        print(what, "ok")
+    except OSError as err:
+        print(what, errno.errorcode[err.errno])
+def opened(path, mode):
+    return lambda: open(path, mode).close()
+for name in sorted(os.listdir(".")):
+    if name.startswith("f"):
+        attempt(name + " read", opened(name, "rb"))
+        attempt(name + " write", opened(name, "r+b"))
+    else:
+        attempt(name + " list", lambda: os.listdir(name))
+        attempt(name + " read-inside", opened(name + "/inner", "rb"))
+        attempt(name + " create", opened("%s/new-%d" % (name, os.getuid()), "wb"))
+"#;
+
+#[test]
+fn open_read_write_list_and_create_are_allowed_and_refused_as_on_a_local_directory() {
+    let mut mount = TestMount::new();
+    mount.remount_with(true);
+    let inside = mount.session_dir("s");
+    let local = tempfile::tempdir().unwrap();
+    let outside = local.path().join("s");
+    std::fs::create_dir(&outside).unwrap();
+    let users = [
+        ("owner", "--reuid 1000 --regid 1000 --clear-groups"),
+        ("group", "--reuid 1001 --regid 1001 --groups 1000"),
+        ("other", "--reuid 1002 --regid 1002 --clear-groups"),
+    ];
+    let mut results = Vec::new();
+    for dir in [&inside, &outside] {
+        let d = q(dir);
+        sh(&format!(
+            "chmod 755 {d} {} && cd {d} && {MATRIX_SETUP}",
+            q(dir.parent().unwrap())
+        ));
+        let mut table = String::new();
+        for (who, ids) in users {
+            let probe = sh(&format!(
+                "setpriv {ids} /usr/bin/python3 -c {} {d}",
+                q(Path::new(MATRIX_PROBE))
+            ));
+            for line in probe.lines() {
+                table.push_str(&format!("{who} {line}\n"));
+            }
+        }
+        results.push(table);
+    }
+    assert_eq!(
+        results[0], results[1],
+        "the mount (left) and a local directory (right)"
+    );
+    let table = &results[0];
+    for line in [
+        "owner f600 write ok",
+        "group f640 write EACCES",
+        "other d711 list EACCES",
+    ] {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    assert!(table.contains("other d711 read-inside ok"), "{table}");
 }

@@ -243,6 +243,33 @@ pub fn mv_renames_or_is_refused(case: &Case) {
     }
 }
 
+pub fn a_directory_rename_moves_its_files_or_is_exdev(case: &Case) {
+    let mounted = case.mount();
+    let (from, to) = (mounted.path("dir"), mounted.path("moved"));
+    std::fs::create_dir_all(from.join("sub")).unwrap();
+    std::fs::write(from.join("a.txt"), b"a").unwrap();
+    std::fs::write(from.join("sub/b.txt"), b"b").unwrap();
+    if !mounted.can_delete() {
+        // The stored files could never leave their old names: `mv` copies them, and the
+        // copies' sources stay, as for any file on such an API.
+        assert_eq!(errno(std::fs::rename(&from, &to)), libc::EXDEV);
+        assert_eq!(std::fs::read(from.join("a.txt")).unwrap(), b"a");
+        return;
+    }
+    std::fs::rename(&from, &to).unwrap();
+    assert!(!from.exists());
+    assert_eq!(std::fs::read(to.join("sub/b.txt")).unwrap(), b"b");
+    let stored: Vec<String> = mounted
+        .other_list()
+        .iter()
+        .map(|o| sessionfs::fs::names::decode(&o.name))
+        .collect();
+    assert!(stored.iter().all(|p| !p.starts_with("dir/")), "{stored:?}");
+    for path in ["moved/a.txt", "moved/sub/b.txt"] {
+        assert!(stored.iter().any(|p| p == path), "{path} in {stored:?}");
+    }
+}
+
 pub fn a_listing_of_many_pages_shows_every_file(case: &Case) {
     let mounted = case.mount();
     let files: Vec<(String, Vec<u8>)> = (0..MANY_FILES)
@@ -348,6 +375,11 @@ macro_rules! scenarios {
             #[test]
             fn mv_renames_or_is_refused() {
                 super::mv_renames_or_is_refused(&CASE);
+            }
+
+            #[test]
+            fn a_directory_rename_moves_its_files_or_is_exdev() {
+                super::a_directory_rename_moves_its_files_or_is_exdev(&CASE);
             }
 
             #[test]
