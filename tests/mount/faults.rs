@@ -86,6 +86,7 @@ fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
                 deadline: Duration::from_secs(60),
                 base_delay: Duration::from_millis(20),
                 max_delay: Duration::from_millis(200),
+                ..RetryConfig::default()
             }
         },
         |config| config.metadata_ttl = Duration::from_secs(60),

@@ -255,6 +255,14 @@ impl TestMount {
         self.emulator = Some(server);
     }
 
+    /// Stops the emulator and starts it again on the same port over the same data, its config
+    /// changed by `change` (faults that start after a test's setup).
+    pub fn restart_server_with(&mut self, change: impl FnOnce(&mut EmulatorConfig)) {
+        self.stop_server();
+        change(&mut self.restart.1);
+        self.restart_server();
+    }
+
     fn finish(&mut self) {
         if let Some(session) = self.session.take() {
             let _ = self.runtime.block_on(self.fs.drain());
