@@ -3,6 +3,7 @@
 
 mod appmixer;
 mod cli;
+mod crash;
 mod errors;
 mod faults;
 mod files;
