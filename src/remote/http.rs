@@ -285,6 +285,7 @@ impl HttpClient {
         let wanted = (range.end - range.start) as usize;
         self.retrying(|| async {
             let response = get().await?;
+            super::answers::check_content_range(what, &response, range)?;
             let skip = match response.status() {
                 StatusCode::PARTIAL_CONTENT => 0,
                 StatusCode::OK => range.start,

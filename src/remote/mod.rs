@@ -12,6 +12,7 @@
 //! names are opaque strings; the core encodes nested paths and characters the server would
 //! rewrite into them (see `fs::names`).
 
+pub mod answers;
 pub mod appmixer;
 pub mod faulty;
 pub mod fluxer;

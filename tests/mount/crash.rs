@@ -38,7 +38,10 @@ fn credentials(backend: Backend) -> (Vec<String>, Vec<String>) {
             &["--token", TOKEN_LIGHTFIELD],
             &["--token", TOKEN_LIGHTFIELD],
         ),
-        Backend::Appmixer => pair(&["--user", &login], &["--user", USER, "--chunk-size", "1MiB"]),
+        Backend::Appmixer => pair(
+            &["--user", &login],
+            &["--user", USER, "--chunk-size", "1MiB"],
+        ),
         Backend::Fluxer => pair(
             &["--token", TOKEN_FLUXER],
             &["--token", TOKEN_FLUXER, "--upload-parallel", "1"],
@@ -101,7 +104,13 @@ impl Drop for Server {
 
 fn serve(backend: Backend, home: &Path, data: &Path) -> Server {
     let (creds, _) = credentials(backend);
-    let mut args = vec!["serve", "--backend", backend.name(), "--listen", "127.0.0.1:0"];
+    let mut args = vec![
+        "serve",
+        "--backend",
+        backend.name(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
     args.extend(["--data", data.to_str().unwrap(), "--latency", LATENCY]);
     args.extend(creds.iter().map(String::as_str));
     let (child, banner) = start_until(sessionfs_command(home, &args), "serving");
@@ -287,10 +296,16 @@ fn crash(backend: Backend) {
     assert_eq!(std::fs::read_to_string(paths[0]).unwrap(), expected);
     assert!(journal_records(home.path()).is_empty(), "nothing pending");
     if let Some(unfinished) = server.unfinished() {
-        assert_eq!(unfinished, 0, "(c) no unfinished upload stays on the server");
+        assert_eq!(
+            unfinished, 0,
+            "(c) no unfinished upload stays on the server"
+        );
     }
     if let Some(messages) = server.messages() {
-        assert_eq!(messages, 2, "(c) one message per file, none for the killed upload");
+        assert_eq!(
+            messages, 2,
+            "(c) one message per file, none for the killed upload"
+        );
     }
     kill(&mut mounted, libc::SIGTERM);
 }

@@ -389,7 +389,7 @@ impl TestMount {
 }
 
 /// Mounts `fs` on `mountpoint` through /dev/fuse.
-fn mount(
+pub fn mount(
     fs: &Arc<SessionFs<dyn Remote>>,
     runtime: &tokio::runtime::Runtime,
     backend: Backend,

@@ -9,6 +9,7 @@ mod faults;
 mod files;
 mod fluxer;
 mod harness;
+mod hostile;
 mod lightfield;
 mod metadata;
 mod read;
