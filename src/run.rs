@@ -168,6 +168,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             .with_extension("redb")
     });
     config.cache.memory_limit = args.memory_limit.as_u64();
+    config.max_staged = args.max_staged.map(|size| size.as_u64());
     if args.cache_size.as_u64() > 0 {
         let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));
         config.cache.disk = Some((blocks_dir, args.cache_size.as_u64()));

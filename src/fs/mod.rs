@@ -146,6 +146,8 @@ pub struct FsConfig {
     pub xattrs: bool,
     /// The block cache and the global memory budget.
     pub cache: CacheConfig,
+    /// Most bytes the staging directory may hold (`--max-staged`); `None`: no cap.
+    pub max_staged: Option<u64>,
 }
 
 impl FsConfig {
@@ -167,6 +169,7 @@ impl FsConfig {
             read_only: false,
             xattrs: false,
             cache: CacheConfig::default(),
+            max_staged: None,
         }
     }
 }
@@ -239,6 +242,12 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             blocks,
             refresh_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Bytes the staging directory holds now (files being written or waiting for an upload),
+    /// the figure `--max-staged` caps.
+    pub fn staged_bytes(&self) -> u64 {
+        self.staging.bytes().used()
     }
 
     /// The block cache (its counters and the global memory budget).

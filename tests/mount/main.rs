@@ -11,6 +11,7 @@ mod fluxer;
 mod harness;
 mod hostile;
 mod lightfield;
+mod max_staged;
 mod metadata;
 mod read;
 mod reference;
