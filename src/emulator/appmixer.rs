@@ -291,7 +291,7 @@ async fn get_stats(State(st): State<AppmixerState>) -> Response {
 
 async fn reset_stats(State(st): State<AppmixerState>) -> Response {
     st.inner.chunks.reset();
-    reply::json(StatusCode::OK, &st.chunk_stats())
+    get_stats(State(st)).await
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! intact, leave the server's copy of the half-rewritten file as it was committed, put the
 //! half-written bytes into the recovery folder, and leave no unfinished upload on the server.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,7 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionfs::backend::Backend;
 
-use crate::harness::{pseudo_random, q, sessionfs_command, sh, start_until, wait_until};
+use crate::harness::{
+    pseudo_random, python_until_written, q, sessionfs_command, sh, start_until, wait_until,
+};
 
 /// Bytes of the file whose upload is killed: many 1 MiB Appmixer chunks, several Fluxer parts.
 const LARGE_BYTES: usize = 24 << 20;
@@ -158,26 +159,15 @@ fn work_dir(backend: Backend, mnt: &Path) -> PathBuf {
 }
 
 /// A Python process (one descriptor, never closed, so nothing is committed) that opens `file`
-/// for update and writes `bytes` over its start, then waits to be killed.
-fn half_rewrite(file: &Path, bytes: &str) -> Child {
-    let program = "import os, sys, time\n\
+/// for update and writes `bytes` (a file holding them is `bytes_file`) over its start, then
+/// waits to be killed.
+fn half_rewrite(file: &Path, bytes_file: &Path) -> Child {
+    let program = "import sys, time\n\
                    f = open(sys.argv[1], 'r+b', buffering=0)\n\
-                   f.write(sys.argv[2].encode())\n\
+                   f.write(open(sys.argv[2], 'rb').read())\n\
                    print('written', flush=True)\n\
                    time.sleep(120)\n";
-    let mut child = Command::new("python3")
-        .args(["-c", program])
-        .arg(file)
-        .arg(bytes)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "written");
-    child
+    python_until_written(program, &[file, bytes_file])
 }
 
 /// A Python process that writes `source` into `target` from the last MiB to the first (so
@@ -238,7 +228,9 @@ fn crash(backend: Backend) {
 
     // (b) A stored file opened again and half rewritten, never closed.
     let rewrite = "HALF-WRITTEN";
-    let mut rewriter = half_rewrite(&old, rewrite);
+    let rewrite_file = local.path().join("rewrite");
+    std::fs::write(&rewrite_file, rewrite).unwrap();
+    let mut rewriter = half_rewrite(&old, &rewrite_file);
     // (a, c) A large file closed and being uploaded when the mount dies.
     let large = pseudo_random(LARGE_BYTES, 77);
     let source = local.path().join("large.bin");

@@ -508,3 +508,23 @@ pub fn start_until(mut command: Command, ready: &str) -> (std::process::Child, S
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     (child, banner)
 }
+
+/// Runs a Python `program` with `args` (one descriptor per file, so no stray close commits
+/// anything) and returns once it has printed `written`; its stdin is a pipe the test may
+/// write to (a program can wait on it before closing its file).
+pub fn python_until_written(program: &str, args: &[&Path]) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .args(["-c", program])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "written", "the writer wrote");
+    child
+}

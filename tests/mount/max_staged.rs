@@ -1,12 +1,13 @@
 //! `--max-staged`: the staging directory never holds more than the cap. A write past it waits
 //! for another file's upload to free room, and fails with ENOSPC when nothing can.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{TestMount, pseudo_random, q, sh, sh_output, wait_until};
+use crate::harness::{
+    TestMount, pseudo_random, python_until_written, q, sh, sh_output, wait_until,
+};
 
 const CAP: u64 = 4 << 20;
 const PART: usize = 3 << 20;
@@ -34,19 +35,7 @@ fn writes_past_max_staged_wait_for_uploads_then_fail_with_enospc() {
                    print('written', flush=True)\n\
                    sys.stdin.readline()\n\
                    f.close()\n";
-    let mut holder = Command::new("python3")
-        .args(["-c", program])
-        .arg(&held)
-        .arg(&source)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "written");
+    let mut holder = python_until_written(program, &[&held, &source]);
     let mut waiting = Command::new("cp")
         .arg(&source)
         .arg(dir.join("waits"))

@@ -174,16 +174,8 @@ const RECENT_MESSAGES: usize = 50;
 /// The message among the channel's newest that carries `nonce`, if an attempt whose answer
 /// was lost posted it.
 async fn posted_earlier(remote: &FluxerRemote, channel: &str, nonce: &str) -> Option<api::Message> {
-    let path = format!("/channels/{channel}/messages?limit={RECENT_MESSAGES}");
-    let recent: Vec<api::Message> = remote
-        .call_json(
-            "look for a message an earlier attempt posted",
-            "message_list",
-            channel,
-            Method::GET,
-            &path,
-            Payload::None,
-        )
+    let what = "look for a message an earlier attempt posted";
+    let recent = listing::messages_page(remote, what, channel, RECENT_MESSAGES, None)
         .await
         .ok()?;
     recent
