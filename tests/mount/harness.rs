@@ -265,10 +265,31 @@ impl TestMount {
 
     fn finish(&mut self) {
         if let Some(session) = self.session.take() {
-            let _ = self.runtime.block_on(self.fs.drain());
-            if session.umount_and_join().is_err() {
-                let _ = run::lazy_unmount(self.mountpoint.path());
-            }
+            unmount(
+                self.runtime.handle(),
+                &self.fs,
+                session,
+                self.mountpoint.path(),
+            );
+        }
+    }
+
+    /// A second mount of the same remote on another mount point, with its own staging
+    /// directory and core (as a second machine would have), listings fresh for `ttl`.
+    pub fn second_mount(&self, ttl: Duration) -> SecondMount {
+        let staging = TempDir::new().unwrap();
+        let mountpoint = TempDir::new().unwrap();
+        let remote = self.backend.connect(&self.remote_config).unwrap();
+        let mut config = FsConfig::new(staging.path());
+        config.metadata_ttl = ttl;
+        let fs = Arc::new(SessionFs::new(remote, config).unwrap());
+        let session = mount(&fs, &self.runtime, self.backend, mountpoint.path(), false);
+        SecondMount {
+            handle: self.runtime.handle().clone(),
+            fs,
+            session: Some(session),
+            mountpoint,
+            _staging: staging,
         }
     }
 
@@ -385,6 +406,43 @@ impl TestMount {
                 .unwrap();
             assert_eq!(response.status(), 204);
         })
+    }
+}
+
+/// A second mount of a [`TestMount`]'s remote; uploads what is pending and unmounts on drop.
+pub struct SecondMount {
+    handle: tokio::runtime::Handle,
+    fs: Arc<SessionFs<dyn Remote>>,
+    session: Option<BackgroundSession>,
+    mountpoint: TempDir,
+    _staging: TempDir,
+}
+
+impl SecondMount {
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.mountpoint.path()
+    }
+}
+
+impl Drop for SecondMount {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            unmount(&self.handle, &self.fs, session, self.mountpoint.path());
+        }
+    }
+}
+
+/// Uploads what `fs` has pending, then unmounts `session` (lazily if it is busy).
+fn unmount(
+    handle: &tokio::runtime::Handle,
+    fs: &SessionFs<dyn Remote>,
+    session: BackgroundSession,
+    mountpoint: &Path,
+) {
+    let _ = handle.block_on(fs.drain());
+    if session.umount_and_join().is_err() {
+        let _ = run::lazy_unmount(mountpoint);
     }
 }
 

@@ -20,3 +20,4 @@ mod scenarios;
 mod sessions;
 mod soak;
 mod tools;
+mod two_mounts;
