@@ -586,3 +586,16 @@ pub fn python_until_written(program: &str, args: &[&Path]) -> std::process::Chil
     assert_eq!(line.trim(), "written", "the writer wrote");
     child
 }
+
+/// A process that writes the content of `files[1]` into `files[0]` (truncating it) and keeps
+/// it open, uncommitted, until a line arrives on its stdin; then it closes it.
+pub fn write_and_hold(files: &[&Path; 2]) -> std::process::Child {
+    let program = "import sys\n\
+                   f = open(sys.argv[1], 'wb')\n\
+                   f.write(open(sys.argv[2], 'rb').read())\n\
+                   f.flush()\n\
+                   print('written', flush=True)\n\
+                   sys.stdin.readline()\n\
+                   f.close()\n";
+    python_until_written(program, files)
+}

@@ -5,9 +5,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{
-    TestMount, pseudo_random, python_until_written, q, sh, sh_output, wait_until,
-};
+use crate::harness::{TestMount, pseudo_random, q, sh, sh_output, wait_until, write_and_hold};
 
 const CAP: u64 = 4 << 20;
 const PART: usize = 3 << 20;
@@ -28,14 +26,7 @@ fn writes_past_max_staged_wait_for_uploads_then_fail_with_enospc() {
 
     // A file held open keeps its bytes staged: a second writer waits until it is closed.
     let held = dir.join("held");
-    let program = "import sys\n\
-                   f = open(sys.argv[1], 'wb')\n\
-                   f.write(open(sys.argv[2], 'rb').read())\n\
-                   f.flush()\n\
-                   print('written', flush=True)\n\
-                   sys.stdin.readline()\n\
-                   f.close()\n";
-    let mut holder = python_until_written(program, &[&held, &source]);
+    let mut holder = write_and_hold(&[&held, &source]);
     let mut waiting = Command::new("cp")
         .arg(&source)
         .arg(dir.join("waits"))

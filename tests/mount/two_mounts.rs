@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::harness::{TestMount, pseudo_random, python_until_written, wait_until};
+use crate::harness::{TestMount, pseudo_random, wait_until, write_and_hold};
 
 /// The second mount's metadata TTL.
 const TTL: Duration = Duration::from_millis(500);
@@ -35,16 +35,9 @@ fn a_change_on_one_mount_shows_on_the_other_and_the_last_close_wins_whole() {
     let (first_source, last_source) = (local.path().join("a"), local.path().join("b"));
     std::fs::write(&first_source, &first_bytes).unwrap();
     std::fs::write(&last_source, &last_bytes).unwrap();
-    let program = "import sys\n\
-                   f = open(sys.argv[1], 'wb')\n\
-                   f.write(open(sys.argv[2], 'rb').read())\n\
-                   f.flush()\n\
-                   print('written', flush=True)\n\
-                   sys.stdin.readline()\n\
-                   f.close()\n";
     let target = "both.bin";
-    let mut first = python_until_written(program, &[&dir.join(target), &first_source]);
-    let mut last = python_until_written(program, &[&there.join(target), &last_source]);
+    let mut first = write_and_hold(&[&dir.join(target), &first_source]);
+    let mut last = write_and_hold(&[&there.join(target), &last_source]);
     for writer in [&mut first, &mut last] {
         writeln!(writer.stdin.as_mut().unwrap()).unwrap();
         assert!(writer.wait().unwrap().success());
