@@ -138,6 +138,11 @@ pub struct MountArgs {
     /// One memory budget for cached blocks, prefetch and write buffers, e.g. 256MiB.
     #[arg(long, default_value = "512MiB")]
     pub memory_limit: bytesize::ByteSize,
+    /// Most bytes the staging directory may hold (files being written or waiting for their
+    /// upload), e.g. 10GiB: a write past it waits for uploads to free room, then fails with
+    /// ENOSPC. No cap by default.
+    #[arg(long)]
+    pub max_staged: Option<bytesize::ByteSize>,
     /// How long a directory listing answers lookups before it is fetched again.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub metadata_ttl: Duration,

@@ -179,6 +179,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     config.max_dir_rename = args.max_dir_rename;
     config.cache.memory_limit = args.memory_limit.as_u64();
     config.write_back = args.write_back;
+    config.max_staged = args.max_staged.map(|size| size.as_u64());
     if args.cache_size.as_u64() > 0 {
         let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));
         config.cache.disk = Some((blocks_dir, args.cache_size.as_u64()));

@@ -893,7 +893,8 @@ async fn chunk_uploads_in_flight_are_counted_and_an_interrupted_one_stores_nothi
     let stats = emu.get("/_emulator/stats", "").await.ok();
     assert_eq!(
         stats,
-        json!({"chunkUploadsInFlight": 2, "chunkUploadsInFlightMax": 2, "chunkUploads": 3})
+        json!({"chunkUploadsInFlight": 2, "chunkUploadsInFlightMax": 2, "chunkUploads": 3,
+               "incompleteFiles": 1})
     );
 
     // Chunk 3 is cut mid-body: nothing of it is stored.
@@ -920,7 +921,9 @@ async fn chunk_uploads_in_flight_are_counted_and_an_interrupted_one_stores_nothi
     let reset = emu.call(Method::DELETE, "/_emulator/stats", "").await.ok();
     assert_eq!(
         reset,
-        json!({"chunkUploadsInFlight": 0, "chunkUploadsInFlightMax": 0, "chunkUploads": 0})
+        json!({"chunkUploadsInFlight": 0, "chunkUploadsInFlightMax": 0, "chunkUploads": 0,
+               "incompleteFiles": 1}),
+        "the file whose third chunk was cut stays incomplete"
     );
 
     // A new file whose only request is cut is not created at all.

@@ -42,7 +42,8 @@
 //! Emulator extension, not in the real API: `GET /_emulator/stats` answers, without auth,
 //! `{"chunkUploadsInFlight": n, "chunkUploadsInFlightMax": m, "chunkUploads": t}`: the `POST
 //! /files` requests being received now, the most that were ever received at once, and how many
-//! were received; `DELETE /_emulator/stats` starts a new measurement (max = now in flight,
+//! were received, plus `"incompleteFiles"`: files of any user whose chunks have not all
+//! arrived; `DELETE /_emulator/stats` starts a new measurement (max = now in flight,
 //! total = 0). [`AppmixerState::chunk_stats`] reads the same numbers in process.
 
 mod auth;
@@ -279,12 +280,18 @@ async fn not_found() -> Response {
 }
 
 async fn get_stats(State(st): State<AppmixerState>) -> Response {
-    reply::json(StatusCode::OK, &st.chunk_stats())
+    let loaded = match st.loaded().await {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    let mut stats = serde_json::json!(st.chunk_stats());
+    stats["incompleteFiles"] = loaded.files.incomplete().await.into();
+    reply::json(StatusCode::OK, &stats)
 }
 
 async fn reset_stats(State(st): State<AppmixerState>) -> Response {
     st.inner.chunks.reset();
-    reply::json(StatusCode::OK, &st.chunk_stats())
+    get_stats(State(st)).await
 }
 
 #[cfg(test)]

@@ -182,6 +182,15 @@ impl FaultCounts {
             .sum()
     }
 
+    /// Faults injected so far for every kind `--faults` knows, in its order (zeros included),
+    /// so a report shows the kinds that never hit too.
+    pub fn by_kind(&self) -> Vec<(&'static str, u64)> {
+        FaultKind::ALL
+            .iter()
+            .map(|(_, name)| (*name, self.of(name)))
+            .collect()
+    }
+
     /// Counts one injected fault and returns how many of its kind there were.
     fn record(&self, kind: FaultKind) -> u64 {
         let mut counts = self.counts.lock().expect("fault counts lock");

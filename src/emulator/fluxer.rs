@@ -406,8 +406,11 @@ pub fn router(state: FluxerState) -> Router {
             put(presigned::put_part).layer(DefaultBodyLimit::disable()),
         )
         .route("/_emulator/stats", get(stats));
+    let not_found = || async { reply::error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found.") };
+    // A known path with another method gets the same enveloped 404 (axum's own 405 has no body).
     api.merge(open)
-        .fallback(|| async { reply::error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found.") })
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(state)
 }
 

@@ -268,8 +268,11 @@ pub fn router(state: LightfieldState) -> Router {
             put(storage::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/_storage/download/{id}", get(storage::download));
+    let not_found = || async { reply::not_found("No route matches this method and path.") };
+    // A known path with another method gets the same enveloped 404 (axum's own 405 has no body).
     api.merge(storage)
-        .fallback(|| async { reply::not_found("No route matches this method and path.") })
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(state)
 }
 

@@ -108,6 +108,11 @@ impl Error {
         Self::new(libc::EBUSY, message)
     }
 
+    /// Local room ran out (the staging directory's `--max-staged` cap).
+    pub fn no_space(message: impl Into<String>) -> Self {
+        Self::new(libc::ENOSPC, message)
+    }
+
     /// The move needs a copy: `mv` falls back to copy and delete on EXDEV.
     pub fn cross_device(message: impl Into<String>) -> Self {
         Self::quiet(libc::EXDEV, message)

@@ -12,6 +12,10 @@ use super::{Error, Opened, Result, SessionFs};
 use crate::remote::Remote;
 use crate::write::{QUEUE_BYTES, StreamingUpload};
 
+/// How long a write past `--max-staged` waits for other files' uploads to free room: as long
+/// as an upload keeps retrying by default.
+const STAGED_ROOM_WAIT: std::time::Duration = crate::remote::http::DEFAULT_RETRY_DEADLINE;
+
 impl<R: Remote + ?Sized> SessionFs<R> {
     /// Opens a file. Opening for writing stages the whole file locally first (unless it is
     /// being truncated), so random writes and appends work like on a local disk. `direct`: the
@@ -61,7 +65,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(Opened { fh, keep_cache })
     }
 
-    /// Writes into the staged copy.
+    /// Writes into the staged copy; past `--max-staged`, after waiting for other files'
+    /// uploads to free room, ENOSPC.
     pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         match self.handles.get(fh).as_deref() {
             Some(Handle::File { writable: true, .. }) => {}
@@ -84,6 +89,18 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .staged
             .as_mut()
             .ok_or_else(|| Error::bad_handle("file is not staged for writing"))?;
+        if let Some(cap) = self.config.max_staged {
+            let own = staged.len();
+            let growth = (offset + data.len() as u64).saturating_sub(own);
+            let bytes = self.staging.bytes();
+            if growth > 0 && !bytes.room_for(growth, own, cap, STAGED_ROOM_WAIT).await {
+                return Err(Error::no_space(format!(
+                    "the staging directory holds {} bytes, and {growth} more would pass \
+                     --max-staged ({cap}); uploads freed no room in {STAGED_ROOM_WAIT:?}",
+                    bytes.used()
+                )));
+            }
+        }
         let appended = offset == staged.len();
         staged.write_at(offset, &data)?;
         let len = staged.len();

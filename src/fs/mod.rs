@@ -154,6 +154,8 @@ pub struct FsConfig {
     pub write_back: Option<Duration>,
     /// The largest directory rename carried out by moving objects (`--max-dir-rename`).
     pub max_dir_rename: DirRenameLimit,
+    /// Most bytes the staging directory may hold (`--max-staged`); `None`: no cap.
+    pub max_staged: Option<u64>,
 }
 
 impl FsConfig {
@@ -177,6 +179,7 @@ impl FsConfig {
             cache: CacheConfig::default(),
             write_back: None,
             max_dir_rename: DirRenameLimit::default(),
+            max_staged: None,
         }
     }
 }
@@ -287,6 +290,12 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             refresh_locks: Mutex::new(HashMap::new()),
             delayed,
         })
+    }
+
+    /// Bytes the staging directory holds now (files being written or waiting for an upload),
+    /// the figure `--max-staged` caps.
+    pub fn staged_bytes(&self) -> u64 {
+        self.staging.bytes().used()
     }
 
     /// The block cache (its counters and the global memory budget).

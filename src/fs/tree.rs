@@ -507,6 +507,8 @@ impl Tree {
         stored: &HashMap<String, Stored>,
         now: Instant,
     ) -> Vec<String> {
+        let mut objects = objects;
+        objects.retain(plausible_size);
         let mut stale: Vec<String> = Vec::new();
         let mut known_versions: HashMap<String, String> = HashMap::new();
         for object in &objects {
@@ -761,6 +763,21 @@ struct Listed {
 
 fn valid_path(path: &str) -> bool {
     path.split('/').all(names::valid_component)
+}
+
+/// Whether a listed object's size is one a file can have (the kernel refuses attributes over
+/// `i64::MAX` bytes with EIO and no word); an absurd one is left out with one log line.
+fn plausible_size(object: &ObjectMeta) -> bool {
+    let plausible = i64::try_from(object.size).is_ok();
+    if !plausible {
+        log::warn!(
+            "the server listed {:?} with a size of {} bytes, more than a file can have; it \
+             is not shown",
+            object.name,
+            object.size
+        );
+    }
+    plausible
 }
 
 #[cfg(test)]

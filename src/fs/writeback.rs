@@ -139,6 +139,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             symlink: file.symlink,
             staged: state.staged.as_ref()?.name(),
             committed,
+            server_upload: None,
         })
     }
 
@@ -337,6 +338,11 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 false => None,
             },
             memory: Some(self.blocks.clone()),
+            // Only a journaled file's record may be rewritten (its upload removes it).
+            on_started: (state.journaled)
+                .then(|| self.record_of(ino, state, true))
+                .flatten()
+                .map(|record| self.journal.started_hook(record)),
         };
         let streamed = match state.stream.take() {
             Some(stream) if stream.name == target.name && stream.container == target.container => {

@@ -390,23 +390,30 @@ impl PartUploader for Uploads<'_> {
         Ok(file)
     }
 
+    fn server_upload(&self, session: &UploadSession) -> Option<String> {
+        session.file_id.get().cloned()
+    }
+
     async fn abort(&self, session: &UploadSession) -> RemoteResult<()> {
         let Some(id) = session.file_id.get() else {
             return Ok(());
         };
-        let what = format!(
-            "delete the partial file of the failed {} ({id})",
-            session.what
-        );
-        let url = self.0.http.url(&file_path("/files/", id));
-        self.0
-            .call::<serde_json::Value, _>(&what, || Ok(self.0.http.client().delete(&url)))
-            .await
-            .map(drop)
+        self.0.delete_partial(&session.what, id).await
     }
 
     async fn finalize(&self, _session: UploadSession, file: FileData) -> RemoteResult<ObjectMeta> {
         Ok(file.into_object())
+    }
+}
+
+impl AppmixerRemote {
+    /// Deletes the partial file `id` of the upload `what` (a failed or interrupted one).
+    async fn delete_partial(&self, what: &str, id: &str) -> RemoteResult<()> {
+        let what = format!("delete the partial file of the unfinished {what} ({id})");
+        let url = self.http.url(&file_path("/files/", id));
+        self.call::<serde_json::Value, _>(&what, || Ok(self.http.client().delete(&url)))
+            .await
+            .map(drop)
     }
 }
 
@@ -425,6 +432,13 @@ impl Remote for AppmixerRemote {
     async fn list_containers(&self) -> RemoteResult<Vec<Container>> {
         let _: Count = self.get("count files", "/files/count").await?;
         Ok(Vec::new())
+    }
+
+    async fn abort_upload(&self, _container: ContainerRef<'_>, id: &str) -> RemoteResult<()> {
+        match self.delete_partial("upload", id).await {
+            Err(err) if err.kind == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     async fn list(&self, _container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {

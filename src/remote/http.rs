@@ -50,6 +50,24 @@ pub struct RetryConfig {
     pub base_delay: Duration,
     /// Longest single backoff (and longest `Retry-After` we honour).
     pub max_delay: Duration,
+    /// Retries made under this policy and its clones, so a soak or a status report can say
+    /// how many temporary failures were ridden out.
+    pub retries: RetryCount,
+}
+
+/// A count of retries shared by every clone of one [`RetryConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct RetryCount(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl RetryCount {
+    /// Retries counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add_one(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How long a call keeps retrying by default: long enough to ride out a server restart.
@@ -85,6 +103,7 @@ impl RetryConfig {
                         err.message,
                         self.max_attempts - 1
                     );
+                    self.retries.add_one();
                     tokio::time::sleep(delay).await;
                 }
                 Err(err) => return Err(err),
@@ -114,6 +133,7 @@ impl Default for RetryConfig {
             deadline: DEFAULT_RETRY_DEADLINE,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
+            retries: RetryCount::default(),
         }
     }
 }
@@ -265,6 +285,7 @@ impl HttpClient {
         let wanted = (range.end - range.start) as usize;
         self.retrying(|| async {
             let response = get().await?;
+            super::answers::check_content_range(what, &response, range)?;
             let skip = match response.status() {
                 StatusCode::PARTIAL_CONTENT => 0,
                 StatusCode::OK => range.start,

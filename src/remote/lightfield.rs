@@ -202,6 +202,18 @@ impl LightfieldRemote {
     }
 }
 
+impl LightfieldRemote {
+    /// Cancels the upload session `id` of the upload `what` (a failed or interrupted one), so
+    /// no PENDING file stays.
+    async fn cancel(&self, what: &str, id: &str) -> RemoteResult<()> {
+        let cancel = format!("cancel the unfinished {what} ({id})");
+        let path = format!("{}/cancel", file_path(id));
+        self.call::<serde_json::Value>(&cancel, Method::POST, &path, None)
+            .await
+            .map(drop)
+    }
+}
+
 /// A created upload session, and the md5 it must be completed with.
 struct UploadSession {
     what: String,
@@ -309,14 +321,12 @@ impl PartUploader for Uploads<'_> {
         }
     }
 
+    fn server_upload(&self, session: &UploadSession) -> Option<String> {
+        Some(session.created.id.clone())
+    }
+
     async fn abort(&self, session: &UploadSession) -> RemoteResult<()> {
-        let id = &session.created.id;
-        let cancel = format!("cancel the failed {} ({id})", session.what);
-        let path = format!("{}/cancel", file_path(id));
-        self.0
-            .call::<serde_json::Value>(&cancel, Method::POST, &path, None)
-            .await
-            .map(drop)
+        self.0.cancel(&session.what, &session.created.id).await
     }
 
     async fn finalize(&self, session: UploadSession, file: FileData) -> RemoteResult<ObjectMeta> {
@@ -331,6 +341,10 @@ impl PartUploader for Uploads<'_> {
 impl Remote for LightfieldRemote {
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    async fn abort_upload(&self, _container: ContainerRef<'_>, id: &str) -> RemoteResult<()> {
+        self.cancel("upload", id).await
     }
 
     fn describe(&self) -> String {

@@ -250,6 +250,7 @@ impl MixRemote {
         self.http
             .retrying(|| async {
                 let response = self.http.get_range(what, url, &range).await?;
+                super::answers::check_content_range(what, &response, &range)?;
                 match response.status() {
                     StatusCode::PARTIAL_CONTENT => {
                         self.ranges_honoured

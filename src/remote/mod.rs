@@ -12,6 +12,7 @@
 //! names are opaque strings; the core encodes nested paths and characters the server would
 //! rewrite into them (see `fs::names`).
 
+pub mod answers;
 pub mod appmixer;
 pub mod faulty;
 pub mod fluxer;
@@ -137,6 +138,20 @@ pub struct UploadSource {
     /// Where the buffers of parts in flight are reserved (the mount's block cache, which
     /// evicts to make room); `None` sends one part's buffers at a time without a budget.
     pub memory: Option<Arc<BlockCache>>,
+    /// Told the id of the server's upload (a partial file, a session) as soon as the server
+    /// has one, so the journal can name it and a later mount can remove it after a crash.
+    pub on_started: Option<UploadStarted>,
+}
+
+/// A callback given the id of a server-side upload in progress (see
+/// [`UploadSource::on_started`]).
+#[derive(Clone)]
+pub struct UploadStarted(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl fmt::Debug for UploadStarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UploadStarted")
+    }
 }
 
 impl UploadSource {
@@ -147,6 +162,14 @@ impl UploadSource {
             size,
             md5: None,
             memory: None,
+            on_started: None,
+        }
+    }
+
+    /// Tells [`UploadSource::on_started`], if set, that the server's upload `id` exists.
+    pub fn started(&self, id: &str) {
+        if let Some(UploadStarted(hook)) = &self.on_started {
+            hook(id);
         }
     }
 
@@ -308,6 +331,14 @@ pub trait Remote: Send + Sync + 'static {
         name: &str,
         source: &UploadSource,
     ) -> RemoteResult<ObjectMeta>;
+
+    /// Removes the server's unfinished upload `id` (an Appmixer partial file, a Lightfield
+    /// session) that a killed process left behind, so it never lingers half-done. APIs with
+    /// nothing to remove (unfinished uploads expire on their own) keep the default: nothing.
+    async fn abort_upload(&self, container: ContainerRef<'_>, id: &str) -> RemoteResult<()> {
+        let _ = (container, id);
+        Ok(())
+    }
 
     /// Deletes `object`. `NotFound` if it is already gone; `Unsupported` on APIs without delete.
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()>;

@@ -85,6 +85,13 @@ pub trait PartUploader: Send + Sync {
         source: &UploadSource,
     ) -> RemoteResult<(Self::Session, PartLayout)>;
 
+    /// The server's id of the upload in progress, once it has one (the partial file, the
+    /// session), for the journal; `None` where nothing on the server needs removing.
+    fn server_upload(&self, session: &Self::Session) -> Option<String> {
+        let _ = session;
+        None
+    }
+
     /// Sends `part` once (the driver retries a temporary failure). Its body comes from
     /// `source.part_body`.
     async fn put_part(
@@ -137,6 +144,7 @@ pub async fn upload_in_parts<U: PartUploader + ?Sized>(
 ) -> RemoteResult<ObjectMeta> {
     let policy = uploader.policy();
     let (session, layout) = uploader.start(name, source).await?;
+    report_started(uploader, &session, source);
     let parts = parts_of(source.size, layout);
     let completed = match send_parts(uploader, &session, &policy, &parts, source).await {
         Ok(sent) => uploader.complete(&session, sent).await,
@@ -156,6 +164,17 @@ pub async fn upload_in_parts<U: PartUploader + ?Sized>(
     }
 }
 
+/// Tells the source's hook the server's upload id, once there is one.
+fn report_started<U: PartUploader + ?Sized>(
+    uploader: &U,
+    session: &U::Session,
+    source: &UploadSource,
+) {
+    if let Some(id) = uploader.server_upload(session) {
+        source.started(&id);
+    }
+}
+
 /// Sends every part with at most `policy.max_in_flight` in flight and returns their answers in
 /// part order; the first part that fails for good ends it (the others in flight are dropped,
 /// which cancels their requests).
@@ -172,6 +191,8 @@ async fn send_parts<U: PartUploader + ?Sized>(
     if policy.first_part_alone {
         let memory = reserve(source.memory.as_ref(), true).flatten();
         sent[0] = Some(send_part(uploader, session, policy, &parts[0], source, memory).await?);
+        // The first part may be what creates the server's upload.
+        report_started(uploader, session, source);
         next = 1;
     }
     let max_in_flight = policy.max_in_flight.max(1);

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{StagingArea, records};
 use crate::fs::names;
-use crate::remote::{Remote, UploadSource};
+use std::sync::Arc;
+
+use crate::remote::{Remote, UploadSource, UploadStarted};
 
 /// One file whose staged bytes still have to reach the remote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +37,10 @@ pub struct PendingUpload {
     /// written before this field existed count as committed, as they were then treated.
     #[serde(default = "committed_by_default")]
     pub committed: bool,
+    /// The server's id of this content's upload while it runs (an Appmixer partial file, a
+    /// Lightfield session), so the next mount removes what a killed upload left half-done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_upload: Option<String>,
 }
 
 fn committed_by_default() -> bool {
@@ -62,6 +68,25 @@ impl Journal {
     /// Records (or updates, after a rename) that `upload` is pending.
     pub fn record(&self, upload: &PendingUpload) -> io::Result<()> {
         records::write(&self.record_path(&upload.staged), upload)
+    }
+
+    /// A hook for [`UploadSource::on_started`] that adds the server's upload id to `record`
+    /// as soon as the server has one.
+    pub fn started_hook(&self, record: PendingUpload) -> UploadStarted {
+        let journal = self.clone();
+        UploadStarted(Arc::new(move |id: &str| {
+            let record = PendingUpload {
+                server_upload: Some(id.to_owned()),
+                ..record.clone()
+            };
+            if let Err(err) = journal.record(&record) {
+                log::warn!(
+                    "cannot record the upload id of {:?} ({err}); after a crash its unfinished \
+                     upload may stay on the server",
+                    record.path
+                );
+            }
+        }))
     }
 
     /// Forgets the record of the staged file named `staged` (uploaded, or deleted).
@@ -146,12 +171,32 @@ pub async fn replay<R: Remote + ?Sized>(
             done.recovered += 1;
             continue;
         }
+        // The killed process's unfinished upload goes first, so nothing half-done stays.
+        if let Some(id) = &upload.server_upload {
+            match remote.abort_upload(upload.container.as_deref(), id).await {
+                Ok(()) => log::info!(
+                    "removed the unfinished upload {id} of {:?} an earlier mount left",
+                    upload.path
+                ),
+                Err(err) => log::warn!(
+                    "{}; the unfinished upload of {:?} may stay on the server",
+                    err.message,
+                    upload.path
+                ),
+            }
+        }
         let name = match upload.symlink {
             true => names::encode_link(&upload.path, &rules),
             false => names::encode(&upload.path, &rules),
         };
         // A backend that needs the md5 computes it from the staged copy.
-        let source = UploadSource::new(&path, meta.len());
+        let source = UploadSource {
+            on_started: Some(journal.started_hook(PendingUpload {
+                server_upload: None,
+                ..upload.clone()
+            })),
+            ..UploadSource::new(&path, meta.len())
+        };
         match remote
             .upload(upload.container.as_deref(), &name, &source)
             .await
@@ -225,6 +270,7 @@ mod tests {
             symlink: false,
             staged: "staged-abc".into(),
             committed: false,
+            server_upload: None,
         };
         journal.record(&upload).unwrap();
         let renamed = PendingUpload {
@@ -248,6 +294,7 @@ mod tests {
             symlink: false,
             staged: staged.into(),
             committed: true,
+            server_upload: None,
         };
         for upload in [
             record("c", "a/x", "s1"),
@@ -306,6 +353,7 @@ mod tests {
                     symlink: false,
                     staged: staged.name(),
                     committed,
+                    server_upload: None,
                 })
                 .unwrap();
             staged.keep();

@@ -15,12 +15,15 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 use tempfile::TempPath;
 
+use super::budget::{Charge, StagedBytes};
 use crate::direct;
 
 /// The directory that holds staging files.
 #[derive(Clone, Debug)]
 pub struct StagingArea {
     dir: PathBuf,
+    /// What its live staging files hold, for `--max-staged`.
+    bytes: StagedBytes,
 }
 
 impl StagingArea {
@@ -28,7 +31,10 @@ impl StagingArea {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            bytes: StagedBytes::default(),
+        })
     }
 
     /// A new, empty staging file; with `hash_md5` its md5 is computed as bytes arrive in order.
@@ -44,7 +50,13 @@ impl StagingArea {
             len: 0,
             hasher: hash_md5.then(Md5::new),
             hash_md5,
+            charge: self.bytes.charge(),
         })
+    }
+
+    /// The bytes its live staging files hold.
+    pub fn bytes(&self) -> &StagedBytes {
+        &self.bytes
     }
 
     /// Where staging files live.
@@ -86,6 +98,8 @@ pub struct StagingFile {
     hasher: Option<Md5>,
     /// Whether to keep `hasher` going (a truncate to zero restarts it).
     hash_md5: bool,
+    /// Its length, counted in the area's [`StagedBytes`] until it is dropped or kept.
+    charge: Charge,
 }
 
 impl StagingFile {
@@ -113,6 +127,7 @@ impl StagingFile {
             _ => self.hasher = None,
         }
         self.len = self.len.max(offset + data.len() as u64);
+        self.charge.set(self.len);
         Ok(())
     }
 
@@ -125,6 +140,7 @@ impl StagingFile {
             self.hasher = None;
         }
         self.len = len;
+        self.charge.set(len);
         Ok(())
     }
 

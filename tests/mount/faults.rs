@@ -75,21 +75,27 @@ fn create_session(dir: &std::path::Path, title: &str) {
     });
 }
 
-#[test]
-fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
-    let mut mount = TestMount::embedded_client(
+/// A Mix mount whose uploads keep retrying for `deadline`, listings fresh for a minute.
+fn patient_mount(deadline: Duration) -> TestMount {
+    TestMount::embedded_client(
         Backend::Mix,
         |_| {},
         |client| {
             client.retry = RetryConfig {
-                max_attempts: 1000,
-                deadline: Duration::from_secs(60),
+                max_attempts: 100_000,
+                deadline,
                 base_delay: Duration::from_millis(20),
                 max_delay: Duration::from_millis(200),
+                ..RetryConfig::default()
             }
         },
         |config| config.metadata_ttl = Duration::from_secs(60),
-    );
+    )
+}
+
+#[test]
+fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
+    let mut mount = patient_mount(Duration::from_secs(60));
     let dir = mount.session_dir("outage");
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("data.bin");

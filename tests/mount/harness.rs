@@ -255,12 +255,41 @@ impl TestMount {
         self.emulator = Some(server);
     }
 
+    /// Stops the emulator and starts it again on the same port over the same data, its config
+    /// changed by `change` (faults that start after a test's setup).
+    pub fn restart_server_with(&mut self, change: impl FnOnce(&mut EmulatorConfig)) {
+        self.stop_server();
+        change(&mut self.restart.1);
+        self.restart_server();
+    }
+
     fn finish(&mut self) {
         if let Some(session) = self.session.take() {
-            let _ = self.runtime.block_on(self.fs.drain());
-            if session.umount_and_join().is_err() {
-                let _ = run::lazy_unmount(self.mountpoint.path());
-            }
+            unmount(
+                self.runtime.handle(),
+                &self.fs,
+                session,
+                self.mountpoint.path(),
+            );
+        }
+    }
+
+    /// A second mount of the same remote on another mount point, with its own staging
+    /// directory and core (as a second machine would have), listings fresh for `ttl`.
+    pub fn second_mount(&self, ttl: Duration) -> SecondMount {
+        let staging = TempDir::new().unwrap();
+        let mountpoint = TempDir::new().unwrap();
+        let remote = self.backend.connect(&self.remote_config).unwrap();
+        let mut config = FsConfig::new(staging.path());
+        config.metadata_ttl = ttl;
+        let fs = Arc::new(SessionFs::new(remote, config).unwrap());
+        let session = mount(&fs, &self.runtime, self.backend, mountpoint.path(), false);
+        SecondMount {
+            handle: self.runtime.handle().clone(),
+            fs,
+            session: Some(session),
+            mountpoint,
+            _staging: staging,
         }
     }
 
@@ -380,8 +409,45 @@ impl TestMount {
     }
 }
 
+/// A second mount of a [`TestMount`]'s remote; uploads what is pending and unmounts on drop.
+pub struct SecondMount {
+    handle: tokio::runtime::Handle,
+    fs: Arc<SessionFs<dyn Remote>>,
+    session: Option<BackgroundSession>,
+    mountpoint: TempDir,
+    _staging: TempDir,
+}
+
+impl SecondMount {
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.mountpoint.path()
+    }
+}
+
+impl Drop for SecondMount {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            unmount(&self.handle, &self.fs, session, self.mountpoint.path());
+        }
+    }
+}
+
+/// Uploads what `fs` has pending, then unmounts `session` (lazily if it is busy).
+fn unmount(
+    handle: &tokio::runtime::Handle,
+    fs: &SessionFs<dyn Remote>,
+    session: BackgroundSession,
+    mountpoint: &Path,
+) {
+    let _ = handle.block_on(fs.drain());
+    if session.umount_and_join().is_err() {
+        let _ = run::lazy_unmount(mountpoint);
+    }
+}
+
 /// Mounts `fs` on `mountpoint` through /dev/fuse.
-fn mount(
+pub fn mount(
     fs: &Arc<SessionFs<dyn Remote>>,
     runtime: &tokio::runtime::Runtime,
     backend: Backend,
@@ -500,4 +566,37 @@ pub fn start_until(mut command: Command, ready: &str) -> (std::process::Child, S
     }
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     (child, banner)
+}
+
+/// Runs a Python `program` with `args` (one descriptor per file, so no stray close commits
+/// anything) and returns once it has printed `written`; its stdin is a pipe the test may
+/// write to (a program can wait on it before closing its file).
+pub fn python_until_written(program: &str, args: &[&Path]) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .args(["-c", program])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "written", "the writer wrote");
+    child
+}
+
+/// A process that writes the content of `files[1]` into `files[0]` (truncating it) and keeps
+/// it open, uncommitted, until a line arrives on its stdin; then it closes it.
+pub fn write_and_hold(files: &[&Path; 2]) -> std::process::Child {
+    let program = "import sys\n\
+                   f = open(sys.argv[1], 'wb')\n\
+                   f.write(open(sys.argv[2], 'rb').read())\n\
+                   f.flush()\n\
+                   print('written', flush=True)\n\
+                   sys.stdin.readline()\n\
+                   f.close()\n";
+    python_until_written(program, files)
 }

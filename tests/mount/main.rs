@@ -3,18 +3,23 @@
 
 mod appmixer;
 mod cli;
+mod crash;
 mod dirs;
 mod errors;
 mod faults;
 mod files;
 mod fluxer;
 mod harness;
+mod hostile;
 mod lightfield;
+mod max_staged;
 mod metadata;
 mod read;
 mod reference;
 mod remotes;
 mod scenarios;
 mod sessions;
+mod soak;
 mod tools;
+mod two_mounts;
 mod write_back;

@@ -64,15 +64,16 @@ impl Case {
 /// A mount and the directory the scenario works in: a container made through the mount on
 /// APIs with containers (the first one the server has where containers cannot be made through
 /// the mount), else the flat root.
-struct Mounted {
-    mount: TestMount,
-    dir: PathBuf,
+pub struct Mounted {
+    pub mount: TestMount,
+    pub dir: PathBuf,
     /// The container `dir` is, as the API knows it.
-    container: Option<String>,
+    pub container: Option<String>,
 }
 
 impl Mounted {
-    fn new(mount: TestMount) -> Self {
+    /// Finds or makes the directory to work in on `mount` (the soak shares it).
+    pub fn new(mount: TestMount) -> Self {
         if !mount.other.capabilities().containers {
             let dir = mount.path().to_path_buf();
             return Self {
@@ -115,7 +116,8 @@ impl Mounted {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// `name` in the working directory.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
@@ -124,7 +126,7 @@ impl Mounted {
     }
 
     /// What another client lists in the scenario's directory.
-    fn other_list(&self) -> Vec<ObjectMeta> {
+    pub fn other_list(&self) -> Vec<ObjectMeta> {
         let other = &self.mount.other;
         self.mount
             .runtime
@@ -162,7 +164,7 @@ impl Mounted {
     }
 
     /// The bytes another client reads for the object named `name`, if there is one.
-    fn other_get(&self, name: &str) -> Option<Vec<u8>> {
+    pub fn other_get(&self, name: &str) -> Option<Vec<u8>> {
         let object = self.other_list().into_iter().find(|o| o.name == name)?;
         let other = &self.mount.other;
         let data = self

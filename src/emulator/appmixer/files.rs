@@ -215,6 +215,12 @@ impl Files {
         Ok(())
     }
 
+    /// Files whose chunks have not all arrived, over every user (for the stats extension).
+    pub(super) async fn incomplete(&self) -> usize {
+        let records = self.records.lock().await;
+        records.values().filter(|r| !r.is_complete()).count()
+    }
+
     /// Runs `query` over `user_id`'s complete files: the matching records, sorted and paged.
     async fn select(&self, user_id: &str, query: &FileQuery) -> Vec<FileRecord> {
         let records = self.records.lock().await;

@@ -432,10 +432,18 @@ pub(super) async fn put_single(
 /// `PUT` of one part to a multipart part URL.
 pub(super) async fn put_part(
     State(st): State<FluxerState>,
-    Path((name, part)): Path<(String, u32)>,
+    Path((name, part)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Response {
+    // Parsed here, so a part number that is no number gets S3's XML error, not axum's text.
+    let Ok(part) = part.parse::<u32>() else {
+        return reply::storage_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive.",
+        );
+    };
     let loaded = loaded_or_500!(st, "uploading a part");
     let upload = match find(&st, loaded, &name).await {
         Ok(upload) if upload.upload_id.is_some() => upload,

@@ -58,6 +58,9 @@ pub(super) struct Message {
     pub timestamp: Option<String>,
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// What the poster sent as `nonce`, echoed back (a string or a number).
+    #[serde(default)]
+    pub nonce: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Deserialize)]

@@ -144,6 +144,30 @@ pub(super) fn objects_of(message: &Message) -> Vec<(ObjectMeta, Known)> {
         .collect()
 }
 
+/// Up to `limit` messages of `channel`, newest first, older than `before` when given.
+pub(super) async fn messages_page(
+    remote: &FluxerRemote,
+    what: &str,
+    channel: &str,
+    limit: usize,
+    before: Option<&str>,
+) -> RemoteResult<Vec<Message>> {
+    let mut path = format!("/channels/{channel}/messages?limit={limit}");
+    if let Some(before) = before {
+        path.push_str(&format!("&before={before}"));
+    }
+    remote
+        .call_json::<Vec<Message>>(
+            what,
+            "message_list",
+            channel,
+            Method::GET,
+            &path,
+            Payload::None,
+        )
+        .await
+}
+
 /// Every attachment in `channel`, newest message first; refreshes the channel's index.
 pub(super) async fn list_channel(
     remote: &FluxerRemote,
@@ -155,22 +179,7 @@ pub(super) async fn list_channel(
         |m: &Message| m.id.clone(),
         |before| {
             let what = &what;
-            async move {
-                let mut path = format!("/channels/{channel}/messages?limit={PAGE_SIZE}");
-                if let Some(before) = before {
-                    path.push_str(&format!("&before={before}"));
-                }
-                remote
-                    .call_json::<Vec<Message>>(
-                        what,
-                        "message_list",
-                        channel,
-                        Method::GET,
-                        &path,
-                        Payload::None,
-                    )
-                    .await
-            }
+            async move { messages_page(remote, what, channel, PAGE_SIZE, before.as_deref()).await }
         },
     )
     .await?;

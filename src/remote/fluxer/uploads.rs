@@ -111,12 +111,16 @@ async fn post_message(
     inline: Option<&str>,
 ) -> RemoteResult<ObjectMeta> {
     let what = format!("post the message carrying {name:?}");
+    // A post whose answer was lost may have happened: its retry is then refused (the upload
+    // is consumed) or posts twice. The nonce finds the message the lost answer was about.
+    let nonce = rand::random::<u64>().to_string();
     let payload = json!({
         "content": api::content_for(name),
         "attachments": [attachment],
+        "nonce": nonce,
     });
     let path = format!("/channels/{channel}/messages");
-    let message: api::Message = remote
+    let posted: RemoteResult<api::Message> = remote
         .call_json(
             &what,
             "message_create",
@@ -125,7 +129,21 @@ async fn post_message(
             &path,
             Payload::Form(&payload, inline),
         )
-        .await?;
+        .await;
+    let message = match posted {
+        Ok(message) => message,
+        Err(err) => match posted_earlier(remote, channel, &nonce).await {
+            Some(message) => {
+                log::info!(
+                    "{}; an earlier attempt had posted it (message {}), which stands",
+                    err.message,
+                    message.id
+                );
+                message
+            }
+            None => return Err(err),
+        },
+    };
     let mut objects = listing::objects_of(&message);
     for attachment in &message.attachments {
         remote.remember_url(attachment);
@@ -148,6 +166,21 @@ async fn post_message(
         }],
     );
     Ok(object)
+}
+
+/// How many of the newest messages are searched for a post whose answer was lost.
+const RECENT_MESSAGES: usize = 50;
+
+/// The message among the channel's newest that carries `nonce`, if an attempt whose answer
+/// was lost posted it.
+async fn posted_earlier(remote: &FluxerRemote, channel: &str, nonce: &str) -> Option<api::Message> {
+    let what = "look for a message an earlier attempt posted";
+    let recent = listing::messages_page(remote, what, channel, RECENT_MESSAGES, None)
+        .await
+        .ok()?;
+    recent
+        .into_iter()
+        .find(|message| message.nonce.as_ref().and_then(Value::as_str) == Some(nonce))
 }
 
 /// What both flows share: the client and the channel the file goes to.
