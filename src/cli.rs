@@ -30,10 +30,25 @@ pub enum Command {
     Mount(MountArgs),
     /// Run the emulator of one API in the foreground.
     Serve(ServeArgs),
-    /// Unmount a sessionfs mount point.
+    /// Unmount a sessionfs mount point after uploading what is pending, showing the files and
+    /// bytes left. Exit code 0: all uploaded; 3: unmounted, but files stay pending (journaled
+    /// in the staging directory, uploaded by the next mount of the remote); 1: not unmounted.
     Unmount {
         /// The mount point.
         mountpoint: PathBuf,
+        /// Longest wait for the uploads, e.g. 30s; then the rest stays pending [default: no
+        /// bound].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// What running mounts are doing: backend and endpoint, uptime, pending and failed
+    /// uploads, the recovery folder, cache use and request counts (never a secret).
+    Status {
+        /// One mount point [default: every sessionfs mount of this user].
+        mountpoint: Option<PathBuf>,
+        /// JSON for scripts: an object for one mount point, else an array.
+        #[arg(long)]
+        json: bool,
     },
     /// List the named remotes of the config file: name, backend, endpoint (never a secret).
     Remotes {

@@ -67,13 +67,17 @@ impl RetryConfig {
         // Tokio's clock, so tests with paused time see the deadline pass.
         let started = tokio::time::Instant::now();
         let mut tries = 0;
+        let counts = crate::status::counters::requests();
         loop {
             tries += 1;
+            counts.attempt();
             match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(mut err) if err.temporary && tries < self.max_attempts => {
                     let delay = self.backoff(tries, err.retry_after);
-                    if started.elapsed() + delay > self.deadline {
+                    let retry = started.elapsed() + delay <= self.deadline;
+                    counts.failed(err.kind, retry);
+                    if !retry {
                         err.message.push_str(&format!(
                             "; gave up after retrying for {:.0?} (--retry-deadline)",
                             started.elapsed()
@@ -87,7 +91,10 @@ impl RetryConfig {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(err) => return Err(err),
+                Err(err) => {
+                    counts.failed(err.kind, false);
+                    return Err(err);
+                }
             }
         }
     }

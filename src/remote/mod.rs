@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 
 pub use crate::stream::ByteStream;
 
@@ -157,10 +158,27 @@ impl UploadSource {
     }
 
     /// Bytes `range` of the staged copy as a request body (one part of a chunked upload).
+    /// The bytes it yields count as sent in the upload's progress (`status::uploads`).
     pub fn part_body(&self, what: &str, range: Range<u64>) -> RemoteResult<ByteStream> {
-        crate::direct::file_body(&self.path, range).map_err(|err| {
+        let whole = range == (0..self.size);
+        let body = crate::direct::file_body(&self.path, range).map_err(|err| {
             RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
-        })
+        })?;
+        Ok(
+            match crate::status::uploads::uploads().counter(&self.path, whole) {
+                Some(sent) => body
+                    .inspect(move |chunk| {
+                        if let Ok(chunk) = chunk {
+                            sent.fetch_add(
+                                chunk.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                    })
+                    .boxed(),
+                None => body,
+            },
+        )
     }
 
     /// The content's md5: the one computed while staging, else one pass over the staged copy.
