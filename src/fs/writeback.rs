@@ -231,6 +231,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 && let Some(staged) = state.staged.take()
             {
                 staged.keep();
+                // The next mount uploads it; a flush that still arrives (a detached mount's
+                // last writer) finds nothing to upload here.
+                state.dirty = false;
                 kept += 1;
             }
         }

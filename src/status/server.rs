@@ -26,7 +26,7 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 #[serde(rename_all = "snake_case")]
 pub enum Message {
     /// Where the drain is.
-    Progress(Report),
+    Progress(Box<Report>),
     /// Unmounted; `kept` files could not be uploaded and stay journaled for the next mount.
     Done {
         /// Files left pending.
@@ -34,14 +34,24 @@ pub enum Message {
     },
 }
 
-/// Where mounts put their sockets: `$XDG_RUNTIME_DIR/sessionfs`, else
-/// `/run/user/UID/sessionfs` where that exists, else `run/` under the default cache directory.
+/// Where mounts put their sockets: `$SESSIONFS_RUNTIME_DIR` if set; for root `/run/sessionfs`
+/// (the same for a root shell, mount(8) and a systemd unit, whatever their environment);
+/// else `$XDG_RUNTIME_DIR/sessionfs`, else `/run/user/UID/sessionfs` where that exists, else
+/// `run/` under the default cache directory.
 pub fn socket_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir).join("sessionfs");
+    let set = |name: &str| std::env::var_os(name).filter(|dir| !dir.is_empty());
+    if let Some(dir) = set("SESSIONFS_RUNTIME_DIR") {
+        return PathBuf::from(dir);
     }
     // SAFETY: getuid has no preconditions and cannot fail.
-    let user_run = PathBuf::from(format!("/run/user/{}", unsafe { libc::getuid() }));
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        return PathBuf::from("/run/sessionfs");
+    }
+    if let Some(dir) = set("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("sessionfs");
+    }
+    let user_run = PathBuf::from(format!("/run/user/{uid}"));
     if user_run.is_dir() {
         return user_run.join("sessionfs");
     }
@@ -189,7 +199,7 @@ async fn answer(stream: UnixStream, shared: Arc<Shared>) {
                     let _ = send(&mut write, &Message::Done { kept }).await;
                     return;
                 }
-                if send(&mut write, &Message::Progress(shared.report()))
+                if send(&mut write, &Message::Progress(Box::new(shared.report())))
                     .await
                     .is_err()
                 {

@@ -465,12 +465,14 @@ pub fn errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> i32 {
 }
 
 /// The `sessionfs` binary run with `args` as a user whose home is `home` (no XDG overrides and
-/// no token from the environment leak in from the test's own).
+/// no token from the environment leak in from the test's own); its runtime directory (where
+/// mounts put their status sockets) is `home/run`, so `status` sees this test's mounts alone.
 pub fn sessionfs_command(home: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sessionfs"));
     command
         .args(args)
         .env("HOME", home)
+        .env("SESSIONFS_RUNTIME_DIR", home.join("run"))
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_DATA_HOME")
         .env_remove("XDG_CACHE_HOME")

@@ -15,4 +15,5 @@ mod reference;
 mod remotes;
 mod scenarios;
 mod sessions;
+mod status;
 mod tools;
