@@ -7,6 +7,7 @@ mod errors;
 mod faults;
 mod files;
 mod fluxer;
+mod fstab;
 mod harness;
 mod lightfield;
 mod metadata;
