@@ -12,6 +12,7 @@ mod harness;
 mod lightfield;
 mod metadata;
 mod read;
+mod readme;
 mod reference;
 mod remotes;
 mod scenarios;
