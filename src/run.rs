@@ -17,6 +17,7 @@ use crate::emulator::{self, EmulatorConfig};
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs};
 use crate::remote::RemoteConfig;
+use crate::remote::scoped::OneContainer;
 use crate::status::report::{MountInfo, redact_endpoint};
 use crate::status::server::StatusServer;
 use crate::write::StagingArea;
@@ -108,19 +109,34 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             (Some(server), note, identity)
         }
     };
-    let remote = args.backend.connect(&client).map_err(|err| err.message)?;
     // A wrong endpoint or key should fail the mount at once, not after the retry deadline
     // that rides out outages of a running mount: the first call retries briefly.
     let mut probe = client.clone();
     probe.retry.deadline = probe.retry.deadline.min(MOUNT_CHECK_DEADLINE);
-    runtime
-        .block_on(
-            args.backend
-                .connect(&probe)
-                .map_err(|err| err.message)?
-                .list_containers(),
-        )
-        .map_err(|err| format!("{}; nothing was mounted", err.message))?;
+    let probe = args.backend.connect(&probe).map_err(|err| err.message)?;
+    let mut remote = args.backend.connect(&client).map_err(|err| err.message)?;
+    let nothing = |err: crate::remote::RemoteError| format!("{}; nothing was mounted", err.message);
+    match &args.container {
+        // Finding the container is the probe.
+        Some(path) => {
+            let _ = runtime
+                .block_on(OneContainer::find(probe, path))
+                .map_err(nothing)?;
+            remote = Arc::new(
+                runtime
+                    .block_on(OneContainer::find(remote, path))
+                    .map_err(nothing)?,
+            );
+        }
+        None => {
+            runtime.block_on(probe.list_containers()).map_err(nothing)?;
+        }
+    }
+    // One container's pending files are its own: their journal names no container.
+    let identity = match &args.container {
+        Some(path) => format!("{identity}:{path}"),
+        None => identity,
+    };
 
     let cache_dir = args
         .cache_dir
@@ -205,7 +221,10 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     );
     let info = MountInfo {
         mountpoint: mountpoint.clone(),
-        remote: args.remote.clone(),
+        remote: args
+            .remote
+            .as_ref()
+            .map(|name| format!("{name}:{}", args.container.as_deref().unwrap_or_default())),
         backend: args.backend.name().to_string(),
         endpoint: match &emulator {
             Some(_) => format!("{} (embedded emulator)", redact_endpoint(&client.endpoint)),

@@ -21,6 +21,7 @@ pub mod memory;
 pub mod mix;
 pub mod multipart;
 pub mod paging;
+pub mod scoped;
 pub mod turns;
 pub mod url_cache;
 

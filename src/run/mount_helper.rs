@@ -21,8 +21,9 @@ fn passed_over(option: &str) -> bool {
 }
 
 /// Translates `mount.sessionfs SPEC DIR [-sfnv] [-o OPTS] [-t TYPE]` into the arguments of
-/// `sessionfs`: `mount --daemon [NAME:] DIR --option value ...`. SPEC is `NAME:` for a named
-/// remote, anything else (`sessionfs`, `none`) for a mount given only by options.
+/// `sessionfs`: `mount --daemon [NAME:[SUBDIR]] DIR --option value ...`. SPEC is `NAME:` for a
+/// named remote (`NAME:SUBDIR` for one container of it), anything else (`sessionfs`, `none`)
+/// for a mount given only by options.
 pub fn translate(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
     let mut positional = Vec::new();
     let mut options = Vec::new();
@@ -48,7 +49,7 @@ pub fn translate(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
         return Err("usage: mount.sessionfs NAME: MOUNTPOINT [-o OPTIONS]".to_string());
     };
     let mut out: Vec<OsString> = vec!["mount".into(), "--daemon".into()];
-    if spec.to_string_lossy().ends_with(':') {
+    if spec.to_string_lossy().contains(':') {
         out.push(spec.clone());
     }
     out.push(dir.clone());
@@ -123,6 +124,8 @@ mod tests {
         );
         let out = translated(&["none", "/mnt/x", "-n", "-o", "backend=mix"]).unwrap();
         assert_eq!(out.join(" "), "mount --daemon /mnt/x --backend mix");
+        let out = translated(&["work:guild/general", "/mnt/g"]).unwrap();
+        assert_eq!(out.join(" "), "mount --daemon work:guild/general /mnt/g");
         assert!(translated(&["a:", "/m", "-o", "colour=blue"]).is_err());
         assert!(translated(&["/m"]).is_err());
     }

@@ -50,7 +50,7 @@ pub struct Report {
     pub pid: u32,
     /// Where it is mounted.
     pub mountpoint: String,
-    /// The named remote (`NAME:`), if it was mounted by name.
+    /// The named remote (`NAME:`, or `NAME:SUBDIR` for one container), if mounted by name.
     pub remote: Option<String>,
     /// The backend (`mix`, `fluxer`, ...).
     pub backend: String,
@@ -90,7 +90,7 @@ pub trait MountView: Send + Sync {
 pub struct MountInfo {
     /// Where it is mounted.
     pub mountpoint: PathBuf,
-    /// The named remote, if any.
+    /// The named remote as it was given (`NAME:` or `NAME:SUBDIR`), if any.
     pub remote: Option<String>,
     /// The backend's name.
     pub backend: String,
@@ -209,7 +209,7 @@ impl Report {
             self.pid,
             if self.draining { ", unmounting" } else { "" },
             match &self.remote {
-                Some(name) => format!("{name}: ({})", self.backend),
+                Some(name) => format!("{name} ({})", self.backend),
                 None => self.backend.clone(),
             },
             self.endpoint,

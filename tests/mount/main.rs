@@ -3,6 +3,7 @@
 
 mod appmixer;
 mod cli;
+mod container;
 mod errors;
 mod faults;
 mod files;
