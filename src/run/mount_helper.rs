@@ -83,15 +83,38 @@ pub fn translate(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
 }
 
 /// Runs `sessionfs` (this binary) with the translated arguments and exits with its status.
+/// mount(8) clears `HOME`; the mount gets the user's home from the password database, so the
+/// config file, cache and data are found where `sessionfs mount` finds them.
 pub fn run(args: &[OsString]) -> Result<(), RunError> {
     let translated = translate(args)?;
     let exe =
         std::env::current_exe().map_err(|err| format!("cannot find sessionfs itself: {err}"))?;
-    let status = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    if std::env::var_os("HOME").is_none()
+        && let Some(home) = home_of_user()
+    {
+        command.env("HOME", home);
+    }
+    let status = command
         .args(translated)
         .status()
         .map_err(|err| format!("cannot run sessionfs: {err}"))?;
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// The home directory of the real user, from the password database.
+fn home_of_user() -> Option<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: getpwuid returns a pointer into static storage or null; it is read at once, and
+    // this process runs no other thread that could call getpw* meanwhile.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if entry.is_null() || (*entry).pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
+        Some(std::ffi::OsStr::from_bytes(dir.to_bytes()).to_os_string())
+    }
 }
 
 #[cfg(test)]

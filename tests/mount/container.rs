@@ -73,20 +73,15 @@ fn a_mix_session_mounts_alone() {
     assert_eq!(names(&mnt.path().join("home")), ["b.txt"]);
     unmount(home.path(), mnt.path());
 
-    let missing = run(
-        home.path(),
-        &["mount", "notes:nowhere", mnt.path().to_str().unwrap()],
-    );
-    assert!(!missing.status.success());
-    let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("no container \"nowhere\""), "{stderr}");
-    let flat = run(
-        home.path(),
-        &["mount", "flat:x", mnt.path().to_str().unwrap()],
-    );
-    assert!(!flat.status.success());
-    let stderr = String::from_utf8_lossy(&flat.stderr);
-    assert!(stderr.contains("no directories at the top"), "{stderr}");
+    for (spec, why) in [
+        ("notes:nowhere", "no container \"nowhere\""),
+        ("flat:x", "no directories at the top"),
+    ] {
+        let refused = run(home.path(), &["mount", spec, mnt.path().to_str().unwrap()]);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(why), "{spec}: {stderr}");
+    }
     assert!(names(mnt.path()).is_empty(), "nothing was mounted");
 }
 

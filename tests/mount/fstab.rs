@@ -4,9 +4,8 @@
 //! build, put in place atomically so parallel runs agree, and left for the next run).
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::harness::{q, sessionfs_command, sh};
+use crate::harness::{q, sessionfs_command, sh, user_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
 
@@ -37,17 +36,16 @@ fn home_with_a_remote() -> (tempfile::TempDir, String) {
     (home, config)
 }
 
-/// mount(8) run as the user of `home` (so the mount's data and cache stay under it).
-fn mount_command(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new("mount");
-    command
-        .args(args)
-        .env("HOME", home)
-        .env("SESSIONFS_RUNTIME_DIR", home.join("run"))
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CACHE_HOME");
-    command
+/// mount(8) with `args` as the user of `home`. mount(8) clears `HOME` (the helper then takes
+/// root's from the password database), so the XDG directories point into `home` instead:
+/// the mount's data and cache stay in the test's directory.
+fn mount8(home: &Path, args: &[&str]) -> std::process::Output {
+    user_command("mount", home, args)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .output()
+        .unwrap()
 }
 
 /// Writes a file through the mount at `mnt`, reads it back, and unmounts with `sessionfs
@@ -64,6 +62,10 @@ fn write_read_unmount(home: &Path, mnt: &Path, text: &str) {
         .output()
         .unwrap();
     assert!(unmount.status.success(), "{unmount:?}");
+    assert!(
+        home.join(".local/share/sessionfs/remotes/notes").is_dir(),
+        "the embedded emulator keeps its data under the test's home"
+    );
 }
 
 #[test]
@@ -73,7 +75,7 @@ fn mount_t_sessionfs_and_fuse_sessionfs_mount_a_named_remote() {
         let (home, config) = home_with_a_remote();
         let mnt = tempfile::tempdir().unwrap();
         let options = format!("config={config},dir_mode=700,memory_limit=64MiB,_netdev,nofail");
-        let output = mount_command(
+        let output = mount8(
             home.path(),
             &[
                 "-t",
@@ -83,9 +85,7 @@ fn mount_t_sessionfs_and_fuse_sessionfs_mount_a_named_remote() {
                 "-o",
                 &options,
             ],
-        )
-        .output()
-        .unwrap();
+        );
         assert!(output.status.success(), "mount -t {fs_type}: {output:?}");
         write_read_unmount(home.path(), mnt.path(), fs_type);
     }
@@ -105,12 +105,10 @@ fn mount_t_fstab_mounts_the_line_for_its_mount_point() {
         ),
     )
     .unwrap();
-    let output = mount_command(
+    let output = mount8(
         home.path(),
         &["-T", fstab.to_str().unwrap(), mnt.path().to_str().unwrap()],
-    )
-    .output()
-    .unwrap();
+    );
     assert!(output.status.success(), "mount -T: {output:?}");
     write_read_unmount(home.path(), mnt.path(), "from-fstab");
 }

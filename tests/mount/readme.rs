@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::harness::q;
+use crate::harness::{q, user_command};
 
 const README: &str = include_str!("../../README.md");
 const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
@@ -36,15 +36,8 @@ fn the_readme_quickstart_works_as_written() {
     let script = script.replace(MOUNTPOINT, &q(&mnt));
     let bin_dir = std::path::Path::new(BIN).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let output = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
+    let output = user_command("bash", home.path(), &["-euo", "pipefail", "-c", &script])
         .env("PATH", path)
-        .env("HOME", home.path())
-        .env("SESSIONFS_RUNTIME_DIR", home.path().join("run"))
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("SESSIONFS_TOKEN")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

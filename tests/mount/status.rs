@@ -99,6 +99,40 @@ fn mount_appmixer(home: &Path, mnt: &Path, endpoint: &str) -> Child {
     start_until(command, "unmount with").0
 }
 
+/// An Appmixer emulator that delays each request, mounted through the binary; the server is
+/// stopped when this is dropped.
+struct SlowMount {
+    home: tempfile::TempDir,
+    mnt: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    endpoint: String,
+    server: Child,
+    mount: Child,
+}
+
+fn slow_mount(latency: &str) -> SlowMount {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let (server, endpoint) = appmixer_server(home.path(), data.path(), latency);
+    let mount = mount_appmixer(home.path(), mnt.path(), &endpoint);
+    SlowMount {
+        home,
+        mnt,
+        _data: data,
+        endpoint,
+        server,
+        mount,
+    }
+}
+
+impl Drop for SlowMount {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
 fn pending_of<'a>(report: &'a Value, path: &str) -> Option<&'a Value> {
     report["pending"]
         .as_array()
@@ -109,11 +143,8 @@ fn pending_of<'a>(report: &'a Value, path: &str) -> Option<&'a Value> {
 
 #[test]
 fn status_shows_a_slow_upload_pending_with_growing_bytes_and_never_the_password() {
-    let home = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let (mut server, endpoint) = appmixer_server(home.path(), data.path(), "200ms");
-    let mut mount = mount_appmixer(home.path(), mnt.path(), &endpoint);
+    let mut slow = slow_mount("200ms");
+    let (home, mnt, endpoint) = (&slow.home, &slow.mnt, slow.endpoint.clone());
 
     let source = home.path().join("big.bin");
     std::fs::write(&source, crate::harness::pseudo_random(8 << 20, 15)).unwrap();
@@ -161,9 +192,7 @@ fn status_shows_a_slow_upload_pending_with_growing_bytes_and_never_the_password(
         assert!(!shown.contains(PASSWORD), "the password shows: {shown}");
     }
 
-    assert!(terminate(&mut mount).success());
-    let _ = server.kill();
-    let _ = server.wait();
+    assert!(terminate(&mut slow.mount).success());
 }
 
 #[test]
@@ -260,12 +289,9 @@ fn status_shows_a_refused_upload_with_the_reason_and_lists_every_mount() {
 
 #[test]
 fn unmount_with_a_timeout_keeps_what_it_could_not_upload_and_says_so() {
-    let home = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
     // 8 chunks at 2 s each: far longer than the timeout.
-    let (mut server, endpoint) = appmixer_server(home.path(), data.path(), "2s");
-    let mut mount = mount_appmixer(home.path(), mnt.path(), &endpoint);
+    let mut slow = slow_mount("2s");
+    let (home, mnt) = (&slow.home, &slow.mnt);
     // Written and flushed to the mount, never closed: nothing uploads it before the drain.
     let file = mnt.path().join("open.bin");
     let program = "import sys, time\n\
@@ -300,7 +326,7 @@ fn unmount_with_a_timeout_keeps_what_it_could_not_upload_and_says_so() {
     assert!(stderr.contains("1 file(s) stay pending"), "{stderr}");
     let _ = writer.kill();
     let _ = writer.wait();
-    assert!(mount.wait().unwrap().success());
+    assert!(slow.mount.wait().unwrap().success());
     let staging = std::fs::read_dir(home.path().join(".cache/sessionfs/staging"))
         .unwrap()
         .next()
@@ -313,8 +339,6 @@ fn unmount_with_a_timeout_keeps_what_it_could_not_upload_and_says_so() {
         .filter(|entry| entry.file_name().to_string_lossy().starts_with("staged-"))
         .count();
     assert_eq!(kept, 1, "the staged copy stays for the next mount");
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
