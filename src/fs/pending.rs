@@ -3,7 +3,7 @@
 
 use super::SessionFs;
 use super::tree::{Ino, ROOT_INO};
-use crate::remote::Remote;
+use crate::remote::{RateLimitState, Remote};
 use crate::status::report::{MountView, Usage};
 
 impl<R: Remote + ?Sized> SessionFs<R> {
@@ -48,6 +48,10 @@ impl<R: Remote + ?Sized> MountView for SessionFs<R> {
             used: budget.used(),
             limit: budget.limit(),
         }
+    }
+
+    fn rate_limit(&self) -> Option<RateLimitState> {
+        self.remote.rate_limit()
     }
 
     fn disk_cache(&self) -> Option<Usage> {

@@ -331,6 +331,11 @@ pub trait Remote: Send + Sync + 'static {
     /// Deletes `object`. `NotFound` if it is already gone; `Unsupported` on APIs without delete.
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()>;
 
+    /// The client's rate-limit state, on APIs with rate limits it paces itself by (Fluxer).
+    fn rate_limit(&self) -> Option<RateLimitState> {
+        None
+    }
+
     /// Uploads `body` as `name` while the body is still being produced (its length is not
     /// known up front). Tried once, never retried: the caller keeps the bytes and falls back
     /// to [`Remote::upload`]. A body that ends with an error aborts the upload and stores
@@ -347,6 +352,17 @@ pub trait Remote: Send + Sync + 'static {
             format!("{name}: {} takes no streamed uploads", self.describe()),
         ))
     }
+}
+
+/// Where the client stands with an API's rate limits, for `sessionfs status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimitState {
+    /// Buckets (a route, per channel where the API counts so) whose quota the client knows.
+    pub buckets: usize,
+    /// Of those, how many are spent: their requests wait for the reset.
+    pub exhausted: usize,
+    /// Milliseconds left of a global hold (after a global 429), when one holds every request.
+    pub global_hold_ms: Option<u64>,
 }
 
 /// How to reach a remote; `crate::backend` picks the client type that reads it.

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ByteStream, Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, Remote, RemoteError,
-    RemoteResult, UploadSource,
+    ByteStream, Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, RateLimitState,
+    Remote, RemoteError, RemoteResult, UploadSource,
 };
 use crate::fs::tree::{DirOrigin, Tree};
 
@@ -91,6 +91,10 @@ impl Remote for OneContainer {
 
     fn describe(&self) -> String {
         format!("{}, only {}", self.inner.describe(), self.path)
+    }
+
+    fn rate_limit(&self) -> Option<RateLimitState> {
+        self.inner.rate_limit()
     }
 
     async fn list_containers(&self) -> RemoteResult<Vec<Container>> {

@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 
 use super::counters::{self, RequestCounts};
 use super::uploads::{self, Failure};
+use crate::remote::RateLimitState;
 
 /// Bytes in use of a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,6 +73,8 @@ pub struct Report {
     pub disk_cache: Option<Usage>,
     /// Requests, errors and retries since the mount started.
     pub requests: RequestCounts,
+    /// The rate-limit state, where the API has one (Fluxer).
+    pub rate_limit: Option<RateLimitState>,
 }
 
 /// What the filesystem core tells the report (implemented by `SessionFs`).
@@ -83,6 +86,8 @@ pub trait MountView: Send + Sync {
     fn memory(&self) -> Usage;
     /// The disk cache's use, if there is one.
     fn disk_cache(&self) -> Option<Usage>;
+    /// The client's rate-limit state, where the API has limits it paces itself by.
+    fn rate_limit(&self) -> Option<RateLimitState>;
 }
 
 /// What a mount knows about itself from its start.
@@ -140,6 +145,7 @@ impl MountInfo {
             memory: view.memory(),
             disk_cache: view.disk_cache(),
             requests: counters::requests().snapshot(),
+            rate_limit: view.rate_limit(),
         }
     }
 }
@@ -262,6 +268,17 @@ impl Report {
                 errors.join(", ")
             }
         ));
+        if let Some(limits) = &self.rate_limit {
+            out.push_str(&format!(
+                "  rate limits: {} bucket(s) known, {} spent until their reset{}\n",
+                limits.buckets,
+                limits.exhausted,
+                match limits.global_hold_ms {
+                    Some(ms) => format!("; every request held {ms} ms more (global 429)"),
+                    None => String::new(),
+                }
+            ));
+        }
         out
     }
 }

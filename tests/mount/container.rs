@@ -107,6 +107,16 @@ fn a_fluxer_channel_mounts_alone() {
         "the general channel holds nothing yet"
     );
     sh(&format!("echo posted > {}/note.txt", q(mnt.path())));
+    // Fluxer's rate limits: the pacer has learnt the buckets it used from the answers.
+    let status = run(
+        home.path(),
+        &["status", "--json", mnt.path().to_str().unwrap()],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        report["rate_limit"]["buckets"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
     unmount(home.path(), mnt.path());
 
     mount(home.path(), "chat:", mnt.path());
