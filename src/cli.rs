@@ -30,10 +30,25 @@ pub enum Command {
     Mount(MountArgs),
     /// Run the emulator of one API in the foreground.
     Serve(ServeArgs),
-    /// Unmount a sessionfs mount point.
+    /// Unmount a sessionfs mount point after uploading what is pending, showing the files and
+    /// bytes left. Exit code 0: all uploaded; 3: unmounted, but files stay pending (journaled
+    /// in the staging directory, uploaded by the next mount of the remote); 1: not unmounted.
     Unmount {
         /// The mount point.
         mountpoint: PathBuf,
+        /// Longest wait for the uploads, e.g. 30s; then the rest stays pending [default: no
+        /// bound].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// What running mounts are doing: backend and endpoint, uptime, pending and failed
+    /// uploads, the recovery folder, cache use and request counts (never a secret).
+    Status {
+        /// One mount point [default: every sessionfs mount of this user].
+        mountpoint: Option<PathBuf>,
+        /// JSON for scripts: an object for one mount point, else an array.
+        #[arg(long)]
+        json: bool,
     },
     /// List the named remotes of the config file: name, backend, endpoint (never a secret).
     Remotes {
@@ -73,9 +88,10 @@ pub enum ConfigCommand {
 /// Options of `mount`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
-    /// `NAME:` of a remote in the config file, then the empty directory to mount on; or only
-    /// the directory.
-    #[arg(value_name = "[NAME:] MOUNTPOINT", num_args = 1..=2, required = true)]
+    /// `NAME:` of a remote in the config file (`NAME:SUBDIR` for one container of it: a Mix
+    /// session, a Fluxer `GUILD/CHANNEL`), then the empty directory to mount on; or only the
+    /// directory.
+    #[arg(value_name = "[NAME:[SUBDIR]] MOUNTPOINT", num_args = 1..=2, required = true)]
     pub targets: Vec<PathBuf>,
     /// The mount point, from `targets` (set by [`MountArgs::apply_config`]).
     #[arg(skip)]
@@ -83,6 +99,9 @@ pub struct MountArgs {
     /// The named remote, from `targets` (set by [`MountArgs::apply_config`]).
     #[arg(skip)]
     pub remote: Option<String>,
+    /// The one container to mount, from `NAME:SUBDIR` (set by [`MountArgs::apply_config`]).
+    #[arg(skip)]
+    pub container: Option<String>,
     /// TOML file with defaults and named remotes ([remotes.NAME]) holding any mount option
     /// by its long name [default: $XDG_CONFIG_HOME/sessionfs/config.toml, if it exists]; the
     /// command line and SESSIONFS_TOKEN win over it.
@@ -288,8 +307,12 @@ impl MountArgs {
     pub fn apply_config(&mut self, given: &ArgMatches) -> Result<(), String> {
         let (remote, mountpoint) = match self.targets.as_slice() {
             [mountpoint] => (None, mountpoint.clone()),
-            [remote, mountpoint] => (Some(remote_name(remote)?), mountpoint.clone()),
-            _ => return Err("give [NAME:] MOUNTPOINT".to_string()),
+            [remote, mountpoint] => {
+                let (name, container) = remote_name(remote)?;
+                self.container = container;
+                (Some(name), mountpoint.clone())
+            }
+            _ => return Err("give [NAME:[SUBDIR]] MOUNTPOINT".to_string()),
         };
         self.mountpoint = mountpoint;
         let path = match &self.config {
@@ -380,15 +403,18 @@ impl MountArgs {
     }
 }
 
-/// The NAME of `NAME:`. `NAME:SUBDIR` (one container) is refused for now.
-fn remote_name(spec: &std::path::Path) -> Result<String, String> {
+/// The NAME and SUBDIR of `NAME:` or `NAME:SUBDIR` (one container: a directory at the top of
+/// the whole mount, or `GROUP/CONTAINER`).
+fn remote_name(spec: &std::path::Path) -> Result<(String, Option<String>), String> {
     let spec = spec.to_string_lossy();
     match spec.split_once(':') {
-        Some((name, "")) if !name.is_empty() => Ok(name.to_string()),
-        Some((name, subdir)) if !name.is_empty() => Err(format!(
-            "mounting one container ({name}:{subdir}) is not supported yet; mount {name}: and \
-             use MOUNTPOINT/{subdir}"
-        )),
+        Some((name, subdir)) if !name.is_empty() => {
+            let subdir = subdir.trim_matches('/');
+            Ok((
+                name.to_string(),
+                Some(subdir.to_string()).filter(|s| !s.is_empty()),
+            ))
+        }
         _ => Err(format!(
             "{spec:?} is not a remote: give NAME: (a [remotes.NAME] of the config file) and \
              then the mount point"

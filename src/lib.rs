@@ -16,5 +16,6 @@ pub mod fs;
 pub mod mime;
 pub mod remote;
 pub mod run;
+pub mod status;
 pub mod stream;
 pub mod write;

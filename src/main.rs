@@ -1,7 +1,11 @@
 //! CLI entry: parse, set up logging, dispatch.
 
 use sessionfs::cli::{self, Command, ConfigCommand};
-use sessionfs::run;
+use sessionfs::{run, status};
+
+/// Exit code of `unmount` when it unmounted but files could not be uploaded (documented in
+/// `sessionfs unmount --help`).
+const UNMOUNTED_WITH_PENDING: i32 = 3;
 
 fn main() {
     let mut argv = std::env::args_os();
@@ -49,7 +53,22 @@ fn main() {
     let result = match cli.command {
         Command::Mount(args) => run::mount(args),
         Command::Serve(args) => run::serve(args),
-        Command::Unmount { mountpoint } => run::unmount(&mountpoint),
+        Command::Unmount {
+            mountpoint,
+            timeout,
+        } => match status::client::unmount(&mountpoint, timeout) {
+            Ok(0) => Ok(()),
+            Ok(kept) => {
+                eprintln!(
+                    "sessionfs: unmounted {}; {kept} file(s) stay pending and the next mount of \
+                     this remote uploads them",
+                    mountpoint.display()
+                );
+                std::process::exit(UNMOUNTED_WITH_PENDING);
+            }
+            Err(message) => Err(message),
+        },
+        Command::Status { mountpoint, json } => status::client::status(mountpoint.as_deref(), json),
         Command::Remotes { config } => run::remotes(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => run::check_config(config.as_deref()),
         Command::Completions { shell } => {

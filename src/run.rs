@@ -5,11 +5,11 @@ mod daemon;
 mod mount_helper;
 mod mountpoint;
 mod staging;
+mod stop;
+mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use fuser::BackgroundSession;
 
 use crate::cli::config::{ConfigFile, read_secret_file};
 use crate::cli::{self, MountArgs, ServeArgs};
@@ -18,6 +18,9 @@ use crate::fs::attrs::MetaStore;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs, finish_dir_renames};
 use crate::remote::RemoteConfig;
+use crate::remote::scoped::OneContainer;
+use crate::status::report::{MountInfo, redact_endpoint};
+use crate::status::server::StatusServer;
 use crate::write::StagingArea;
 use crate::write::journal::{self, Journal};
 pub use daemon::daemonize;
@@ -107,19 +110,34 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             (Some(server), note, identity)
         }
     };
-    let remote = args.backend.connect(&client).map_err(|err| err.message)?;
     // A wrong endpoint or key should fail the mount at once, not after the retry deadline
     // that rides out outages of a running mount: the first call retries briefly.
     let mut probe = client.clone();
     probe.retry.deadline = probe.retry.deadline.min(MOUNT_CHECK_DEADLINE);
-    runtime
-        .block_on(
-            args.backend
-                .connect(&probe)
-                .map_err(|err| err.message)?
-                .list_containers(),
-        )
-        .map_err(|err| format!("{}; nothing was mounted", err.message))?;
+    let probe = args.backend.connect(&probe).map_err(|err| err.message)?;
+    let mut remote = args.backend.connect(&client).map_err(|err| err.message)?;
+    let nothing = |err: crate::remote::RemoteError| format!("{}; nothing was mounted", err.message);
+    match &args.container {
+        // Finding the container is the probe.
+        Some(path) => {
+            let _ = runtime
+                .block_on(OneContainer::find(probe, path))
+                .map_err(nothing)?;
+            remote = Arc::new(
+                runtime
+                    .block_on(OneContainer::find(remote, path))
+                    .map_err(nothing)?,
+            );
+        }
+        None => {
+            runtime.block_on(probe.list_containers()).map_err(nothing)?;
+        }
+    }
+    // One container's pending files are its own: their journal names no container.
+    let identity = match &args.container {
+        Some(path) => format!("{identity}:{path}"),
+        None => identity,
+    };
 
     let cache_dir = args
         .cache_dir
@@ -142,13 +160,13 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             .ok();
         runtime.block_on(finish_dir_renames(&*remote, &staging_dir, store.as_ref()))?;
     }
+    // Named like the staging directory: the backend and the remote.
+    let recovery = cache_dir
+        .join("recovery")
+        .join(staging_dir.file_name().unwrap_or_default());
     if staging.replay {
         let journal = Journal::open(&staging_dir).map_err(|err| err.to_string())?;
         let area = StagingArea::new(&staging_dir).map_err(|err| err.to_string())?;
-        // Named like the staging directory: the backend and the remote.
-        let recovery = cache_dir
-            .join("recovery")
-            .join(staging_dir.file_name().unwrap_or_default());
         match runtime.block_on(journal::replay(&journal, &area, &*remote, &recovery)) {
             Ok(done) if done == journal::Replayed::default() => {}
             Ok(done) => log::info!(
@@ -214,20 +232,43 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         mountpoint.display(),
         mountpoint.display()
     );
+    let info = MountInfo {
+        mountpoint: mountpoint.clone(),
+        remote: args
+            .remote
+            .as_ref()
+            .map(|name| format!("{name}:{}", args.container.as_deref().unwrap_or_default())),
+        backend: args.backend.name().to_string(),
+        endpoint: match &emulator {
+            Some(_) => format!("{} (embedded emulator)", redact_endpoint(&client.endpoint)),
+            None => redact_endpoint(&client.endpoint),
+        },
+        started: std::time::Instant::now(),
+        recovery_dir: recovery,
+    };
+    let status = {
+        let _runtime = runtime.enter();
+        StatusServer::start(info, fs.clone())
+            .inspect_err(|err| {
+                log::warn!(
+                    "cannot serve the status socket in {} ({err}); `sessionfs status` will not \
+                     see this mount",
+                    crate::status::server::socket_dir().display()
+                )
+            })
+            .ok()
+    };
     daemon::notify_ready();
+    systemd::ready();
 
-    let signalled = runtime.block_on(wait_for_signal_or_unmount(&session));
-    if signalled {
-        log::info!("signal received: uploading pending files, then unmounting");
-        match runtime.block_on(fs.drain()) {
-            Ok(n) if n > 0 => log::info!("uploaded {n} pending file(s)"),
-            Ok(_) => {}
-            Err(err) => log::error!(
-                "{}; the staged copies stay in {}",
-                err.message,
-                staging_dir.display()
-            ),
-        }
+    let stopped = runtime.block_on(stop::wait_for_stop(&session, status.as_ref()));
+    systemd::stopping();
+    if let Some(status) = &status {
+        status.set_draining();
+    }
+    if let stop::Stop::Drain(timeout) = stopped {
+        log::info!("unmounting: uploading pending files first");
+        runtime.block_on(stop::drain(&*fs, status.as_ref(), timeout, &staging_dir));
         if session.umount_and_join().is_err() {
             // Files are still open in the mount: detach it so the mount point is usable again.
             lazy_unmount(&mountpoint)?;
@@ -247,6 +288,9 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         runtime.block_on(server.shutdown());
     }
     staging.release(kept);
+    if let Some(status) = &status {
+        runtime.block_on(status.finished(kept));
+    }
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
 }
@@ -310,22 +354,6 @@ pub fn check_config(config: Option<&std::path::Path>) -> Result<(), RunError> {
         }
     );
     Ok(())
-}
-
-/// Waits for SIGINT or SIGTERM (true) or for the mount to end by an external unmount (false).
-async fn wait_for_signal_or_unmount(session: &BackgroundSession) -> bool {
-    let signal = wait_for_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            _ = &mut signal => return true,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if session.guard.is_finished() {
-                    return false;
-                }
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -191,6 +191,15 @@ impl BlockCache {
         }
     }
 
+    /// Bytes in the disk tier and its size cap, if there is one.
+    pub fn disk_use(&self) -> Option<(u64, u64)> {
+        let disk = self.disk.as_ref()?;
+        Some((
+            disk.bytes(),
+            self.config.disk.as_ref().map_or(0, |(_, cap)| *cap),
+        ))
+    }
+
     /// How many blocks are cached in memory.
     pub fn cached_blocks(&self) -> usize {
         self.state().blocks.len()

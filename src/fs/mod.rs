@@ -21,6 +21,7 @@ pub mod fuse;
 pub mod handles;
 pub mod names;
 mod namespace;
+mod pending;
 mod read;
 pub mod scratch;
 #[cfg(test)]

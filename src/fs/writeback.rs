@@ -258,6 +258,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 && let Some(staged) = state.staged.take()
             {
                 staged.keep();
+                // The next mount uploads it; a flush that still arrives (a detached mount's
+                // last writer) finds nothing to upload here.
+                state.dirty = false;
                 kept += 1;
             }
         }
@@ -344,6 +347,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 .flatten()
                 .map(|record| self.journal.started_hook(record)),
         };
+        let path = self.mount_path(ino);
+        let uploads = crate::status::uploads::uploads();
+        let _progress = uploads.start(&path, &source.path, source.size);
         let streamed = match state.stream.take() {
             Some(stream) if stream.name == target.name && stream.container == target.container => {
                 match stream.finish(source.size).await {
@@ -358,12 +364,20 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         };
         let mut object = match streamed {
             Some(object) => object,
-            None => self
+            None => match self
                 .remote
                 .upload(target.container.as_deref(), &target.name, &source)
                 .await
-                .map_err(|err| Error::from(err).at_risk())?,
+            {
+                Ok(object) => object,
+                Err(err) => {
+                    let err = Error::from(err).at_risk();
+                    uploads.failed(&path, &err.message);
+                    return Err(err);
+                }
+            },
         };
+        uploads.succeeded(&path);
         object.md5 = object.md5.or(source.md5.clone());
         log::debug!(
             "uploaded inode {ino} as {:?}: {} bytes, md5 {}",

@@ -367,6 +367,10 @@ impl Remote for FluxerRemote {
         format!("fluxer at {}", self.http.endpoint())
     }
 
+    fn rate_limit(&self) -> Option<super::RateLimitState> {
+        Some(self.pacer.state())
+    }
+
     /// Every guild's text channels (grouped by guild) and the DM channels (group `@me`).
     async fn list_containers(&self) -> RemoteResult<Vec<Container>> {
         let guilds: Vec<api::Guild> = self

@@ -85,13 +85,17 @@ impl RetryConfig {
         // Tokio's clock, so tests with paused time see the deadline pass.
         let started = tokio::time::Instant::now();
         let mut tries = 0;
+        let counts = crate::status::counters::requests();
         loop {
             tries += 1;
+            counts.attempt();
             match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(mut err) if err.temporary && tries < self.max_attempts => {
                     let delay = self.backoff(tries, err.retry_after);
-                    if started.elapsed() + delay > self.deadline {
+                    let retry = started.elapsed() + delay <= self.deadline;
+                    counts.failed(err.kind, retry);
+                    if !retry {
                         err.message.push_str(&format!(
                             "; gave up after retrying for {:.0?} (--retry-deadline)",
                             started.elapsed()
@@ -106,7 +110,10 @@ impl RetryConfig {
                     self.retries.add_one();
                     tokio::time::sleep(delay).await;
                 }
-                Err(err) => return Err(err),
+                Err(err) => {
+                    counts.failed(err.kind, false);
+                    return Err(err);
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod mix;
 pub mod multipart;
 pub mod paging;
+pub mod scoped;
 pub mod turns;
 pub mod url_cache;
 
@@ -33,6 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 
 pub use crate::stream::ByteStream;
 
@@ -180,10 +182,27 @@ impl UploadSource {
     }
 
     /// Bytes `range` of the staged copy as a request body (one part of a chunked upload).
+    /// The bytes it yields count as sent in the upload's progress (`status::uploads`).
     pub fn part_body(&self, what: &str, range: Range<u64>) -> RemoteResult<ByteStream> {
-        crate::direct::file_body(&self.path, range).map_err(|err| {
+        let whole = range == (0..self.size);
+        let body = crate::direct::file_body(&self.path, range).map_err(|err| {
             RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
-        })
+        })?;
+        Ok(
+            match crate::status::uploads::uploads().counter(&self.path, whole) {
+                Some(sent) => body
+                    .inspect(move |chunk| {
+                        if let Ok(chunk) = chunk {
+                            sent.fetch_add(
+                                chunk.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                    })
+                    .boxed(),
+                None => body,
+            },
+        )
     }
 
     /// The content's md5: the one computed while staging, else one pass over the staged copy.
@@ -343,6 +362,11 @@ pub trait Remote: Send + Sync + 'static {
     /// Deletes `object`. `NotFound` if it is already gone; `Unsupported` on APIs without delete.
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()>;
 
+    /// The client's rate-limit state, on APIs with rate limits it paces itself by (Fluxer).
+    fn rate_limit(&self) -> Option<RateLimitState> {
+        None
+    }
+
     /// Uploads `body` as `name` while the body is still being produced (its length is not
     /// known up front). Tried once, never retried: the caller keeps the bytes and falls back
     /// to [`Remote::upload`]. A body that ends with an error aborts the upload and stores
@@ -359,6 +383,17 @@ pub trait Remote: Send + Sync + 'static {
             format!("{name}: {} takes no streamed uploads", self.describe()),
         ))
     }
+}
+
+/// Where the client stands with an API's rate limits, for `sessionfs status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimitState {
+    /// Buckets (a route, per channel where the API counts so) whose quota the client knows.
+    pub buckets: usize,
+    /// Of those, how many are spent: their requests wait for the reset.
+    pub exhausted: usize,
+    /// Milliseconds left of a global hold (after a global 429), when one holds every request.
+    pub global_hold_ms: Option<u64>,
 }
 
 /// How to reach a remote; `crate::backend` picks the client type that reads it.

@@ -21,8 +21,9 @@ fn passed_over(option: &str) -> bool {
 }
 
 /// Translates `mount.sessionfs SPEC DIR [-sfnv] [-o OPTS] [-t TYPE]` into the arguments of
-/// `sessionfs`: `mount --daemon [NAME:] DIR --option value ...`. SPEC is `NAME:` for a named
-/// remote, anything else (`sessionfs`, `none`) for a mount given only by options.
+/// `sessionfs`: `mount --daemon [NAME:[SUBDIR]] DIR --option value ...`. SPEC is `NAME:` for a
+/// named remote (`NAME:SUBDIR` for one container of it), anything else (`sessionfs`, `none`)
+/// for a mount given only by options.
 pub fn translate(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
     let mut positional = Vec::new();
     let mut options = Vec::new();
@@ -48,7 +49,7 @@ pub fn translate(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
         return Err("usage: mount.sessionfs NAME: MOUNTPOINT [-o OPTIONS]".to_string());
     };
     let mut out: Vec<OsString> = vec!["mount".into(), "--daemon".into()];
-    if spec.to_string_lossy().ends_with(':') {
+    if spec.to_string_lossy().contains(':') {
         out.push(spec.clone());
     }
     out.push(dir.clone());
@@ -82,15 +83,38 @@ pub fn translate(args: &[OsString]) -> Result<Vec<OsString>, RunError> {
 }
 
 /// Runs `sessionfs` (this binary) with the translated arguments and exits with its status.
+/// mount(8) clears `HOME`; the mount gets the user's home from the password database, so the
+/// config file, cache and data are found where `sessionfs mount` finds them.
 pub fn run(args: &[OsString]) -> Result<(), RunError> {
     let translated = translate(args)?;
     let exe =
         std::env::current_exe().map_err(|err| format!("cannot find sessionfs itself: {err}"))?;
-    let status = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    if std::env::var_os("HOME").is_none()
+        && let Some(home) = home_of_user()
+    {
+        command.env("HOME", home);
+    }
+    let status = command
         .args(translated)
         .status()
         .map_err(|err| format!("cannot run sessionfs: {err}"))?;
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// The home directory of the real user, from the password database.
+fn home_of_user() -> Option<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: getpwuid returns a pointer into static storage or null; it is read at once, and
+    // this process runs no other thread that could call getpw* meanwhile.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if entry.is_null() || (*entry).pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
+        Some(std::ffi::OsStr::from_bytes(dir.to_bytes()).to_os_string())
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +147,8 @@ mod tests {
         );
         let out = translated(&["none", "/mnt/x", "-n", "-o", "backend=mix"]).unwrap();
         assert_eq!(out.join(" "), "mount --daemon /mnt/x --backend mix");
+        let out = translated(&["work:guild/general", "/mnt/g"]).unwrap();
+        assert_eq!(out.join(" "), "mount --daemon work:guild/general /mnt/g");
         assert!(translated(&["a:", "/m", "-o", "colour=blue"]).is_err());
         assert!(translated(&["/m"]).is_err());
     }

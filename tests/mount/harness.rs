@@ -532,12 +532,20 @@ pub fn errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> i32 {
 }
 
 /// The `sessionfs` binary run with `args` as a user whose home is `home` (no XDG overrides and
-/// no token from the environment leak in from the test's own).
+/// no token from the environment leak in from the test's own); its runtime directory (where
+/// mounts put their status sockets) is `home/run`, so `status` sees this test's mounts alone.
 pub fn sessionfs_command(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionfs"));
+    user_command(env!("CARGO_BIN_EXE_sessionfs"), home, args)
+}
+
+/// `program` with `args` run as [`sessionfs_command`] runs the binary: mount(8), or a shell
+/// running what a user would type.
+pub fn user_command(program: &str, home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
     command
         .args(args)
         .env("HOME", home)
+        .env("SESSIONFS_RUNTIME_DIR", home.join("run"))
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_DATA_HOME")
         .env_remove("XDG_CACHE_HOME")

@@ -3,23 +3,27 @@
 
 mod appmixer;
 mod cli;
+mod container;
 mod crash;
 mod dirs;
 mod errors;
 mod faults;
 mod files;
 mod fluxer;
+mod fstab;
 mod harness;
 mod hostile;
 mod lightfield;
 mod max_staged;
 mod metadata;
 mod read;
+mod readme;
 mod reference;
 mod remotes;
 mod scenarios;
 mod sessions;
 mod soak;
+mod status;
 mod tools;
 mod two_mounts;
 mod write_back;

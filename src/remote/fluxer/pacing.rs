@@ -94,6 +94,28 @@ impl Pacer {
         }
     }
 
+    /// The buckets known and spent, and a global hold, as `sessionfs status` shows them.
+    pub(super) fn state(&self) -> crate::remote::RateLimitState {
+        let state = self.lock();
+        let now = Instant::now();
+        let mut shown = crate::remote::RateLimitState {
+            global_hold_ms: state
+                .held_until
+                .filter(|until| *until > now)
+                .map(|until| (until - now).as_millis() as u64),
+            ..Default::default()
+        };
+        for bucket in state.buckets.values() {
+            if let Quota::Known { remaining, reset } = bucket.quota {
+                shown.buckets += 1;
+                if remaining <= bucket.in_flight && reset > now {
+                    shown.exhausted += 1;
+                }
+            }
+        }
+        shown
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -260,8 +282,16 @@ mod tests {
         let permit = pacer.acquire("message_create", "1").await;
         pacer.observe(&permit, StatusCode::OK, &headers(1, 30));
         drop(permit);
+        assert_eq!(pacer.state().exhausted, 0, "one request left");
         let permit = pacer.acquire("message_create", "1").await;
         drop(permit);
+        let shown = pacer.state();
+        assert_eq!(
+            (shown.buckets, shown.exhausted),
+            (1, 1),
+            "as status shows it"
+        );
+        assert_eq!(shown.global_hold_ms, None);
         let now = Instant::now();
         let wait = pacer.lock().take(&("message_create", "1".into()), now);
         match wait {

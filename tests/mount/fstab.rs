@@ -1,0 +1,114 @@
+//! mount(8) itself: `mount -t sessionfs`, `mount -t fuse.sessionfs` and `mount -T FSTAB MNT`
+//! with `-o` options, each checked by writing and reading a file. mount(8) finds its helper
+//! only in /sbin, so the helpers are installed there as README says (a symlink to this
+//! build, put in place atomically so parallel runs agree, and left for the next run).
+
+use std::path::Path;
+
+use crate::harness::{q, sessionfs_command, sh, user_command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
+
+/// `/sbin/mount.sessionfs` and `/sbin/mount.fuse.sessionfs` pointing at this build.
+fn install_helpers() {
+    for name in ["mount.sessionfs", "mount.fuse.sessionfs"] {
+        let link = Path::new("/sbin").join(name);
+        if std::fs::read_link(&link).is_ok_and(|target| target == Path::new(BIN)) {
+            continue;
+        }
+        let temporary = Path::new("/sbin").join(format!(
+            ".{name}.{}.{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&temporary);
+        std::os::unix::fs::symlink(BIN, &temporary).unwrap();
+        std::fs::rename(&temporary, &link).unwrap();
+    }
+}
+
+/// A home with a config file naming one remote, `notes:` (the embedded Mix emulator).
+fn home_with_a_remote() -> (tempfile::TempDir, String) {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("sessionfs.toml");
+    std::fs::write(&config, "[remotes.notes]\nbackend = \"mix\"\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    (home, config)
+}
+
+/// mount(8) with `args` as the user of `home`. mount(8) clears `HOME` (the helper then takes
+/// root's from the password database), so the XDG directories point into `home` instead:
+/// the mount's data and cache stay in the test's directory.
+fn mount8(home: &Path, args: &[&str]) -> std::process::Output {
+    user_command("mount", home, args)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .output()
+        .unwrap()
+}
+
+/// Writes a file through the mount at `mnt`, reads it back, and unmounts with `sessionfs
+/// unmount` (which waits for the upload).
+fn write_read_unmount(home: &Path, mnt: &Path, text: &str) {
+    sh(&format!("mkdir -p {0}/s && echo {text} > {0}/s/f", q(mnt)));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("s/f")).unwrap(),
+        format!("{text}\n")
+    );
+    let mode = sh(&format!("stat -c %a {}", q(mnt)));
+    assert_eq!(mode.trim(), "700", "dir_mode= from -o reached the mount");
+    let unmount = sessionfs_command(home, &["unmount", mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(unmount.status.success(), "{unmount:?}");
+    assert!(
+        home.join(".local/share/sessionfs/remotes/notes").is_dir(),
+        "the embedded emulator keeps its data under the test's home"
+    );
+}
+
+#[test]
+fn mount_t_sessionfs_and_fuse_sessionfs_mount_a_named_remote() {
+    install_helpers();
+    for fs_type in ["sessionfs", "fuse.sessionfs"] {
+        let (home, config) = home_with_a_remote();
+        let mnt = tempfile::tempdir().unwrap();
+        let options = format!("config={config},dir_mode=700,memory_limit=64MiB,_netdev,nofail");
+        let output = mount8(
+            home.path(),
+            &[
+                "-t",
+                fs_type,
+                "notes:",
+                mnt.path().to_str().unwrap(),
+                "-o",
+                &options,
+            ],
+        );
+        assert!(output.status.success(), "mount -t {fs_type}: {output:?}");
+        write_read_unmount(home.path(), mnt.path(), fs_type);
+    }
+}
+
+#[test]
+fn mount_t_fstab_mounts_the_line_for_its_mount_point() {
+    install_helpers();
+    let (home, config) = home_with_a_remote();
+    let mnt = tempfile::tempdir().unwrap();
+    let fstab = home.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# a scratch fstab\nnotes:  {}  sessionfs  config={config},dir_mode=700,_netdev,nofail,x-systemd.automount  0 0\n",
+            mnt.path().display()
+        ),
+    )
+    .unwrap();
+    let output = mount8(
+        home.path(),
+        &["-T", fstab.to_str().unwrap(), mnt.path().to_str().unwrap()],
+    );
+    assert!(output.status.success(), "mount -T: {output:?}");
+    write_read_unmount(home.path(), mnt.path(), "from-fstab");
+}
