@@ -27,9 +27,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount a remote (or, without --endpoint, an embedded emulator) at MOUNTPOINT.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Run the emulator of one API in the foreground.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Unmount a sessionfs mount point after uploading what is pending, showing the files and
     /// bytes left. Exit code 0: all uploaded; 3: unmounted, but files stay pending (journaled
     /// in the staging directory, uploaded by the next mount of the remote); 1: not unmounted.

@@ -51,8 +51,8 @@ fn main() {
     }
     logger.init();
     let result = match cli.command {
-        Command::Mount(args) => run::mount(args),
-        Command::Serve(args) => run::serve(args),
+        Command::Mount(args) => run::mount(*args),
+        Command::Serve(args) => run::serve(*args),
         Command::Unmount {
             mountpoint,
             timeout,
