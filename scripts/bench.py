@@ -881,7 +881,8 @@ def main():
             tables.append(bench.table())
             print(tables[-1], flush=True)
             print(flush=True)
-            shutil.rmtree(work, ignore_errors=True)
+            if os.environ.get("BENCH_KEEP") is None:
+                shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -394,7 +394,8 @@ fn throttle(inner: BodyStream, rate: u64) -> impl Stream<Item = Result<Bytes, ax
     futures::stream::unfold(
         state,
         move |(mut inner, mut pending, start, sent)| async move {
-            if pending.is_empty() {
+            // An empty chunk is skipped: passed on, a body parser could take it for the end.
+            while pending.is_empty() {
                 match inner.next().await? {
                     Ok(chunk) => pending = chunk,
                     Err(err) => return Some((Err(err), (inner, pending, start, sent))),
@@ -493,7 +494,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttle_keeps_every_byte() {
+    async fn throttle_keeps_every_byte_and_passes_no_empty_chunk() {
+        let items: Vec<_> = throttle(chunks(&[b"abc", b"", b"defgh", b""]), 1_000_000)
+            .collect()
+            .await;
+        assert!(
+            items
+                .iter()
+                .all(|item| item.as_ref().is_ok_and(|b| !b.is_empty()))
+        );
         let (bytes, failed) = collect(throttle(chunks(&[b"abc", b"defgh"]), 1_000_000)).await;
         assert_eq!((bytes.as_slice(), failed), (&b"abcdefgh"[..], false));
     }

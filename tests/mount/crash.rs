@@ -14,7 +14,8 @@ use serde_json::Value;
 use sessionfs::backend::Backend;
 
 use crate::harness::{
-    pseudo_random, python_until_written, q, sessionfs_command, sh, start_until, wait_until,
+    pseudo_random, python_until_written, q, sessionfs_command, sh, start_until,
+    start_with_endpoint, wait_until,
 };
 
 /// Bytes of the file whose upload is killed: many 1 MiB Appmixer chunks, several Fluxer parts.
@@ -114,12 +115,7 @@ fn serve(backend: Backend, home: &Path, data: &Path) -> Server {
     ];
     args.extend(["--data", data.to_str().unwrap(), "--latency", LATENCY]);
     args.extend(creds.iter().map(String::as_str));
-    let (child, banner) = start_until(sessionfs_command(home, &args), "serving");
-    let endpoint = banner
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .expect("endpoint in banner")
-        .to_string();
+    let (child, endpoint) = start_with_endpoint(sessionfs_command(home, &args), "serving");
     Server {
         backend,
         child,

@@ -12,7 +12,9 @@ use sessionfs::backend::Backend;
 use sessionfs::fs::DirRenameLimit;
 use sessionfs::remote::ObjectMeta;
 
-use crate::harness::{TestMount, errno, q, sessionfs_command, sh, start_until, wait_until};
+use crate::harness::{
+    TestMount, errno, q, sessionfs_command, sh, start_until, start_with_endpoint, wait_until,
+};
 
 /// Files in the directory that is renamed.
 const FILES: usize = 300;
@@ -260,12 +262,7 @@ fn serve(served: &Served, home: &Path, data: &Path, latency: &str) -> (Reaped, S
     if let Some(account) = &account {
         args.extend(["--user", account.as_str()]);
     }
-    let (child, banner) = start_until(sessionfs_command(home, &args), "serving");
-    let endpoint = banner
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .expect("endpoint in banner")
-        .to_string();
+    let (child, endpoint) = start_with_endpoint(sessionfs_command(home, &args), "serving");
     (Reaped(child), endpoint)
 }
 

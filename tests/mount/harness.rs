@@ -553,6 +553,19 @@ pub fn user_command(program: &str, home: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// [`start_until`], and the first `http://` address the banner names (the endpoint of the
+/// emulator it serves or embeds).
+pub fn start_with_endpoint(command: Command, ready: &str) -> (std::process::Child, String) {
+    let (child, banner) = start_until(command, ready);
+    let endpoint = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("the banner names an endpoint")
+        .trim_end_matches(',')
+        .to_string();
+    (child, endpoint)
+}
+
 /// Spawns `command` and waits for the output line that says it is mounted (or serving);
 /// returns the child and what it printed until then. Its later output is drained.
 pub fn start_until(mut command: Command, ready: &str) -> (std::process::Child, String) {

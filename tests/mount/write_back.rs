@@ -7,7 +7,7 @@ use std::process::Child;
 
 use sessionfs::run;
 
-use crate::harness::{q, sessionfs_command, sh, start_until};
+use crate::harness::{q, sessionfs_command, sh, start_with_endpoint};
 
 /// A running `sessionfs mount` process; killed and its mount point detached if a test
 /// panics before it ends.
@@ -51,13 +51,7 @@ fn mount(home: &Path, mountpoint: &Path, args: &[&str]) -> (Mounted, String) {
         "60s",
     ];
     all.extend_from_slice(args);
-    let (child, banner) = start_until(sessionfs_command(home, &all), "unmount with");
-    let endpoint = banner
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .expect("the banner names the emulator's endpoint")
-        .trim_end_matches(',')
-        .to_string();
+    let (child, endpoint) = start_with_endpoint(sessionfs_command(home, &all), "unmount with");
     let mounted = Mounted {
         child,
         mountpoint: mountpoint.to_path_buf(),
