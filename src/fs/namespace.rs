@@ -609,20 +609,14 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         // With --write-back, a file the server has never seen (nor a file it replaces) just
         // moves: its upload, under the new name, waits for its delay like any other.
-        if let Some(delayed) = &self.delayed
-            && old_remote.is_none()
-            && displaced.is_none()
-            && !to_local
-        {
+        // (Nothing is then deleted below: there is no old object and no displaced one.)
+        let delayed = (self.delayed.as_ref())
+            .filter(|_| old_remote.is_none() && displaced.is_none() && !to_local);
+        if let Some(delayed) = delayed {
             if state.committed {
                 delayed.schedule(ino);
             }
-            drop(state);
-            self.touch_dir(parent);
-            self.touch_dir(new_parent);
-            return Ok(());
-        }
-        if let Err(err) = self.upload_locked(ino, &mut state).await {
+        } else if let Err(err) = self.upload_locked(ino, &mut state).await {
             // Put the file back under its old name so nothing looks lost.
             let mut tree = self.tree();
             tree.move_node(ino, parent, name);
@@ -657,8 +651,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             self.delete_remote(new_container.as_deref(), &displaced, new_name)
                 .await?;
         }
-        if state.writers == 0 && !to_local && !self.handles.is_open(ino) {
-            state.staged = None;
+        if !self.handles.is_open(ino) {
+            self.drop_staged_if_unused(ino, &mut state);
         }
         drop(state);
         self.touch_dir(parent);

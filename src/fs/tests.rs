@@ -365,8 +365,8 @@ async fn stored_attributes_outlive_the_mount_until_the_server_changes_the_object
     assert_eq!(attr.perm, 0o644, "the stale entry was dropped");
 }
 
-/// Creates `name` holding `data` and closes it (flush, then release).
-async fn write_and_close(f: &Fixture, name: &str, data: &'static [u8]) -> Ino {
+/// Creates `name` and writes `data` into it; returns the inode and the open handle.
+async fn create_written(f: &Fixture, name: &str, data: &'static [u8]) -> (Ino, u64) {
     let (entry, opened) =
         f.fs.create(f.session, name, 0o644, false, Caller::ROOT)
             .await
@@ -375,8 +375,14 @@ async fn write_and_close(f: &Fixture, name: &str, data: &'static [u8]) -> Ino {
     f.fs.write(ino, opened.fh, 0, Bytes::from_static(data))
         .await
         .unwrap();
-    f.fs.flush(ino, opened.fh).await.unwrap();
-    f.fs.release(ino, opened.fh).await.unwrap();
+    (ino, opened.fh)
+}
+
+/// Creates `name` holding `data` and closes it (flush, then release).
+async fn write_and_close(f: &Fixture, name: &str, data: &'static [u8]) -> Ino {
+    let (ino, fh) = create_written(f, name, data).await;
+    f.fs.flush(ino, fh).await.unwrap();
+    f.fs.release(ino, fh).await.unwrap();
     ino
 }
 
@@ -429,18 +435,11 @@ async fn with_write_back_fsync_uploads_at_once_and_returns_its_error() {
     .await;
     f.faulty
         .fail("upload", When::Nth(1), ErrorKind::Unavailable);
-    let (entry, opened) =
-        f.fs.create(f.session, "sync.txt", 0o644, false, Caller::ROOT)
-            .await
-            .unwrap();
-    let ino = entry.attr.ino;
-    f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"durable"))
-        .await
-        .unwrap();
+    let (ino, fh) = create_written(&f, "sync.txt", b"durable").await;
     assert_eq!(f.fs.fsync(ino).await.unwrap_err().errno, libc::EIO);
     f.fs.fsync(ino).await.unwrap();
     assert_eq!(f.memory.get(&f.session_id, "sync.txt").unwrap(), "durable");
-    f.fs.release(ino, opened.fh).await.unwrap();
+    f.fs.release(ino, fh).await.unwrap();
 }
 
 #[tokio::test]
