@@ -951,7 +951,8 @@ async fn send_owned(app: Router, req: Request<Body>) -> Reply {
 
 // ---- listing ----
 
-/// Uploads the listing fixture for Alice, oldest first, and one file for Bob.
+/// Uploads the listing fixture for Alice, oldest first with distinct upload dates, and one file
+/// for Bob.
 async fn fixture(emu: &Emu) -> (String, Vec<Value>) {
     let alice = emu.token(ALICE).await;
     let mut files = Vec::new();
@@ -970,6 +971,8 @@ async fn fixture(emu: &Emu) -> (String, Vec<Value>) {
                 .await
                 .ok(),
         );
+        // uploadDate has millisecond resolution; distinct dates make `sort=uploadDate` testable.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let bob = emu.token(BOB).await;
     emu.upload(&bob, "invoice-bob.pdf", b"bob").await;
