@@ -4,6 +4,7 @@
 mod daemon;
 mod mount_helper;
 mod mountpoint;
+mod readahead;
 mod staging;
 mod stop;
 mod systemd;

@@ -103,8 +103,9 @@ pub fn mount_config(
     config
 }
 
-/// Mounts `fs` at `mountpoint` and serves it from background threads. `init` has run when this
-/// returns, so the mount is ready to use.
+/// Mounts `fs` at `mountpoint` and serves it from background threads, with the kernel's
+/// readahead widened to whole 1 MiB reads. `init` has run when this returns, so the mount is
+/// ready to use.
 pub fn mount_session<R: Remote + ?Sized>(
     fs: Arc<SessionFs<R>>,
     runtime: tokio::runtime::Handle,
@@ -112,7 +113,9 @@ pub fn mount_session<R: Remote + ?Sized>(
     config: &fuser::Config,
 ) -> std::io::Result<BackgroundSession> {
     let adapter = FuseAdapter::new(fs, runtime);
-    fuser::Session::new(adapter, mountpoint, config)?.spawn()
+    let session = fuser::Session::new(adapter, mountpoint, config)?.spawn()?;
+    super::readahead::widen(mountpoint);
+    Ok(session)
 }
 
 /// Detaches whatever is mounted at `mountpoint`, even while files are open in it.

@@ -221,3 +221,13 @@ fn a_server_that_ignores_range_still_serves_every_byte() {
     file.read_exact_at(&mut buf, 13 << 20).unwrap();
     assert!(buf[..] == data[13 << 20..(13 << 20) + 4096]);
 }
+
+#[test]
+fn the_kernel_reads_ahead_in_whole_1_mib_requests() {
+    let mount = TestMount::new();
+    let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(mount.path()).unwrap());
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let kib = std::fs::read_to_string(&knob).unwrap();
+    assert_eq!(kib.trim(), "1024", "{knob}");
+}
