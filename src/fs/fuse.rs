@@ -56,6 +56,49 @@ impl<R: Remote + ?Sized> FuseAdapter<R> {
     }
 }
 
+/// How often a close or fsync waiting on an upload looks whether its caller is being killed.
+const KILLED_CALLER_POLL: Duration = Duration::from_millis(100);
+
+/// Answers `reply` with what `work` returns, or with EINTR once `caller` is being killed, so
+/// that Ctrl-C of a `cp` waiting in close ends it at once. The work goes on in the background
+/// and its error is logged: the content was committed at the close, and an upload that fails
+/// stays staged and is retried, as after any failed close.
+async fn answer_empty_unless_killed(
+    op: &'static str,
+    caller: Caller,
+    reply: ReplyEmpty,
+    work: impl Future<Output = super::Result<()>> + Send + 'static,
+) {
+    let mut work = tokio::spawn(work);
+    loop {
+        tokio::select! {
+            done = &mut work => {
+                return match done {
+                    Ok(result) => answer_empty(op, reply, result),
+                    Err(panicked) => {
+                        log::error!("{op} panicked: {panicked}");
+                        reply.error(Errno::EIO)
+                    }
+                };
+            }
+            () = tokio::time::sleep(KILLED_CALLER_POLL) => {
+                if caller.is_being_killed() {
+                    log::info!(
+                        "{op}: process {} was killed while it waited; the upload goes on in the \
+                         background (see `sessionfs status`)",
+                        caller.pid
+                    );
+                    reply.error(Errno::EINTR);
+                    if let Ok(Err(err)) = work.await {
+                        failed(op, &err);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Answers an operation that returns nothing.
 fn answer_empty(op: &str, reply: ReplyEmpty, result: super::Result<()>) {
     match result {
@@ -441,15 +484,17 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(
-            move |fs| async move { answer_empty("flush", reply, fs.flush(ino.0, fh.0).await) },
-        );
+        let caller = caller(req);
+        self.spawn(move |fs| async move {
+            let work = async move { fs.flush(ino.0, fh.0).await };
+            answer_empty_unless_killed("flush", caller, reply, work).await
+        });
     }
 
     fn release(
@@ -469,13 +514,17 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { answer_empty("fsync", reply, fs.fsync(ino.0).await) });
+        let caller = caller(req);
+        self.spawn(move |fs| async move {
+            let work = async move { fs.fsync(ino.0).await };
+            answer_empty_unless_killed("fsync", caller, reply, work).await
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -210,6 +210,28 @@ impl Caller {
         self.uid == 0
     }
 
+    /// Whether the calling process is gone or being killed (a SIGKILL pending, which is also
+    /// what a Ctrl-C of a program without a SIGINT handler becomes). The kernel waits for our
+    /// answer to a request it has sent even then, since fuser answers FUSE_INTERRUPT with
+    /// ENOSYS; a long wait can look at this to answer early.
+    pub fn is_being_killed(self) -> bool {
+        const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+        if self.pid == 0 {
+            return false;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return true;
+        };
+        status
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("SigPnd:")
+                    .or_else(|| line.strip_prefix("ShdPnd:"))
+            })
+            .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .any(|mask| mask & SIGKILL_BIT != 0)
+    }
+
     /// Whether `gid` is the caller's primary group or one of its supplementary groups. A FUSE
     /// request carries only the primary one, so the others are read from the `Groups:` line of
     /// `/proc/PID/status` (none when the process is gone).

@@ -46,15 +46,12 @@ pub fn widen(mountpoint: &Path) {
 /// The `major:minor` of the last mount at `mountpoint` in a `/proc/self/mountinfo` table.
 fn device_of(table: &str, mountpoint: &Path) -> Option<String> {
     let wanted = mountpoint.as_os_str().as_encoded_bytes();
-    table
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let device = fields.nth(2)?;
-            let point = fields.nth(1)?;
-            (unescape(point) == wanted).then(|| device.to_string())
-        })
-        .last()
+    table.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let device = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (unescape(point) == wanted).then(|| device.to_string())
+    })
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).

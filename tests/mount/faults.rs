@@ -123,3 +123,44 @@ fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
     let session = mount.api_session_id("outage");
     assert!(mount.api_get(&session, "data.bin").unwrap() == data);
 }
+
+#[test]
+fn ctrl_c_ends_a_cp_waiting_in_close_and_its_upload_goes_on() {
+    let mut mount = patient_mount(Duration::from_secs(60));
+    let dir = mount.session_dir("interrupted");
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("data.bin");
+    let data = pseudo_random(2 << 20, 12);
+    std::fs::write(&source, &data).unwrap();
+    let target = dir.join("data.bin");
+    sh(&format!("ls {}", q(&dir)));
+
+    mount.stop_server();
+    let mut cp = Command::new("cp")
+        .arg(&source)
+        .arg(&target)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the copy to be staged", || {
+        std::fs::metadata(&target).is_ok_and(|m| m.len() == data.len() as u64)
+    });
+    assert!(cp.try_wait().unwrap().is_none(), "cp waits in close");
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(cp.id() as i32, libc::SIGINT) }, 0);
+    // The upload would wait for the server for a minute; the interrupted cp ends at once.
+    wait_until(Duration::from_secs(5), "the interrupted cp to end", || {
+        cp.try_wait().unwrap().is_some()
+    });
+    let status = cp.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGINT),
+        "{status:?}"
+    );
+
+    mount.restart_server();
+    let session = mount.api_session_id("interrupted");
+    wait_until(Duration::from_secs(30), "the upload to finish", || {
+        mount.api_get(&session, "data.bin").as_deref() == Some(&data[..])
+    });
+}
