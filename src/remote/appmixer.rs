@@ -326,6 +326,7 @@ impl PartUploader for Uploads<'_> {
         PartPolicy {
             max_in_flight: self.0.upload_parallel,
             first_part_alone: true,
+            presigned_parts: false,
             retry: self.0.http.retry_config().clone(),
         }
     }

@@ -234,6 +234,7 @@ impl PartUploader for Uploads<'_> {
         PartPolicy {
             max_in_flight: 1,
             first_part_alone: false,
+            presigned_parts: true,
             retry: self.0.http.retry_config().clone(),
         }
     }

@@ -3,19 +3,20 @@
 //! truncated JSON, the wrong shape or bytes that are not UTF-8; `GET /v1/files/{id}/url` that
 //! may answer HTML or the wrong JSON; and presigned storage URLs that lie about their bytes or
 //! (for `expiring.bin`) expire when the test says, long before the `expiresAt` they were handed
-//! out with, answering 403 `AccessDenied` "Request has expired" as S3 does. The mount runs as
-//! the binary, so its log can be read.
+//! out with, answering 403 `AccessDenied` "Request has expired" as S3 does; likewise the upload
+//! URL of the first upload session. The mount runs as the binary, so its log can be read.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put as put_route};
+use axum::{Json, body::Bytes};
 use serde_json::{Value, json};
 
 use super::{
@@ -59,6 +60,16 @@ struct Server {
     /// Download URLs handed out for `expiring.bin`, and storage GETs refused as expired.
     expiring_urls: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    /// Upload sessions in creation order: filename, status, the bytes PUT.
+    uploads: Arc<Mutex<Vec<Upload>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Upload {
+    filename: String,
+    size: u64,
+    status: &'static str,
+    bytes: Option<Vec<u8>>,
 }
 
 fn row(id: &str, name: &str, size: Value) -> Value {
@@ -200,11 +211,67 @@ async fn storage(
         .unwrap()
 }
 
+/// The upload session number of a `fil_upN` id.
+fn session_of(id: &str) -> usize {
+    id.trim_start_matches("fil_up")
+        .parse()
+        .unwrap_or(usize::MAX)
+}
+
+async fn create(State(server): State<Server>, Json(body): Json<Value>) -> Response {
+    let mut uploads = server.uploads.lock().unwrap();
+    let id = format!("fil_up{}", uploads.len());
+    uploads.push(Upload {
+        filename: body["filename"].as_str().unwrap_or_default().to_string(),
+        size: body["sizeBytes"].as_u64().unwrap_or_default(),
+        status: "PENDING",
+        bytes: None,
+    });
+    Json(json!({
+        "id": id, "status": "PENDING",
+        "uploadUrl": format!("{}/_upload/{id}", server.endpoint), "uploadHeaders": {},
+    }))
+    .into_response()
+}
+
+/// The PUT of the first session meets an expired URL; the others are stored.
+async fn put(State(server): State<Server>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
+    let session = session_of(&id);
+    if session == 0 {
+        return expired();
+    }
+    match server.uploads.lock().unwrap().get_mut(session) {
+        Some(upload) => upload.bytes = Some(body.to_vec()),
+        None => return StatusCode::NOT_FOUND.into_response(),
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn finish(
+    State(server): State<Server>,
+    UrlPath((id, action)): UrlPath<(String, String)>,
+) -> Response {
+    let mut uploads = server.uploads.lock().unwrap();
+    let Some(upload) = uploads.get_mut(session_of(&id)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    upload.status = match action.as_str() {
+        "complete" if upload.bytes.is_some() => "COMPLETED",
+        "cancel" => "CANCELLED",
+        _ => return StatusCode::CONFLICT.into_response(),
+    };
+    let mut file = row(&id, &upload.filename, json!(upload.size));
+    file["status"] = json!(upload.status);
+    Json(file).into_response()
+}
+
 fn router(server: Server) -> Router {
     Router::new()
-        .route("/v1/files", get(list))
+        .route("/v1/files", get(list).post(create))
         .route("/v1/files/{id}/url", get(url))
+        .route("/v1/files/{id}/{action}", post(finish))
         .route("/_storage/{id}", get(storage))
+        .route("/_upload/{id}", put_route(put))
         .with_state(server)
 }
 
@@ -215,6 +282,7 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
     let expiring = Arc::new(pseudo_random(EXPIRING_BYTES, 13));
     let (expiring_urls, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (valid_from, next_token) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let uploads: Arc<Mutex<Vec<Upload>>> = Arc::default();
     let endpoint = serve(&runtime, |endpoint| {
         router(Server {
             endpoint: endpoint.to_string(),
@@ -224,6 +292,7 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
             next_token: next_token.clone(),
             expiring_urls: expiring_urls.clone(),
             refused: refused.clone(),
+            uploads: uploads.clone(),
         })
     });
 
@@ -330,6 +399,21 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
     }
     listing.store(0, Ordering::SeqCst);
     assert_eq!(works(&format!("cat {}", m("ok.txt"))).stdout, CONTENT);
+
+    // An upload whose presigned URL storage refuses as expired starts over with a new
+    // session: the copy succeeds, the refused session is cancelled, nothing is left PENDING.
+    let data = pseudo_random(100_000, 7);
+    let local = home.path().join("upload.bin");
+    std::fs::write(&local, &data).unwrap();
+    works(&format!("cp {} {}", q(&local), m("upload.bin")));
+    let uploads = uploads.lock().unwrap().clone();
+    let statuses: Vec<&str> = uploads.iter().map(|u| u.status).collect();
+    assert_eq!(statuses, ["CANCELLED", "COMPLETED"], "{uploads:?}");
+    assert_eq!(uploads[1].filename, "upload.bin");
+    assert!(
+        uploads[1].bytes.as_deref() == Some(&data[..]),
+        "the bytes arrived whole"
+    );
     mounted.unmount();
 
     // One log line per substituted name, however many listings showed it.
