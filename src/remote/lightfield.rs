@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::http::{self, HttpClient};
 use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::paging::collect_pages;
-use super::url_cache::UrlCache;
+use super::url_cache::{self, UrlCache};
 use super::{
     Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteConfig,
     RemoteError, RemoteResult, UploadSource,
@@ -388,15 +388,12 @@ impl Remote for LightfieldRemote {
             return Ok(Bytes::new());
         }
         let what = format!("read {:?} ({})", object.name, object.id);
-        let url = self.download_url(&object.id, false).await?;
-        match self.http.read_url_range(&what, &url, &range).await {
-            // Storage refuses an expired URL with 403: get a new one and try once more.
-            Err(err) if err.kind == ErrorKind::PermissionDenied => {
-                let url = self.download_url(&object.id, true).await?;
-                self.http.read_url_range(&what, &url, &range).await
-            }
-            other => other,
-        }
+        // Storage refuses an expired URL with 403.
+        let stale = |err: &RemoteError| err.kind == ErrorKind::PermissionDenied;
+        url_cache::read_with_fresh_url(&self.http, &what, &range, stale, |fresh| {
+            self.download_url(&object.id, fresh)
+        })
+        .await
     }
 
     async fn upload(
