@@ -1,6 +1,6 @@
 //! The Lightfield-shaped hostile server: `GET /v1/files` pages of File objects with bad names,
 //! duplicate ids, absurd sizes and unparsable times, a listing the test can turn into HTML,
-//! truncated JSON, the wrong shape or bytes that are not UTF-8; `GET /v1/files/{id}/url` that
+//! truncated JSON, the wrong shape, or a name with bytes that are not UTF-8; `GET /v1/files/{id}/url` that
 //! may answer HTML or the wrong JSON; and presigned storage URLs that lie about their bytes or
 //! (for `expiring.bin`) expire when the test says, long before the `expiresAt` they were handed
 //! out with, answering 403 `AccessDenied` "Request has expired" as S3 does; likewise the upload
@@ -137,13 +137,14 @@ async fn list(
         Listing::Truncated => r#"{"object":"list","data":[{"id":"fil_ok","#.into_response(),
         Listing::WrongShape => axum::Json(json!({ "data": { "id": "fil_ok" } })).into_response(),
         Listing::NotUtf8 => {
-            let mut body =
-                br#"{"object":"list","data":[{"id":"fil_x","status":"COMPLETED","filename":"bad"#
-                    .to_vec();
-            body.extend_from_slice(&[0xff, 0xfe]);
-            body.extend_from_slice(
-                br#".txt","mimeType":"text/plain","sizeBytes":1,"createdAt":"2026-01-01T00:00:00Z","completedAt":null}]}"#,
-            );
+            // The good page and a name with two bytes that are not UTF-8.
+            let mut page = page;
+            if offset == 0 {
+                page.push(row("fil_notutf8", "bad-MARK.txt", json!(CONTENT.len())));
+            }
+            let text = serde_json::to_string(&json!({ "object": "list", "data": page })).unwrap();
+            let (before, after) = text.split_once("MARK").unwrap();
+            let body = [before.as_bytes(), &[0xff, 0xfe], after.as_bytes()].concat();
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     }
@@ -376,11 +377,24 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
     );
 
     // Listings that are not the JSON asked for: the mount shows the last good listing (and
-    // logs why); a new mount refuses to start, saying what the server sent.
+    // logs why); a new mount refuses to start, saying what the server sent. A name that is not
+    // UTF-8 does not spoil the listing it is in.
     let good = names_in(mnt.path());
     for (index, kind) in LISTINGS.iter().enumerate().skip(1) {
         listing.store(index, Ordering::SeqCst);
         works(&format!("ls {}", m("")));
+        if *kind == Listing::NotUtf8 {
+            // Bytes that are not UTF-8 show as U+FFFD; the file reads by its id.
+            let name = "bad-\u{FFFD}\u{FFFD}.txt";
+            let mut expected = good.clone();
+            expected.push(name.to_string());
+            expected.sort();
+            let mut shown = names_in(mnt.path());
+            shown.sort();
+            assert_eq!(shown, expected, "{kind:?}");
+            assert_eq!(works(&format!("cat {}", m(name))).stdout, CONTENT);
+            continue;
+        }
         assert_eq!(names_in(mnt.path()), good, "{kind:?}: the last listing");
         if *kind == Listing::Html {
             let other = tempfile::tempdir().unwrap();
@@ -434,6 +448,9 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         lines.iter().all(|line| line.contains("Rename it")),
         "{lines:#?}"
     );
+    let stale = log.matches("showing the last listing").count();
+    assert!(stale >= 3, "{stale} stale listings logged:\n{log}");
+    assert_eq!(log.matches("not UTF-8").count(), 1, "logged once:\n{log}");
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
