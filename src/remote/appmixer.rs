@@ -251,7 +251,8 @@ impl AppmixerRemote {
 
     /// Pages through every complete file once (rows may repeat if the listing shifted).
     async fn list_once(&self) -> RemoteResult<Vec<FileData>> {
-        collect_pages(PAGE_SIZE, |offset| async move {
+        let id = |file: &FileData| file.file_id.clone();
+        collect_pages(PAGE_SIZE, id, |offset| async move {
             let path = format!("/files?limit={PAGE_SIZE}&offset={offset}&sort={LIST_SORT}");
             self.get::<Vec<FileData>>("list files", &path).await
         })

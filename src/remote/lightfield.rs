@@ -362,7 +362,8 @@ impl Remote for LightfieldRemote {
     }
 
     async fn list(&self, _container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {
-        let rows = collect_pages(PAGE_SIZE, |offset| async move {
+        let id = |file: &FileData| file.id.clone();
+        let rows = collect_pages(PAGE_SIZE, id, |offset| async move {
             let path = format!("/v1/files?limit={PAGE_SIZE}&offset={offset}");
             let page: Page = self.call("list files", Method::GET, &path, None).await?;
             Ok(page.data)

@@ -37,14 +37,17 @@ enum Listing {
     Html,
     Truncated,
     WrongShape,
+    /// The same full page at every offset.
+    IgnoresOffset,
     NotUtf8,
 }
 
-const LISTINGS: [Listing; 5] = [
+const LISTINGS: [Listing; 6] = [
     Listing::Good,
     Listing::Html,
     Listing::Truncated,
     Listing::WrongShape,
+    Listing::IgnoresOffset,
     Listing::NotUtf8,
 ];
 
@@ -136,6 +139,14 @@ async fn list(
         Listing::Html => html(),
         Listing::Truncated => r#"{"object":"list","data":[{"id":"fil_ok","#.into_response(),
         Listing::WrongShape => axum::Json(json!({ "data": { "id": "fil_ok" } })).into_response(),
+        Listing::IgnoresOffset => {
+            let same: Vec<Value> = rows(server.expiring.len())
+                .into_iter()
+                .cycle()
+                .take(limit)
+                .collect();
+            axum::Json(json!({ "object": "list", "data": same })).into_response()
+        }
         Listing::NotUtf8 => {
             // The good page and a name with two bytes that are not UTF-8.
             let mut page = page;
@@ -449,7 +460,11 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         "{lines:#?}"
     );
     let stale = log.matches("showing the last listing").count();
-    assert!(stale >= 3, "{stale} stale listings logged:\n{log}");
+    assert!(stale >= 4, "{stale} stale listings logged:\n{log}");
+    assert!(
+        log.contains("did not advance"),
+        "an endless listing is cut short:\n{log}"
+    );
     assert_eq!(log.matches("not UTF-8").count(), 1, "logged once:\n{log}");
 }
 
