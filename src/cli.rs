@@ -376,6 +376,7 @@ impl MountArgs {
             upload_parallel,
             chunk_size,
             write_back,
+            max_staged,
             uid,
             gid,
             local_only,
@@ -467,7 +468,8 @@ mod tests {
         std::fs::write(
             &path,
             "backend = \"lightfield\"\nendpoint = \"http://127.0.0.1:9\"\ntoken = \"sk_lf_file\"\n\
-             metadata-ttl = \"5s\"\nmemory-limit = \"64MiB\"\n",
+             metadata-ttl = \"5s\"\nmemory-limit = \"64MiB\"\nmax-staged = \"3GiB\"\n\
+             write-back = \"5s\"\n",
         )
         .unwrap();
         let argv = [
@@ -494,6 +496,8 @@ mod tests {
             "the command line wins"
         );
         assert_eq!(args.memory_limit.as_u64(), 64 << 20);
+        assert_eq!(args.max_staged.map(|size| size.as_u64()), Some(3 << 30));
+        assert_eq!(args.write_back, Some(Duration::from_secs(5)));
 
         std::fs::write(&path, "colour = \"blue\"\n").unwrap();
         let matches = Cli::command().get_matches_from(argv);

@@ -73,6 +73,9 @@ pub struct Settings {
         deserialize_with = "dir_rename_limit"
     )]
     pub max_dir_rename: Option<crate::fs::DirRenameLimit>,
+    /// Most bytes the staging directory may hold (`--max-staged`).
+    #[serde(default, alias = "max_staged", deserialize_with = "size")]
+    pub max_staged: Option<bytesize::ByteSize>,
     /// Refuse every change.
     #[serde(alias = "read_only")]
     pub read_only: Option<bool>,
@@ -280,6 +283,7 @@ impl Settings {
             chunk_size,
             write_back,
             max_dir_rename,
+            max_staged,
             read_only,
             xattrs,
             allow_other,
@@ -396,7 +400,7 @@ mod tests {
         let file = parse(
             "memory-limit = \"64MiB\"\nbackend = \"fluxer\"\n\n[remotes.work]\nendpoint = \
              \"http://h:1\"\ntoken_file = \"/t\"\n\n[remotes.play]\nbackend = \"mix\"\n\
-             metadata-ttl = \"5s\"\nmax_dir_rename = \"64MiB,50\"\n",
+             metadata-ttl = \"5s\"\nmax_dir_rename = \"64MiB,50\"\nmax_staged = \"2GiB\"\n",
         )
         .unwrap();
         let work = file.remote("work").unwrap();
@@ -408,6 +412,8 @@ mod tests {
         assert_eq!(play.metadata_ttl, Some(Duration::from_secs(5)));
         let limit = play.max_dir_rename.unwrap();
         assert_eq!((limit.bytes, limit.objects), (64 << 20, 50));
+        assert_eq!(play.max_staged.unwrap().as_u64(), 2 << 30);
+        assert_eq!(work.max_staged, None);
         assert_eq!(
             file.remotes()
                 .iter()
@@ -442,6 +448,11 @@ mod tests {
                 "max-dir-rename = \"1GiB\"\n",
                 "line 1, key `max-dir-rename`",
                 "1GiB,10000",
+            ),
+            (
+                "max-staged = \"plenty\"\n",
+                "line 1, key `max-staged`",
+                "plenty",
             ),
             (
                 "[remotes.a]\n[remotes.a.remotes.b]\n",

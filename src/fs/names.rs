@@ -276,12 +276,59 @@ fn with_suffix(name: &str, suffix: &str) -> String {
 
 /// Checks that `name` can be a local name component.
 pub fn valid_component(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains('/')
-        && !name.contains('\0')
-        && name.len() <= NAME_MAX_BYTES
+    unshowable(name).is_none()
+}
+
+/// Why `name` cannot be a local name component as it is, if it cannot.
+pub fn unshowable(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it is . or ..")
+    } else if name.contains('/') {
+        Some("it holds a /")
+    } else if name.contains('\0') {
+        Some("it holds a NUL")
+    } else if name.len() > NAME_MAX_BYTES {
+        Some("it is longer than 255 bytes")
+    } else {
+        None
+    }
+}
+
+/// Remote names logged at most: past it, one line says the rest go unlogged.
+pub const SUBSTITUTES_LOGGED: usize = 1024;
+
+/// Remembers which remote names were logged as shown under a substitute, so each is logged
+/// once however often its listing is fetched again (at most [`SUBSTITUTES_LOGGED`] of them).
+#[derive(Debug, Default)]
+pub struct SubstituteLog {
+    logged: std::collections::HashSet<String>,
+    full: bool,
+}
+
+impl SubstituteLog {
+    /// Logs, the first time only, that the server's `remote` name shows as `local` because of
+    /// `why`.
+    pub fn note(&mut self, remote: &str, local: &str, why: &str) {
+        if self.full || self.logged.contains(remote) {
+            return;
+        }
+        if self.logged.len() >= SUBSTITUTES_LOGGED {
+            self.full = true;
+            log::warn!(
+                "more than {SUBSTITUTES_LOGGED} names on the server cannot be shown as they \
+                 are; the others show under substitutes too, without a log line each"
+            );
+            return;
+        }
+        self.logged.insert(remote.to_owned());
+        log::warn!(
+            "the server holds the name {remote:?}, which a local file name cannot be ({why}); \
+             it shows as {local:?}. Rename it on the server (or with another client) to see \
+             it under its own name"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +450,24 @@ mod tests {
         assert_eq!(dir_name_from_title("a/b"), "a／b");
         assert_eq!(title_from_dir_name("a／b"), "a/b");
         assert_eq!(dir_name_from_title(".."), "．．");
+    }
+
+    #[test]
+    fn names_no_local_file_can_have_are_told_why_and_logged_once() {
+        assert_eq!(unshowable("ok.txt"), None);
+        assert_eq!(unshowable("new\nline"), None);
+        for bad in ["", ".", "..", "a/b", "nul\0", &"x".repeat(256)] {
+            assert!(unshowable(bad).is_some(), "{bad:?}");
+        }
+        let mut log = SubstituteLog::default();
+        log.note("..", "．．", "it is . or ..");
+        log.note("..", "．．", "it is . or ..");
+        assert_eq!(log.logged.len(), 1, "once per name");
+        for i in 0..SUBSTITUTES_LOGGED + 10 {
+            log.note(&format!("{i}\0"), &format!("{i}␀"), "it holds a NUL");
+        }
+        assert_eq!(log.logged.len(), SUBSTITUTES_LOGGED, "bounded");
+        assert!(log.full);
     }
 
     #[test]

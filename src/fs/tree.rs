@@ -181,6 +181,8 @@ pub struct Tree {
     next_ino: Ino,
     /// The root holds containers (true) or is itself the flat scope (false).
     containers: bool,
+    /// Remote names already logged as shown under a substitute.
+    substitutes: names::SubstituteLog,
 }
 
 impl Tree {
@@ -203,6 +205,7 @@ impl Tree {
             nodes: HashMap::from([(ROOT_INO, root)]),
             next_ino: ROOT_INO + 1,
             containers,
+            substitutes: names::SubstituteLog::default(),
         }
     }
 
@@ -377,6 +380,13 @@ impl Tree {
         let mut top = Vec::new();
         let mut members: BTreeMap<String, Vec<Wanted>> = BTreeMap::new();
         for container in containers {
+            let group_title = container.group.as_ref().map(|group| group.title.as_str());
+            for title in std::iter::once(container.title.as_str()).chain(group_title) {
+                if let Some(why) = names::unshowable(title) {
+                    let shown = names::dir_name_from_title(title);
+                    self.substitutes.note(title, &shown, why);
+                }
+            }
             match container.group.clone() {
                 None => top.push(Wanted::container(container)),
                 Some(group) => {
@@ -524,7 +534,7 @@ impl Tree {
                 .filter(|entry| entry.version == meta.version)
                 .map(Stored::local_meta)
         };
-        let (files, markers) = arrange(objects);
+        let (files, markers) = arrange(objects, &mut self.substitutes);
         let mut files = files;
         let mut markers = markers;
         for (path, ino) in self.descendants(scope) {
@@ -716,7 +726,10 @@ pub fn new_dir(origin: DirOrigin) -> NodeKind {
 
 /// Sorts a listing into file paths and directory markers, decoding names and giving duplicate
 /// names unique suffixes (the newest object keeps the plain name).
-fn arrange(objects: Vec<ObjectMeta>) -> (HashMap<String, Listed>, HashMap<String, ObjectMeta>) {
+fn arrange(
+    objects: Vec<ObjectMeta>,
+    substitutes: &mut names::SubstituteLog,
+) -> (HashMap<String, Listed>, HashMap<String, ObjectMeta>) {
     let mut markers = HashMap::new();
     let mut plain = Vec::new();
     for meta in objects {
@@ -728,11 +741,14 @@ fn arrange(objects: Vec<ObjectMeta>) -> (HashMap<String, Listed>, HashMap<String
                 markers.insert(dir.to_string(), meta);
             }
             _ => {
-                let path = if valid_path(&path) {
-                    path
-                } else {
-                    // Not a usable path (empty parts, `..`): show it flat, slashes substituted.
-                    names::dir_name_from_title(&path)
+                let path = match path.split('/').find_map(names::unshowable) {
+                    None => path,
+                    Some(why) => {
+                        // Not a usable path (empty parts, `..`): show it flat, slashes substituted.
+                        let shown = names::dir_name_from_title(&path);
+                        substitutes.note(&meta.name, &shown, why);
+                        shown
+                    }
                 };
                 plain.push((path, Listed { meta, symlink }));
             }

@@ -251,7 +251,8 @@ impl AppmixerRemote {
 
     /// Pages through every complete file once (rows may repeat if the listing shifted).
     async fn list_once(&self) -> RemoteResult<Vec<FileData>> {
-        collect_pages(PAGE_SIZE, |offset| async move {
+        let id = |file: &FileData| file.file_id.clone();
+        collect_pages(PAGE_SIZE, id, |offset| async move {
             let path = format!("/files?limit={PAGE_SIZE}&offset={offset}&sort={LIST_SORT}");
             self.get::<Vec<FileData>>("list files", &path).await
         })
@@ -326,6 +327,7 @@ impl PartUploader for Uploads<'_> {
         PartPolicy {
             max_in_flight: self.0.upload_parallel,
             first_part_alone: true,
+            presigned_parts: false,
             retry: self.0.http.retry_config().clone(),
         }
     }

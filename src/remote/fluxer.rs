@@ -39,7 +39,7 @@ use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
 
 use super::http::HttpClient;
-use super::url_cache::UrlCache;
+use super::url_cache::{self, UrlCache};
 use super::{
     Capabilities, Container, ContainerGroup, ContainerRef, ErrorKind, NameRules, ObjectMeta,
     Remote, RemoteConfig, RemoteError, RemoteResult, UploadSource,
@@ -441,15 +441,14 @@ impl Remote for FluxerRemote {
         }
         let channel = self.channel(container)?;
         let what = format!("read {:?} ({})", object.name, object.id);
-        let url = self.attachment_url(channel, &object.id, false).await?;
-        match self.http.read_url_range(&what, &url, &range).await {
-            // An expired or refused URL: fetch the message again for a fresh one.
-            Err(err) if matches!(err.kind, ErrorKind::PermissionDenied | ErrorKind::NotFound) => {
-                let url = self.attachment_url(channel, &object.id, true).await?;
-                self.http.read_url_range(&what, &url, &range).await
-            }
-            other => other,
-        }
+        // An expired or refused URL: fetch the message again for a fresh one.
+        let stale = |err: &RemoteError| {
+            matches!(err.kind, ErrorKind::PermissionDenied | ErrorKind::NotFound)
+        };
+        url_cache::read_with_fresh_url(&self.http, &what, &range, stale, |fresh| {
+            self.attachment_url(channel, &object.id, fresh)
+        })
+        .await
     }
 
     async fn upload(

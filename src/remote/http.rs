@@ -8,6 +8,8 @@
 
 use std::future::Future;
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -152,6 +154,8 @@ pub struct HttpClient {
     endpoint: String,
     retry: RetryConfig,
     parse_envelope: EnvelopeParser,
+    /// Whether an answer that is not UTF-8 was logged (once per client).
+    logged_not_utf8: Arc<AtomicBool>,
 }
 
 /// Longest error body we read to find a message.
@@ -173,6 +177,7 @@ impl HttpClient {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             retry: RetryConfig::default(),
             parse_envelope,
+            logged_not_utf8: Arc::default(),
         })
     }
 
@@ -254,7 +259,9 @@ impl HttpClient {
     }
 
     /// Reads a successful response's body as JSON of type `T`; a body that is not is a
-    /// protocol error naming `what` and the endpoint.
+    /// protocol error naming `what` and the endpoint. Bytes that are not UTF-8 (a name another
+    /// client stored in some other encoding) become U+FFFD, so one such name does not make a
+    /// whole listing unreadable; the first such answer is logged.
     pub async fn json<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -264,12 +271,27 @@ impl HttpClient {
             .bytes()
             .await
             .map_err(|err| self.transport_error(what, &err))?;
-        serde_json::from_slice(&body).map_err(|err| {
+        let malformed = |err: serde_json::Error| {
             RemoteError::protocol(format!(
                 "{what}: {} sent malformed JSON ({err})",
                 self.endpoint
             ))
-        })
+        };
+        match serde_json::from_slice(&body) {
+            Err(err) if std::str::from_utf8(&body).is_err() => {
+                let parsed = serde_json::from_str(&String::from_utf8_lossy(&body));
+                if parsed.is_ok() && !self.logged_not_utf8.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "{what}: {} sent text that is not UTF-8; those bytes show as U+FFFD, \
+                         and a name holding them may not be found under the name shown: \
+                         rename it on the server to a UTF-8 name",
+                        self.endpoint
+                    );
+                }
+                parsed.map_err(|_| malformed(err))
+            }
+            parsed => parsed.map_err(malformed),
+        }
     }
 
     /// Reads bytes `range` with the shared retries, one ranged GET per attempt from `get`:

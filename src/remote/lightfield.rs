@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::http::{self, HttpClient};
 use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::paging::collect_pages;
-use super::url_cache::UrlCache;
+use super::url_cache::{self, UrlCache};
 use super::{
     Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote, RemoteConfig,
     RemoteError, RemoteResult, UploadSource,
@@ -234,6 +234,7 @@ impl PartUploader for Uploads<'_> {
         PartPolicy {
             max_in_flight: 1,
             first_part_alone: false,
+            presigned_parts: true,
             retry: self.0.http.retry_config().clone(),
         }
     }
@@ -361,7 +362,8 @@ impl Remote for LightfieldRemote {
     }
 
     async fn list(&self, _container: ContainerRef<'_>) -> RemoteResult<Vec<ObjectMeta>> {
-        let rows = collect_pages(PAGE_SIZE, |offset| async move {
+        let id = |file: &FileData| file.id.clone();
+        let rows = collect_pages(PAGE_SIZE, id, |offset| async move {
             let path = format!("/v1/files?limit={PAGE_SIZE}&offset={offset}");
             let page: Page = self.call("list files", Method::GET, &path, None).await?;
             Ok(page.data)
@@ -387,15 +389,12 @@ impl Remote for LightfieldRemote {
             return Ok(Bytes::new());
         }
         let what = format!("read {:?} ({})", object.name, object.id);
-        let url = self.download_url(&object.id, false).await?;
-        match self.http.read_url_range(&what, &url, &range).await {
-            // Storage refuses an expired URL with 403: get a new one and try once more.
-            Err(err) if err.kind == ErrorKind::PermissionDenied => {
-                let url = self.download_url(&object.id, true).await?;
-                self.http.read_url_range(&what, &url, &range).await
-            }
-            other => other,
-        }
+        // Storage refuses an expired URL with 403.
+        let stale = |err: &RemoteError| err.kind == ErrorKind::PermissionDenied;
+        url_cache::read_with_fresh_url(&self.http, &what, &range, stale, |fresh| {
+            self.download_url(&object.id, fresh)
+        })
+        .await
     }
 
     async fn upload(

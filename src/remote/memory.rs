@@ -49,6 +49,8 @@ pub struct PartLog {
     pub aborts: u64,
     /// Failures still to inject per part number: (how many more, whether temporary).
     failures: HashMap<u64, (u32, bool)>,
+    /// Refusals (403, as of an expired presigned URL) still to inject per part number.
+    denials: HashMap<u64, u32>,
 }
 
 #[derive(Default)]
@@ -102,6 +104,12 @@ impl MemoryRemote {
     pub fn fail_part(&self, number: u64, times: u32, temporary: bool) {
         let mut log = self.part_log.lock().unwrap();
         log.failures.insert(number, (times, temporary));
+    }
+
+    /// Refuses part `number` with permission denied (as storage refuses an expired presigned
+    /// URL) the next `times` attempts.
+    pub fn deny_part(&self, number: u64, times: u32) {
+        self.part_log.lock().unwrap().denials.insert(number, times);
     }
 
     /// What the chunked uploads did so far.
@@ -297,6 +305,12 @@ struct PartSession {
 /// Counts a part in flight for as long as it lives.
 struct InFlight<'a>(&'a Mutex<PartLog>);
 
+/// A failure injected into one part attempt.
+enum Injected {
+    Failed { temporary: bool },
+    Denied,
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.lock().unwrap().in_flight -= 1;
@@ -314,6 +328,8 @@ impl PartUploader for Uploads<'_> {
         PartPolicy {
             max_in_flight,
             first_part_alone: false,
+            // As if its parts went to presigned URLs (see `deny_part`).
+            presigned_parts: true,
             retry: RetryConfig {
                 max_attempts: 3,
                 base_delay: Duration::from_millis(1),
@@ -347,10 +363,20 @@ impl PartUploader for Uploads<'_> {
             log.attempts.push(part.number);
             log.in_flight += 1;
             log.max_in_flight = log.max_in_flight.max(log.in_flight);
+            let denied = match log.denials.get_mut(&part.number) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    true
+                }
+                _ => false,
+            };
             match log.failures.get_mut(&part.number) {
+                _ if denied => Some(Injected::Denied),
                 Some((left, temporary)) if *left > 0 => {
                     *left -= 1;
-                    Some(*temporary)
+                    Some(Injected::Failed {
+                        temporary: *temporary,
+                    })
                 }
                 _ => None,
             }
@@ -358,11 +384,16 @@ impl PartUploader for Uploads<'_> {
         let _counted = InFlight(&self.remote.part_log);
         // Let the other parts start, so overlap is real.
         tokio::time::sleep(Duration::from_millis(2)).await;
-        if let Some(temporary) = failure {
+        if let Some(injected) = failure {
             let message = format!("part {} refused by plan", part.number);
-            return Err(match temporary {
-                true => RemoteError::temporary(ErrorKind::Unavailable, message),
-                false => RemoteError::new(ErrorKind::InvalidInput, message),
+            return Err(match injected {
+                Injected::Failed { temporary: true } => {
+                    RemoteError::temporary(ErrorKind::Unavailable, message)
+                }
+                Injected::Failed { temporary: false } => {
+                    RemoteError::new(ErrorKind::InvalidInput, message)
+                }
+                Injected::Denied => RemoteError::new(ErrorKind::PermissionDenied, message),
             });
         }
         let mut body = source.part_body("memory part", part.range.clone())?;

@@ -11,7 +11,9 @@
 //! - retrying a failed part on its own, with the backend's backoff, while the others go on;
 //! - aborting the upload when a part or the complete step fails for good, so the server is
 //!   left with nothing half-done, and logging (not returning) a failed abort;
-//! - the complete step, then the finalize step (Fluxer posts its message there).
+//! - the complete step, then the finalize step (Fluxer posts its message there);
+//! - for parts sent to presigned URLs, starting over once with a new session when storage
+//!   refuses a part (403, an expired URL: a retried part or a slow upload can outlive it).
 //!
 //! Invariants: no more than `max_in_flight` parts are ever in flight; parts are handed to
 //! [`PartUploader::complete`] in part order, whatever order they finished in; a part is sent
@@ -25,7 +27,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::http::RetryConfig;
-use super::{ObjectMeta, RemoteResult, UploadSource};
+use super::{ErrorKind, ObjectMeta, RemoteError, RemoteResult, UploadSource};
 use crate::cache::{BlockCache, Reservation};
 
 /// Memory one part in flight holds: the read-ahead of its streamed body plus the chunk being
@@ -42,6 +44,9 @@ pub struct PartPolicy {
     pub first_part_alone: bool,
     /// How each part is retried.
     pub retry: RetryConfig,
+    /// Parts go to presigned URLs, which storage refuses with 403 once they expire: a part
+    /// refused so ends the upload (aborted), which then starts over once with a new session.
+    pub presigned_parts: bool,
 }
 
 /// How the staged file is cut, as the API decided when the upload started.
@@ -143,15 +148,59 @@ pub async fn upload_in_parts<U: PartUploader + ?Sized>(
     source: &UploadSource,
 ) -> RemoteResult<ObjectMeta> {
     let policy = uploader.policy();
-    let (session, layout) = uploader.start(name, source).await?;
+    match upload_once(uploader, name, source, &policy).await {
+        Err(Failed::Part(err))
+            if policy.presigned_parts && err.kind == ErrorKind::PermissionDenied =>
+        {
+            log::info!(
+                "{}; its upload URL may have expired: uploading {name:?} again with a new one",
+                err.message
+            );
+            upload_once(uploader, name, source, &policy)
+                .await
+                .map_err(Failed::into_error)
+        }
+        other => other.map_err(Failed::into_error),
+    }
+}
+
+/// Why one upload attempt failed: in a part, or anywhere else.
+enum Failed {
+    Part(RemoteError),
+    Other(RemoteError),
+}
+
+impl Failed {
+    fn into_error(self) -> RemoteError {
+        match self {
+            Failed::Part(err) | Failed::Other(err) => err,
+        }
+    }
+}
+
+/// One upload attempt: start, parts, complete, finalize; aborted when a part or the complete
+/// step fails.
+async fn upload_once<U: PartUploader + ?Sized>(
+    uploader: &U,
+    name: &str,
+    source: &UploadSource,
+    policy: &PartPolicy,
+) -> Result<ObjectMeta, Failed> {
+    let (session, layout) = uploader.start(name, source).await.map_err(Failed::Other)?;
     report_started(uploader, &session, source);
     let parts = parts_of(source.size, layout);
-    let completed = match send_parts(uploader, &session, &policy, &parts, source).await {
-        Ok(sent) => uploader.complete(&session, sent).await,
-        Err(err) => Err(err),
+    let completed = match send_parts(uploader, &session, policy, &parts, source).await {
+        Ok(sent) => uploader
+            .complete(&session, sent)
+            .await
+            .map_err(Failed::Other),
+        Err(err) => Err(Failed::Part(err)),
     };
     match completed {
-        Ok(completed) => uploader.finalize(session, completed).await,
+        Ok(completed) => uploader
+            .finalize(session, completed)
+            .await
+            .map_err(Failed::Other),
         Err(err) => {
             if let Err(abort) = uploader.abort(&session).await {
                 log::warn!(
@@ -340,6 +389,29 @@ mod tests {
         let err = remote.upload(Some("c"), "f", &source).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Unavailable);
         assert_eq!(remote.part_log().aborts, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_part_refused_as_by_an_expired_url_starts_the_upload_over_once() {
+        let remote = MemoryRemote::new().with_parts(1000, 1, 2);
+        remote.deny_part(2, 1);
+        let (_dir, source, data) = staged(3000);
+        remote.upload(Some("c"), "f", &source).await.unwrap();
+        assert_eq!(remote.get("c", "f").unwrap(), data);
+        let log = remote.part_log();
+        assert_eq!(log.aborts, 1, "the refused session is aborted");
+        assert_eq!(
+            log.attempts.iter().filter(|n| **n == 2).count(),
+            2,
+            "part 2 refused once (not retried in that session), then sent in the new one"
+        );
+
+        // Refused again in the new session: the upload fails, nothing is stored.
+        remote.deny_part(1, 2);
+        let err = remote.upload(Some("c"), "g", &source).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PermissionDenied, "{}", err.message);
+        assert_eq!(remote.part_log().aborts, 3);
+        assert!(remote.get("c", "g").is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 //! cursor"; the driver advances and stops at the first short page, which is the rule the APIs
 //! document (their totals may change while we page, so they are not trusted). A hard bound on
 //! the number of pages turns a server that never returns a short page into an error instead of
-//! an endless loop; a cursor that does not move is an error too.
+//! an endless loop; a cursor that does not move is an error too, and so is a full offset page
+//! that holds only rows already seen (a server that ignores `offset` would otherwise be asked
+//! for all of its [`MAX_PAGES`] pages).
 
 use std::future::Future;
 
@@ -17,20 +19,37 @@ pub const MAX_PAGES: usize = 100_000;
 /// Calls `fetch_page(offset)` for offsets 0, n₀, n₀+n₁, ... until a page holds fewer than
 /// `page_size` rows, and returns every row in order. Rows may repeat if the listing shifts
 /// while it is paged (a new object at the head pushes the others down); callers that key
-/// rows by id drop the repeats.
-pub async fn collect_pages<T, F, Fut>(page_size: usize, mut fetch_page: F) -> RemoteResult<Vec<T>>
+/// rows by id drop the repeats. A full page whose every `key` was seen before is an error.
+pub async fn collect_pages<T, C, K, F, Fut>(
+    page_size: usize,
+    key: K,
+    mut fetch_page: F,
+) -> RemoteResult<Vec<T>>
 where
+    C: Eq + std::hash::Hash,
+    K: Fn(&T) -> C,
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = RemoteResult<Vec<T>>>,
 {
     let mut rows = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut offset = 0u64;
     for _ in 0..MAX_PAGES {
         let page = fetch_page(offset).await?;
         let len = page.len();
+        let mut new_rows = 0;
+        for row in &page {
+            new_rows += usize::from(seen.insert(key(row)));
+        }
         rows.extend(page);
         if len < page_size.max(1) {
             return Ok(rows);
+        }
+        if new_rows == 0 {
+            return Err(RemoteError::protocol(format!(
+                "listing did not advance: the page at offset {offset} held only rows already \
+                 seen (the server seems to ignore offset)"
+            )));
         }
         offset += len as u64;
     }
@@ -87,11 +106,15 @@ mod tests {
     async fn pages_until_a_short_page() {
         let all: Vec<u32> = (0..60).collect();
         let offsets = Mutex::new(Vec::new());
-        let rows = collect_pages(25, |offset| {
-            offsets.lock().unwrap().push(offset);
-            let page: Vec<u32> = all.iter().copied().skip(offset as usize).take(25).collect();
-            async move { Ok(page) }
-        })
+        let rows = collect_pages(
+            25,
+            |row| *row,
+            |offset| {
+                offsets.lock().unwrap().push(offset);
+                let page: Vec<u32> = all.iter().copied().skip(offset as usize).take(25).collect();
+                async move { Ok(page) }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(rows, all);
@@ -101,20 +124,41 @@ mod tests {
     #[tokio::test]
     async fn an_exact_multiple_ends_with_an_empty_page() {
         let calls = Mutex::new(0);
-        let rows = collect_pages(2, |offset| {
-            *calls.lock().unwrap() += 1;
-            async move {
-                Ok(if offset < 4 {
-                    vec![offset, offset + 1]
-                } else {
-                    vec![]
-                })
-            }
-        })
+        let rows = collect_pages(
+            2,
+            |row| *row,
+            |offset| {
+                *calls.lock().unwrap() += 1;
+                async move {
+                    Ok(if offset < 4 {
+                        vec![offset, offset + 1]
+                    } else {
+                        vec![]
+                    })
+                }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(rows, [0, 1, 2, 3]);
         assert_eq!(*calls.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_the_offset_is_an_error_at_its_second_page() {
+        let calls = Mutex::new(0);
+        let err = collect_pages(
+            3,
+            |row| *row,
+            |_offset| {
+                *calls.lock().unwrap() += 1;
+                async { Ok(vec![1, 2, 3]) }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(err.message.contains("did not advance"), "{}", err.message);
+        assert_eq!(*calls.lock().unwrap(), 2);
     }
 
     #[tokio::test]
@@ -150,8 +194,12 @@ mod tests {
 
     #[tokio::test]
     async fn errors_stop_the_listing() {
-        let result: RemoteResult<Vec<u8>> =
-            collect_pages(2, |_| async { Err(RemoteError::protocol("bad page")) }).await;
+        let result: RemoteResult<Vec<u8>> = collect_pages(
+            2,
+            |row: &u8| *row,
+            |_| async { Err(RemoteError::protocol("bad page")) },
+        )
+        .await;
         assert_eq!(result.unwrap_err().message, "bad page");
     }
 }

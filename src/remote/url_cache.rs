@@ -1,11 +1,17 @@
 //! The one cache of expiring download URLs (Lightfield's presigned URLs, Fluxer's attachment
 //! URLs): a URL is reused until shortly before it expires, then fetched again.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use lru::LruCache;
+
+use super::http::HttpClient;
+use super::{RemoteError, RemoteResult};
 
 /// A URL is treated as expired this long before its stated expiry, so a read that starts with
 /// it does not meet the expiry halfway.
@@ -50,6 +56,32 @@ impl UrlCache {
     /// Forgets `id`'s URL (refused by the server before its expiry).
     pub fn forget(&self, id: &str) {
         self.urls.lock().expect("url cache lock").pop(id);
+    }
+}
+
+/// Reads bytes `range` from the download URL `url(false)` gives (a cached one); when storage
+/// refuses it as `stale` says (an expired URL answers 403 even before the expiry it was handed
+/// out with), once more from `url(true)`, a fresh one. The bytes come from one URL or the
+/// other, never a mix of answers.
+pub async fn read_with_fresh_url<F, Fut>(
+    http: &HttpClient,
+    what: &str,
+    range: &Range<u64>,
+    stale: impl Fn(&RemoteError) -> bool,
+    url: F,
+) -> RemoteResult<Bytes>
+where
+    F: Fn(bool) -> Fut,
+    Fut: Future<Output = RemoteResult<String>>,
+{
+    let cached = url(false).await?;
+    match http.read_url_range(what, &cached, range).await {
+        Err(err) if stale(&err) => {
+            log::debug!("{}; reading again from a fresh url", err.message);
+            let fresh = url(true).await?;
+            http.read_url_range(what, &fresh, range).await
+        }
+        other => other,
     }
 }
 

@@ -6,17 +6,31 @@
 //! nothing behind. Large aligned writes (a `cp`, any big sequential write) bypass the page cache
 //! (see `crate::direct`); the kernel keeps them coherent with the buffered reads and writes of
 //! everything else.
+//!
+//! Descriptors stay bounded however many files are open or waiting for their upload: the
+//! area keeps at most [`MAX_OPEN_STAGING_FILES`] staging files open (two descriptors each at
+//! most, buffered and `O_DIRECT`), least recently used first out; a staging file closed that
+//! way is opened again by its path the next time it is read or written. Each staging file
+//! owns its path for its whole life, so reopening always finds the same bytes.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use lru::LruCache;
 use md5::{Digest, Md5};
 use tempfile::TempPath;
 
 use super::budget::{Charge, StagedBytes};
 use crate::direct;
+
+/// Staging files an area keeps open at once (each holds one or two descriptors); past it the
+/// least recently used is closed and reopened when next touched.
+pub const MAX_OPEN_STAGING_FILES: usize = 256;
 
 /// The directory that holds staging files.
 #[derive(Clone, Debug)]
@@ -24,6 +38,74 @@ pub struct StagingArea {
     dir: PathBuf,
     /// What its live staging files hold, for `--max-staged`.
     bytes: StagedBytes,
+    /// The staging files open now, shared by all of the area's files.
+    open: Arc<OpenFiles>,
+}
+
+/// The descriptors of one open staging file.
+#[derive(Debug)]
+struct Descriptors {
+    file: File,
+    /// The same file opened with `O_DIRECT`, where the file system supports it.
+    direct: Option<File>,
+}
+
+impl Descriptors {
+    fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            file: OpenOptions::new().read(true).write(true).open(path)?,
+            direct: direct::open_direct(path, true),
+        })
+    }
+}
+
+/// The open staging files of an area, by staging file number, at most `capacity` of them.
+#[derive(Debug)]
+struct OpenFiles {
+    /// Held only to look up, insert or remove one entry (never across I/O).
+    lru: Mutex<LruCache<u64, Arc<Descriptors>>>,
+    next_number: AtomicU64,
+}
+
+impl OpenFiles {
+    fn new(capacity: usize) -> Self {
+        Self {
+            lru: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("non-zero"),
+            )),
+            next_number: AtomicU64::new(0),
+        }
+    }
+
+    fn lru(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Arc<Descriptors>>> {
+        self.lru.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A staging file's place in [`OpenFiles`]; closes its descriptors when dropped.
+#[derive(Debug)]
+struct OpenSlot {
+    number: u64,
+    open: Arc<OpenFiles>,
+}
+
+impl OpenSlot {
+    /// The file's descriptors: the open ones, else `path` opened again (closing the least
+    /// recently used file's if the area is at its cap).
+    fn get(&self, path: &Path) -> io::Result<Arc<Descriptors>> {
+        if let Some(open) = self.open.lru().get(&self.number) {
+            return Ok(open.clone());
+        }
+        let opened = Arc::new(Descriptors::open(path)?);
+        self.open.lru().put(self.number, opened.clone());
+        Ok(opened)
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.open.lru().pop(&self.number);
+    }
 }
 
 impl StagingArea {
@@ -31,10 +113,15 @@ impl StagingArea {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(Self {
+        Ok(Self::with_open_cap(dir, MAX_OPEN_STAGING_FILES))
+    }
+
+    fn with_open_cap(dir: PathBuf, cap: usize) -> Self {
+        Self {
             dir,
             bytes: StagedBytes::default(),
-        })
+            open: Arc::new(OpenFiles::new(cap)),
+        }
     }
 
     /// A new, empty staging file; with `hash_md5` its md5 is computed as bytes arrive in order.
@@ -43,9 +130,17 @@ impl StagingArea {
             .prefix("staged-")
             .tempfile_in(&self.dir)?
             .into_parts();
-        Ok(StagingFile {
+        let slot = OpenSlot {
+            number: self.open.next_number.fetch_add(1, Ordering::Relaxed),
+            open: self.open.clone(),
+        };
+        let descriptors = Descriptors {
             direct: direct::open_direct(&path, true),
             file,
+        };
+        slot.open.lru().put(slot.number, Arc::new(descriptors));
+        Ok(StagingFile {
+            slot,
             path,
             len: 0,
             hasher: hash_md5.then(Md5::new),
@@ -89,9 +184,8 @@ impl StagingArea {
 /// is computed as the bytes arrive, as long as they arrive in order (a `cp`, a download).
 #[derive(Debug)]
 pub struct StagingFile {
-    file: File,
-    /// The same file opened with `O_DIRECT`, where the file system supports it.
-    direct: Option<File>,
+    /// Its descriptors, open or to be opened again from `path`.
+    slot: OpenSlot,
     path: TempPath,
     len: u64,
     /// md5 of bytes `0..len`, while every write so far has been an append.
@@ -110,17 +204,18 @@ impl StagingFile {
             return Ok(Vec::new());
         }
         let mut buf = vec![0; (end - offset) as usize];
-        self.file.read_exact_at(&mut buf, offset)?;
+        self.descriptors()?.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
 
     /// Writes `data` at `offset`, growing the file (with a hole) as needed.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        match &self.direct {
+        let open = self.descriptors()?;
+        match &open.direct {
             Some(direct) if direct::is_direct_write(offset, data) => {
                 direct.write_all_at(data, offset)?
             }
-            _ => self.file.write_all_at(data, offset)?,
+            _ => open.file.write_all_at(data, offset)?,
         }
         match &mut self.hasher {
             Some(hasher) if offset == self.len => hasher.update(data),
@@ -133,7 +228,7 @@ impl StagingFile {
 
     /// Truncates or extends the file to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)?;
+        self.descriptors()?.file.set_len(len)?;
         if len == 0 {
             self.hasher = self.hash_md5.then(Md5::new);
         } else if len != self.len {
@@ -150,7 +245,11 @@ impl StagingFile {
         if let Some(hasher) = &self.hasher {
             return Ok(format!("{:x}", hasher.clone().finalize()));
         }
-        crate::checksum::md5_of_file(&self.file, self.len)
+        crate::checksum::md5_of_file(&self.descriptors()?.file, self.len)
+    }
+
+    fn descriptors(&self) -> io::Result<Arc<Descriptors>> {
+        self.slot.get(&self.path)
     }
 
     /// Current length in bytes.
@@ -241,5 +340,39 @@ mod tests {
         assert_eq!(file.read_at(0, 1 << 20).unwrap(), expected);
         assert_eq!(std::fs::read(file.path()).unwrap(), expected);
         assert_eq!(file.md5().unwrap(), format!("{:x}", Md5::digest(&expected)));
+    }
+
+    #[test]
+    fn past_the_cap_staging_files_are_closed_and_reopened_with_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::with_open_cap(dir.path().to_path_buf(), 2);
+        let mut files: Vec<StagingFile> = (0..5).map(|_| area.create(true).unwrap()).collect();
+        assert_eq!(area.open.lru().len(), 2, "only the last two stay open");
+        for (i, file) in files.iter_mut().enumerate() {
+            file.write_at(0, format!("file {i}").as_bytes()).unwrap();
+            assert!(area.open.lru().len() <= 2);
+        }
+        for (i, file) in files.iter_mut().enumerate().rev() {
+            file.write_at(6, b"!").unwrap();
+            assert_eq!(
+                file.read_at(0, 100).unwrap(),
+                format!("file {i}!").as_bytes()
+            );
+            assert_eq!(
+                file.md5().unwrap(),
+                format!("{:x}", Md5::digest(file.read_at(0, 100).unwrap()))
+            );
+        }
+        files.truncate(1);
+        assert_eq!(
+            area.open.lru().len(),
+            1,
+            "a dropped file's descriptors are closed"
+        );
+        let kept = files.pop().unwrap();
+        let path = kept.path().to_path_buf();
+        kept.keep();
+        assert_eq!(std::fs::read(&path).unwrap(), b"file 0!");
+        assert_eq!(area.open.lru().len(), 0);
     }
 }

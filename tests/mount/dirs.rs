@@ -5,7 +5,7 @@
 //! Appmixer, through the binary).
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sessionfs::backend::Backend;
@@ -13,7 +13,8 @@ use sessionfs::fs::DirRenameLimit;
 use sessionfs::remote::ObjectMeta;
 
 use crate::harness::{
-    TestMount, errno, q, sessionfs_command, sh, start_until, start_with_endpoint, wait_until,
+    Reaped, TestMount, errno, q, sessionfs_command, sh, start_until, start_with_endpoint,
+    wait_until,
 };
 
 /// Files in the directory that is renamed.
@@ -211,27 +212,6 @@ fn a_rename_over_the_limit_is_exdev_and_mv_copies_instead() {
     sh(&format!("mv {} {}", q(&from), q(&to)));
     assert!(!from.exists());
     check_files(&to, 10, &[]);
-}
-
-/// A child process stopped (and reaped) when the test ends, also when it fails: SIGTERM, so a
-/// mount unmounts itself rather than leave a dead mount point behind.
-struct Reaped(Child);
-
-impl Reaped {
-    /// Sends `signal` and returns how the process ended.
-    fn stop(&mut self, signal: i32) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, signal) };
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
-            self.stop(libc::SIGTERM);
-        }
-    }
 }
 
 /// How the crash test runs one backend through the binary.

@@ -557,13 +557,81 @@ pub fn user_command(program: &str, home: &Path, args: &[&str]) -> Command {
 /// emulator it serves or embeds).
 pub fn start_with_endpoint(command: Command, ready: &str) -> (std::process::Child, String) {
     let (child, banner) = start_until(command, ready);
-    let endpoint = banner
+    (child, endpoint_in(&banner))
+}
+
+/// The first `http://` address `banner` names.
+pub fn endpoint_in(banner: &str) -> String {
+    banner
         .split_whitespace()
         .find(|word| word.starts_with("http://"))
         .expect("the banner names an endpoint")
         .trim_end_matches(',')
-        .to_string();
-    (child, endpoint)
+        .to_string()
+}
+
+/// A child process stopped (and reaped) when the test ends, also when it fails: SIGTERM, so a
+/// mount unmounts itself rather than leave a dead mount point behind.
+pub struct Reaped(pub std::process::Child);
+
+impl Reaped {
+    /// Sends `signal` and returns how the process ended.
+    pub fn stop(&mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, signal) };
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
+            self.stop(libc::SIGTERM);
+        }
+    }
+}
+
+/// A running `sessionfs mount` process; killed and its mount point detached if a test
+/// panics before it ends.
+pub struct Mounted {
+    pub child: std::process::Child,
+    mountpoint: PathBuf,
+}
+
+impl Mounted {
+    /// Spawns `command` (a `sessionfs mount` of `mountpoint`) and waits for its banner, which
+    /// it returns.
+    pub fn start(command: Command, mountpoint: &Path) -> (Self, String) {
+        let (child, banner) = start_until(command, "unmount with");
+        let mounted = Self {
+            child,
+            mountpoint: mountpoint.to_path_buf(),
+        };
+        (mounted, banner)
+    }
+
+    /// `umount`, then the process exits by itself with success.
+    pub fn unmount(mut self) {
+        sh(&format!("umount {}", q(&self.mountpoint)));
+        assert!(self.child.wait().unwrap().success());
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = run::lazy_unmount(&self.mountpoint);
+        }
+    }
 }
 
 /// Spawns `command` and waits for the output line that says it is mounted (or serving);

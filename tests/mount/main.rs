@@ -16,6 +16,7 @@ mod hostile;
 mod lightfield;
 mod max_staged;
 mod metadata;
+mod open_files;
 mod read;
 mod readme;
 mod reference;

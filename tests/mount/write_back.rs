@@ -2,44 +2,9 @@
 //! uploads every file still waiting, and a mount killed before the delay leaves its closed
 //! files to the next mount.
 
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 
-use sessionfs::run;
-
-use crate::harness::{q, sessionfs_command, sh, start_with_endpoint};
-
-/// A running `sessionfs mount` process; killed and its mount point detached if a test
-/// panics before it ends.
-struct Mounted {
-    child: Child,
-    mountpoint: PathBuf,
-}
-
-impl Mounted {
-    /// `umount`, then the process exits by itself with success.
-    fn unmount(mut self) {
-        sh(&format!("umount {}", q(&self.mountpoint)));
-        assert!(self.child.wait().unwrap().success());
-    }
-
-    /// SIGKILL, as a crash.
-    fn kill(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = run::lazy_unmount(&self.mountpoint);
-        }
-    }
-}
+use crate::harness::{Mounted, endpoint_in, q, sessionfs_command, sh};
 
 /// Starts `sessionfs mount` on `mountpoint` with `args` (embedded Mix emulator, data under
 /// `home`) and returns it and the emulator's endpoint from its banner.
@@ -51,12 +16,8 @@ fn mount(home: &Path, mountpoint: &Path, args: &[&str]) -> (Mounted, String) {
         "60s",
     ];
     all.extend_from_slice(args);
-    let (child, endpoint) = start_with_endpoint(sessionfs_command(home, &all), "unmount with");
-    let mounted = Mounted {
-        child,
-        mountpoint: mountpoint.to_path_buf(),
-    };
-    (mounted, endpoint)
+    let (mounted, banner) = Mounted::start(sessionfs_command(home, &all), mountpoint);
+    (mounted, endpoint_in(&banner))
 }
 
 /// Files in session `title`, as the server lists them (the mount's own view may run ahead).

@@ -194,6 +194,7 @@ impl Uploads<'_> {
         PartPolicy {
             max_in_flight: self.remote.parallel,
             first_part_alone: false,
+            presigned_parts: false,
             retry: self.remote.http.retry_config().clone(),
         }
     }
@@ -236,7 +237,10 @@ impl PartUploader for Presigned<'_> {
     type Completed = ();
 
     fn policy(&self) -> PartPolicy {
-        self.0.policy()
+        PartPolicy {
+            presigned_parts: true,
+            ..self.0.policy()
+        }
     }
 
     async fn start(
