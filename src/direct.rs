@@ -179,6 +179,7 @@ pub fn file_body(path: &Path, range: Range<u64>) -> io::Result<ByteStream> {
         None => (File::open(path)?, false),
     };
     let file = Arc::new(file);
+    let path = path.to_path_buf();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD_CHUNKS);
     tokio::task::spawn_blocking(move || {
         let (mut offset, end) = (range.start, range.end);
@@ -196,6 +197,11 @@ pub fn file_body(path: &Path, range: Range<u64>) -> io::Result<ByteStream> {
             });
             offset += len as u64;
             let failed = item.is_err();
+            if let Err(err) = &item {
+                // The server may answer the cut body first (Mix: 400 "failed to parse
+                // multipart form"), so this line is where the cause shows.
+                log::warn!("reading {} for an upload failed: {err}", path.display());
+            }
             if tx.blocking_send(item).is_err() || failed {
                 return;
             }

@@ -394,7 +394,14 @@ async fn list_files(
     }
 }
 
-fn form_error() -> Response {
+/// The server's answer to a body that is not a multipart form; why is logged, since the
+/// answer (as the real server's) does not say.
+fn form_error(why: impl std::error::Error) -> Response {
+    let cause = std::error::Error::source(&why).map(ToString::to_string);
+    log::info!(
+        "upload: failed to parse multipart form: {why} ({})",
+        cause.as_deref().unwrap_or("no cause")
+    );
     reply::validation_error("form", "failed to parse multipart form")
 }
 
@@ -428,15 +435,16 @@ async fn upload_file(
     if let Err(res) = st.check_session(&id).await {
         return res;
     }
-    let Ok(mut multipart) = multipart else {
-        return form_error();
+    let mut multipart = match multipart {
+        Ok(multipart) => multipart,
+        Err(rejection) => return form_error(rejection),
     };
     let mut upload = None;
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(_) => return form_error(),
+            Err(err) => return form_error(err),
         };
         let wanted = upload.is_none() && field.name() == Some("file");
         let Some(original) = field
@@ -456,7 +464,7 @@ async fn upload_file(
             let chunk = match field.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
-                Err(_) => return form_error(),
+                Err(err) => return form_error(err),
             };
             if let Some(limit) = st.max_upload_bytes
                 && writer.written() + chunk.len() as u64 > limit

@@ -210,6 +210,21 @@ impl HttpClient {
         F: Fn() -> Fut,
         Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
     {
+        self.send_retrying_also(what, build, |_| false).await
+    }
+
+    /// [`Self::send`] that also retries the refusals `transient` picks out: answers an API
+    /// gives when a request arrived damaged rather than when it was wrong.
+    pub async fn send_retrying_also<F, Fut>(
+        &self,
+        what: &str,
+        build: F,
+        transient: impl Fn(&RemoteError) -> bool,
+    ) -> RemoteResult<Response>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
+    {
         self.retrying(|| async {
             let request = build().await?;
             let response = request
@@ -217,10 +232,11 @@ impl HttpClient {
                 .await
                 .map_err(|err| self.transport_error(what, &err))?;
             if response.status().is_success() {
-                Ok(response)
-            } else {
-                Err(self.status_error(what, response).await)
+                return Ok(response);
             }
+            let mut err = self.status_error(what, response).await;
+            err.temporary |= transient(&err);
+            Err(err)
         })
         .await
     }

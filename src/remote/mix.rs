@@ -531,13 +531,14 @@ impl Remote for MixRemote {
         let url = self
             .http
             .url(&format!("{}/files/upload", Self::session_path(session)));
+        let build = || async {
+            let body = reqwest::Body::wrap_stream(source.body(&what)?);
+            let part = reqwest::multipart::Part::stream_with_length(body, source.size);
+            self.upload_request(&url, name, part)
+        };
         let response = self
             .http
-            .send(&what, || async {
-                let body = reqwest::Body::wrap_stream(source.body(&what)?);
-                let part = reqwest::multipart::Part::stream_with_length(body, source.size);
-                self.upload_request(&url, name, part)
-            })
+            .send_retrying_also(&what, build, form_cut_on_the_way)
             .await?;
         let file: FileInfo = self.http.json(&what, response).await?;
         Ok(Self::to_object(file))
@@ -578,4 +579,11 @@ impl Remote for MixRemote {
             .await?;
         Ok(())
     }
+}
+
+/// Whether `err` is the server's 400 for a form that ended early ("failed to parse multipart
+/// form", Go's `ParseMultipartForm` failing): the body was cut on the way, so the upload (which
+/// replaces the file whole) is sent again like any transient failure. Seen on the wan profile.
+fn form_cut_on_the_way(err: &RemoteError) -> bool {
+    err.kind == ErrorKind::InvalidInput && err.message.contains("failed to parse multipart form")
 }
