@@ -89,6 +89,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     }
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     crate::cache::memory::limit_allocator_arenas();
+    mountpoint::raise_open_file_limit();
     let runtime = runtime()?;
     let mut client = remote_config(&args)?;
     // `identity` names the remote for its staging directory: the embedded emulator's port

@@ -103,6 +103,34 @@ pub fn mount_config(
     config
 }
 
+/// Raises this process's soft limit of open descriptors to its hard limit: the mount holds up
+/// to 512 for staging files (256 open at once, two each), plus connections, the metadata
+/// store and the FUSE device, which a 1024 soft limit leaves little room for.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one struct passed, which outlives them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            log::debug!(
+                "cannot raise the open-file limit from {}: {}",
+                limit.rlim_cur,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Mounts `fs` at `mountpoint` and serves it from background threads, with the kernel's
 /// readahead widened to whole 1 MiB reads. `init` has run when this returns, so the mount is
 /// ready to use.
