@@ -304,10 +304,22 @@ impl BlockCache {
                 })
                 .collect()
         };
+        // A read larger than the whole budget (a 1 MiB kernel read over small blocks) starts
+        // only what fits; `block` starts the rest as the reader reaches it.
+        let limit = self.budget.limit();
+        let mut bytes = 0;
+        let missing: Vec<u64> = missing
+            .into_iter()
+            .take_while(|&i| {
+                let len = self.block_len(source, i);
+                let fits = bytes == 0 || bytes + len <= limit;
+                bytes += if fits { len } else { 0 };
+                fits
+            })
+            .collect();
         if missing.is_empty() {
             return;
         }
-        let bytes: u64 = missing.iter().map(|&i| self.block_len(source, i)).sum();
         let reservation = if demand {
             self.reserve(bytes).await
         } else {
