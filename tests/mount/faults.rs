@@ -93,14 +93,18 @@ fn patient_mount(deadline: Duration) -> TestMount {
     )
 }
 
-#[test]
-fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
-    let mut mount = patient_mount(Duration::from_secs(60));
-    let dir = mount.session_dir("outage");
+/// A `cp` of `data` into session `title` that waits in close: every byte is staged and the
+/// upload retries because the server was stopped after the session was listed. Returns the
+/// running `cp` and the directory that holds its source.
+fn cp_waiting_for_the_server(
+    mount: &mut TestMount,
+    title: &str,
+    data: &[u8],
+) -> (std::process::Child, tempfile::TempDir) {
+    let dir = mount.session_dir(title);
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("data.bin");
-    let data = pseudo_random(3 << 20, 11);
-    std::fs::write(&source, &data).unwrap();
+    std::fs::write(&source, data).unwrap();
     let target = dir.join("data.bin");
     // Listed once while the server is up, so lookups answer from the listing during the outage.
     sh(&format!("ls {}", q(&dir)));
@@ -111,12 +115,20 @@ fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
         .arg(&target)
         .spawn()
         .unwrap();
-    // Every byte is staged and the close is retrying the upload: the server comes back.
     wait_until(Duration::from_secs(20), "the copy to be staged", || {
         std::fs::metadata(&target).is_ok_and(|m| m.len() == data.len() as u64)
     });
     assert!(cp.try_wait().unwrap().is_none(), "cp waits for the upload");
+    (cp, local)
+}
+
+#[test]
+fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
+    let mut mount = patient_mount(Duration::from_secs(60));
+    let data = pseudo_random(3 << 20, 11);
+    let (mut cp, _source) = cp_waiting_for_the_server(&mut mount, "outage", &data);
     // Cached entries keep answering while the server is away.
+    let dir = mount.join("outage");
     assert!(sh(&format!("ls -l {}", q(&dir))).contains("data.bin"));
     mount.restart_server();
     assert!(cp.wait().unwrap().success(), "the copy completes");
@@ -127,24 +139,8 @@ fn a_copy_rides_out_a_server_that_goes_away_and_comes_back() {
 #[test]
 fn ctrl_c_ends_a_cp_waiting_in_close_and_its_upload_goes_on() {
     let mut mount = patient_mount(Duration::from_secs(60));
-    let dir = mount.session_dir("interrupted");
-    let local = tempfile::tempdir().unwrap();
-    let source = local.path().join("data.bin");
     let data = pseudo_random(2 << 20, 12);
-    std::fs::write(&source, &data).unwrap();
-    let target = dir.join("data.bin");
-    sh(&format!("ls {}", q(&dir)));
-
-    mount.stop_server();
-    let mut cp = Command::new("cp")
-        .arg(&source)
-        .arg(&target)
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(20), "the copy to be staged", || {
-        std::fs::metadata(&target).is_ok_and(|m| m.len() == data.len() as u64)
-    });
-    assert!(cp.try_wait().unwrap().is_none(), "cp waits in close");
+    let (mut cp, _source) = cp_waiting_for_the_server(&mut mount, "interrupted", &data);
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(cp.id() as i32, libc::SIGINT) }, 0);
     // The upload would wait for the server for a minute; the interrupted cp ends at once.
