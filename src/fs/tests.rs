@@ -275,13 +275,7 @@ async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
     // The process dies: what is pending stays on disk for the next mount.
     f.fs.keep_pending().await;
 
-    let staging = f.staging.path();
-    let journal = crate::write::journal::Journal::open(staging).unwrap();
-    let area = crate::write::StagingArea::new(staging).unwrap();
-    let recovery = tempfile::tempdir().unwrap();
-    let done = crate::write::journal::replay(&journal, &area, &*f.memory, recovery.path())
-        .await
-        .unwrap();
+    let (done, recovery) = replay_as_the_next_mount(&f).await;
     assert_eq!((done.uploaded, done.recovered), (1, 1));
     assert_eq!(f.memory.get(&f.session_id, "doc.txt").unwrap(), "committed");
     let found = std::fs::read_dir(recovery.path().join(&f.session_id))
@@ -463,6 +457,19 @@ async fn with_write_back_the_drain_uploads_what_waits_and_a_crash_leaves_it_to_t
     write_and_close(&f, "crash.txt", b"journaled").await;
     f.fs.keep_pending().await; // the process dies before the delay
     assert!(f.memory.get(&f.session_id, "crash.txt").is_none());
+    let (done, _recovery) = replay_as_the_next_mount(&f).await;
+    assert_eq!((done.uploaded, done.recovered), (1, 0));
+    assert_eq!(
+        f.memory.get(&f.session_id, "crash.txt").unwrap(),
+        "journaled"
+    );
+}
+
+/// What the next mount does before it mounts, after this one died: replays the fixture's
+/// journal into its remote. Returns what was done and the recovery folder it used.
+async fn replay_as_the_next_mount(
+    f: &Fixture,
+) -> (crate::write::journal::Replayed, tempfile::TempDir) {
     let staging = f.staging.path();
     let journal = crate::write::journal::Journal::open(staging).unwrap();
     let area = crate::write::StagingArea::new(staging).unwrap();
@@ -470,11 +477,7 @@ async fn with_write_back_the_drain_uploads_what_waits_and_a_crash_leaves_it_to_t
     let done = crate::write::journal::replay(&journal, &area, &*f.memory, recovery.path())
         .await
         .unwrap();
-    assert_eq!((done.uploaded, done.recovered), (1, 0));
-    assert_eq!(
-        f.memory.get(&f.session_id, "crash.txt").unwrap(),
-        "journaled"
-    );
+    (done, recovery)
 }
 
 /// The names stored in the fixture's session, sorted.
