@@ -313,7 +313,9 @@ impl BlockCache {
             .take_while(|&i| {
                 let len = self.block_len(source, i);
                 let fits = bytes == 0 || bytes + len <= limit;
-                bytes += if fits { len } else { 0 };
+                if fits {
+                    bytes += len;
+                }
                 fits
             })
             .collect();
