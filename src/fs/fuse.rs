@@ -21,6 +21,7 @@ use log::log;
 
 use super::error::Unsupported;
 use super::namespace::SetAttr;
+use super::reply_pieces::PieceReplier;
 use super::{Attr, Caller, Error, FileKind, SessionFs};
 use crate::remote::Remote;
 
@@ -40,12 +41,22 @@ const WRITER_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 pub struct FuseAdapter<R: Remote + ?Sized> {
     fs: Arc<SessionFs<R>>,
     runtime: tokio::runtime::Handle,
+    replier: Arc<PieceReplier>,
 }
 
 impl<R: Remote + ?Sized> FuseAdapter<R> {
-    /// Serves `fs`, running its operations on `runtime`.
-    pub fn new(fs: Arc<SessionFs<R>>, runtime: tokio::runtime::Handle) -> Self {
-        Self { fs, runtime }
+    /// Serves `fs`, running its operations on `runtime`; reads of several pieces are answered
+    /// through `replier` once the session attaches its device to it.
+    pub fn new(
+        fs: Arc<SessionFs<R>>,
+        runtime: tokio::runtime::Handle,
+        replier: Arc<PieceReplier>,
+    ) -> Self {
+        Self {
+            fs,
+            runtime,
+            replier,
+        }
     }
 
     fn spawn<F>(&self, task: impl FnOnce(Arc<SessionFs<R>>) -> F)
@@ -439,7 +450,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -448,9 +459,11 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let unique = req.unique().0;
+        let replier = self.replier.clone();
         self.spawn(move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
+                Ok(data) => replier.reply(unique, reply, &data),
                 Err(err) => reply.error(failed("read", &err)),
             }
         });

@@ -470,8 +470,12 @@ pub(super) async fn copy_object<R: Remote + ?Sized>(
                 object.name
             )));
         }
-        staged.write_at(offset, &data)?;
-        offset += data.len() as u64;
+        let mut at = offset;
+        for piece in data.pieces() {
+            staged.write_at(at, piece)?;
+            at += piece.len() as u64;
+        }
+        offset = at;
     }
     staged.set_len(object.size)?;
     Ok(())

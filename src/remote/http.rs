@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::Rng;
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::{ErrorKind, RemoteError, RemoteResult};
+use crate::chunks::Chunks;
 
 /// Extracts the human message from an API's error body, if it has the API's envelope.
 pub type EnvelopeParser = fn(&[u8]) -> Option<String>;
@@ -320,7 +321,7 @@ impl HttpClient {
         range: &Range<u64>,
         get: G,
         refused: E,
-    ) -> RemoteResult<Bytes>
+    ) -> RemoteResult<Chunks>
     where
         G: Fn() -> GF,
         GF: Future<Output = RemoteResult<Response>>,
@@ -334,7 +335,7 @@ impl HttpClient {
             let skip = match response.status() {
                 StatusCode::PARTIAL_CONTENT => 0,
                 StatusCode::OK => range.start,
-                StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
+                StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Chunks::new()),
                 _ => return Err(refused(response).await),
             };
             collect_range(response, skip, wanted)
@@ -351,7 +352,7 @@ impl HttpClient {
         what: &str,
         url: &str,
         range: &Range<u64>,
-    ) -> RemoteResult<Bytes> {
+    ) -> RemoteResult<Chunks> {
         self.read_range(
             what,
             range,
@@ -476,9 +477,10 @@ impl BodyCursor {
         }
     }
 
-    /// Skips `skip` bytes, then returns the next `wanted` bytes (fewer only at the end).
-    pub async fn read(&mut self, mut skip: u64, wanted: usize) -> Result<Bytes, reqwest::Error> {
-        let mut out = BytesMut::with_capacity(wanted.min(64 << 20));
+    /// Skips `skip` bytes, then returns the next `wanted` bytes (fewer only at the end), as
+    /// the pieces they arrived in: nothing is copied.
+    pub async fn read(&mut self, mut skip: u64, wanted: usize) -> Result<Chunks, reqwest::Error> {
+        let mut out = Chunks::new();
         while out.len() < wanted {
             let mut chunk = if self.leftover.is_empty() {
                 match self.response.chunk().await? {
@@ -494,10 +496,10 @@ impl BodyCursor {
                 skip -= dropped as u64;
             }
             let take = chunk.len().min(wanted - out.len());
-            out.extend_from_slice(&chunk.split_to(take));
+            out.push(chunk.split_to(take));
             self.leftover = chunk;
         }
-        Ok(out.freeze())
+        Ok(out)
     }
 }
 
@@ -506,7 +508,7 @@ pub async fn collect_range(
     response: Response,
     skip: u64,
     wanted: usize,
-) -> Result<Bytes, reqwest::Error> {
+) -> Result<Chunks, reqwest::Error> {
     BodyCursor::new(response).read(skip, wanted).await
 }
 
