@@ -6,6 +6,10 @@
 //! pieces, a block is sliced and joined without copying, and the FUSE read reply hands the
 //! kernel every piece in one `writev` (see `fs::fuse`), so a byte read from the network is
 //! copied once more only by the kernel, into the page cache.
+//!
+//! A shared piece keeps the whole buffer it was cut from alive. [`ChunksBuilder`] therefore
+//! shares only pieces that fill most of such a buffer, and copies the short ones (a slow link
+//! delivers many) into buffers of its own, so the bytes held stay close to the bytes counted.
 
 use std::io::IoSlice;
 use std::ops::Range;
@@ -126,6 +130,81 @@ impl From<&'static [u8]> for Chunks {
     }
 }
 
+/// Largest buffer of our own that short pieces are copied into.
+const COPY_BUFFER_BYTES: usize = 1 << 20;
+
+/// Collects pieces into [`Chunks`]: a piece of at least `share_at` bytes is shared as it is;
+/// shorter ones are copied, runs of them into one buffer, sized to what is still expected so
+/// that it never grows by reallocating.
+#[derive(Debug)]
+pub struct ChunksBuilder {
+    out: Chunks,
+    copied: Vec<u8>,
+    share_at: usize,
+    expected: usize,
+}
+
+impl ChunksBuilder {
+    /// Collects about `expected` bytes (more or fewer are fine), sharing pieces of at least
+    /// `share_at` bytes.
+    pub fn new(share_at: usize, expected: usize) -> Self {
+        Self {
+            out: Chunks::new(),
+            copied: Vec::new(),
+            share_at,
+            expected,
+        }
+    }
+
+    /// Bytes collected so far.
+    pub fn len(&self) -> usize {
+        self.out.len() + self.copied.len()
+    }
+
+    /// Whether nothing was collected yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `piece` at the end.
+    pub fn push(&mut self, piece: Bytes) {
+        if piece.len() >= self.share_at {
+            self.flush();
+            self.out.push(piece);
+            return;
+        }
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            if self.copied.capacity() == 0 {
+                let still_expected = self.expected.saturating_sub(self.len());
+                self.copied
+                    .reserve_exact(still_expected.max(rest.len()).min(COPY_BUFFER_BYTES));
+            }
+            let room = self.copied.capacity() - self.copied.len();
+            let take = room.min(rest.len());
+            self.copied.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.copied.len() == self.copied.capacity() {
+                self.flush();
+            }
+        }
+    }
+
+    /// The collected bytes.
+    pub fn finish(mut self) -> Chunks {
+        self.flush();
+        self.out
+    }
+
+    fn flush(&mut self) {
+        if !self.copied.is_empty() {
+            let mut copied = std::mem::take(&mut self.copied);
+            copied.shrink_to_fit();
+            self.out.push(Bytes::from(copied));
+        }
+    }
+}
+
 /// Equal when the bytes are, however they are split into pieces.
 impl PartialEq for Chunks {
     fn eq(&self, other: &Self) -> bool {
@@ -203,5 +282,39 @@ mod tests {
         );
         let joined: Vec<u8> = chunks.io_slices().iter().flat_map(|s| s.to_vec()).collect();
         assert_eq!(joined, b"abcdefg");
+    }
+
+    #[test]
+    fn the_builder_shares_long_pieces_and_copies_short_ones_together() {
+        let long = Bytes::from(vec![7u8; 100]);
+        let mut builder = ChunksBuilder::new(50, 180);
+        for piece in [&b"ab"[..], b"cd", b"ef"] {
+            builder.push(Bytes::from_static(piece));
+        }
+        builder.push(long.clone());
+        builder.push(Bytes::from_static(b"gh"));
+        assert_eq!(builder.len(), 108);
+        let chunks = builder.finish();
+        let pieces = chunks.pieces();
+        assert_eq!(pieces.len(), 3, "three short pieces copied into one buffer");
+        assert_eq!(pieces[0], &b"abcdef"[..]);
+        assert_eq!(
+            pieces[1].as_ptr(),
+            long.as_ptr(),
+            "the long piece is shared"
+        );
+        assert_eq!(pieces[2], &b"gh"[..]);
+    }
+
+    #[test]
+    fn copied_runs_never_outgrow_their_buffer() {
+        let mut builder = ChunksBuilder::new(usize::MAX, 10);
+        let piece = Bytes::from(vec![1u8; 3 * COPY_BUFFER_BYTES / 2]);
+        builder.push(piece.slice(..4));
+        builder.push(piece.clone());
+        let chunks = builder.finish();
+        assert_eq!(chunks.len(), 4 + piece.len());
+        assert!(chunks.pieces().iter().all(|p| p.len() <= COPY_BUFFER_BYTES));
+        assert!(chunks.to_vec().iter().all(|&b| b == 1));
     }
 }

@@ -46,10 +46,12 @@ impl From<SharedError> for RemoteError {
     }
 }
 
-/// A cached block and the memory it holds.
+/// A cached block and the memory it holds. The blocks of one request share one reservation:
+/// a piece of the response cut at a block boundary keeps its whole buffer alive in both
+/// blocks, so the request's memory goes back to the budget when its last block goes.
 struct Cached {
     data: Chunks,
-    _reservation: Reservation,
+    _reservation: Arc<Reservation>,
 }
 
 struct State {
@@ -460,18 +462,18 @@ impl BlockCache {
         let slots: Vec<Slot> = match result {
             Ok(data) => {
                 let mut slots = Vec::with_capacity(keys.len());
+                let held = Arc::new(reservation.split(data.len() as u64));
                 let mut state = self.state();
                 for key in &keys {
                     let start = (key.index * bs - range.start) as usize;
                     let end = (start + bs as usize).min(data.len());
                     let block = data.slice(start..end);
-                    let held = reservation.split(block.len() as u64);
                     state.inflight.remove(key);
                     state.blocks.put(
                         key.clone(),
                         Cached {
                             data: block.clone(),
-                            _reservation: held,
+                            _reservation: held.clone(),
                         },
                     );
                     slots.push(Some(Ok(block)));
