@@ -9,7 +9,6 @@
 pub mod backend;
 pub mod cache;
 pub mod checksum;
-pub mod chunks;
 pub mod cli;
 pub mod direct;
 pub mod emulator;

@@ -21,17 +21,17 @@ use std::ops::{Range, RangeInclusive};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::disk::DiskCache;
 use super::memory::{MemoryBudget, Reservation};
 use super::{BlockKey, CacheConfig, MIN_BUDGET_BLOCKS, Source};
-use crate::chunks::Chunks;
 use crate::remote::{ErrorKind, RemoteError, RemoteResult};
 
 /// The result of one block's fetch as waiters see it; `None` while the request runs.
-type Slot = Option<Result<Chunks, SharedError>>;
+type Slot = Option<Result<Bytes, SharedError>>;
 
 /// A fetch failure that every waiter of the request receives.
 #[derive(Clone, Debug)]
@@ -46,12 +46,10 @@ impl From<SharedError> for RemoteError {
     }
 }
 
-/// A cached block and the memory it holds. The blocks of one request share one reservation:
-/// a piece of the response cut at a block boundary keeps its whole buffer alive in both
-/// blocks, so the request's memory goes back to the budget when its last block goes.
+/// A cached block and the memory it holds.
 struct Cached {
-    data: Chunks,
-    _reservation: Arc<Reservation>,
+    data: Bytes,
+    _reservation: Reservation,
 }
 
 struct State {
@@ -238,10 +236,10 @@ impl BlockCache {
         offset: u64,
         len: u64,
         ahead: Option<Range<u64>>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         let end = (offset + len).min(source.size);
         if offset >= end {
-            return Ok(Chunks::new());
+            return Ok(Bytes::new());
         }
         let wanted = self.blocks_of(&(offset..end));
         self.start(source, wanted.clone(), true).await;
@@ -250,19 +248,26 @@ impl BlockCache {
             self.start(source, self.blocks_of(&ahead), false).await;
         }
         let bs = self.config.block_size;
-        let mut out = Chunks::new();
+        if wanted.start() == wanted.end() {
+            let index = *wanted.start();
+            let block = self.block(source, index).await?;
+            let from = (offset - index * bs) as usize;
+            let to = ((end - index * bs) as usize).min(block.len());
+            return Ok(block.slice(from.min(to)..to));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
         for index in wanted {
             let block = self.block(source, index).await?;
             let block_start = index * bs;
             let from = offset.saturating_sub(block_start) as usize;
             let to = ((end - block_start) as usize).min(block.len());
-            out.append(block.slice(from.min(to)..to));
+            out.extend_from_slice(&block[from.min(to)..to]);
         }
-        Ok(out)
+        Ok(out.freeze())
     }
 
     /// Block `index` of `source`: from memory, from a request in flight, or fetched now.
-    async fn block(self: &Arc<Self>, source: &Source, index: u64) -> RemoteResult<Chunks> {
+    async fn block(self: &Arc<Self>, source: &Source, index: u64) -> RemoteResult<Bytes> {
         let key = Self::block_key(source, index);
         loop {
             let pending = {
@@ -462,18 +467,18 @@ impl BlockCache {
         let slots: Vec<Slot> = match result {
             Ok(data) => {
                 let mut slots = Vec::with_capacity(keys.len());
-                let held = Arc::new(reservation.split(data.len() as u64));
                 let mut state = self.state();
                 for key in &keys {
                     let start = (key.index * bs - range.start) as usize;
                     let end = (start + bs as usize).min(data.len());
                     let block = data.slice(start..end);
+                    let held = reservation.split(block.len() as u64);
                     state.inflight.remove(key);
                     state.blocks.put(
                         key.clone(),
                         Cached {
                             data: block.clone(),
-                            _reservation: held.clone(),
+                            _reservation: held,
                         },
                     );
                     slots.push(Some(Ok(block)));
@@ -506,7 +511,7 @@ impl BlockCache {
         }
     }
 
-    async fn fetch_remote(&self, source: &Source, range: Range<u64>) -> RemoteResult<Chunks> {
+    async fn fetch_remote(&self, source: &Source, range: Range<u64>) -> RemoteResult<Bytes> {
         let _permit = self
             .requests
             .acquire()
@@ -536,7 +541,7 @@ mod tests {
     }
 
     impl Fetch for MemoryFetch {
-        fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Chunks>> {
+        fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Bytes>> {
             let remote = self.remote.clone();
             let object = self.object.clone();
             Box::pin(async move { remote.read(Some("c"), &object, range).await })
@@ -590,51 +595,6 @@ mod tests {
         (remote, data, source)
     }
 
-    /// Answers with its bytes cut into pieces of 100, as an HTTP body arrives.
-    struct PiecesFetch(bytes::Bytes);
-
-    impl Fetch for PiecesFetch {
-        fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Chunks>> {
-            let mut out = Chunks::new();
-            let end = (range.end as usize).min(self.0.len());
-            let mut at = (range.start as usize).min(end);
-            while at < end {
-                out.push(self.0.slice(at..(at + 100).min(end)));
-                at += 100;
-            }
-            Box::pin(async move { Ok(out) })
-        }
-    }
-
-    #[tokio::test]
-    async fn reads_share_the_fetched_pieces_instead_of_copying_them() {
-        let data = bytes::Bytes::from(pattern(8 * BS as usize, 3));
-        let source = Source {
-            key: Arc::new(ObjectKey {
-                container: None,
-                id: "p".into(),
-                version: "1".into(),
-            }),
-            size: data.len() as u64,
-            fetch: Arc::new(PiecesFetch(data.clone())),
-            max_request_bytes: 4 * BS,
-        };
-        let cache = cache(config(16));
-        let got = cache.read(&source, BS - 50, 3 * BS, None).await.unwrap();
-        assert_eq!(
-            got.to_vec(),
-            &data[(BS - 50) as usize..(4 * BS - 50) as usize]
-        );
-        let held = data.as_ptr_range();
-        for piece in got.pieces() {
-            assert!(
-                held.contains(&piece.as_ptr()),
-                "a piece was copied out of the fetched bytes"
-            );
-        }
-        assert!(got.pieces().len() > 3, "many pieces, none joined");
-    }
-
     #[tokio::test]
     async fn reads_at_block_boundaries_and_at_the_end() {
         let len = 3 * BS as usize + 500;
@@ -651,7 +611,7 @@ mod tests {
         ] {
             let got = cache.read(&source, offset, size, None).await.unwrap();
             let end = (offset + size).min(len as u64) as usize;
-            assert_eq!(got.to_vec(), &data[offset as usize..end], "{offset}+{size}");
+            assert_eq!(&got[..], &data[offset as usize..end], "{offset}+{size}");
         }
         assert!(
             cache
@@ -688,7 +648,7 @@ mod tests {
             .collect();
         for reader in readers {
             let (offset, got) = reader.await.unwrap();
-            assert_eq!(got.to_vec(), &data[offset as usize..offset as usize + 2000]);
+            assert_eq!(&got[..], &data[offset as usize..offset as usize + 2000]);
         }
         assert!(remote.calls("read") <= 8, "at most one request per block");
         assert!(cache.stats().fetched_bytes <= len as u64);
@@ -700,7 +660,7 @@ mod tests {
         let cache = cache(config(128));
         for offset in [40 * BS + 5, 3 * BS + 100, 60 * BS, 17 * BS + 900] {
             let got = cache.read(&source, offset, 100, None).await.unwrap();
-            assert_eq!(got.to_vec(), &data[offset as usize..offset as usize + 100]);
+            assert_eq!(&got[..], &data[offset as usize..offset as usize + 100]);
         }
         assert_eq!(remote.calls("read"), 4);
         assert_eq!(cache.stats().fetched_bytes, 4 * BS);
@@ -714,7 +674,7 @@ mod tests {
             .read(&source, 0, 100, Some(100..20 * BS))
             .await
             .unwrap();
-        assert_eq!(got.to_vec(), &data[..100]);
+        assert_eq!(&got[..], &data[..100]);
         // Block 0 on demand; blocks 1..20 ahead in requests of at most 4 blocks.
         for offset in (0..20 * BS).step_by(BS as usize) {
             cache.read(&source, offset, BS, None).await.unwrap();
@@ -732,7 +692,7 @@ mod tests {
             let ahead = Some(offset + 300..offset + 300 + 3 * BS);
             let got = cache.read(&source, offset, 300, ahead).await.unwrap();
             let end = (offset as usize + 300).min(len);
-            assert_eq!(got.to_vec(), &data[offset as usize..end]);
+            assert_eq!(&got[..], &data[offset as usize..end]);
             assert!(cache.budget().used() <= cache.budget().limit());
             assert!(cache.cached_blocks() <= MIN_BUDGET_BLOCKS as usize);
         }
@@ -756,7 +716,7 @@ mod tests {
         for reader in readers {
             let (i, got) = reader.await.unwrap();
             let start = (i * BS) as usize;
-            assert_eq!(got.unwrap().to_vec(), &data[start..start + BS as usize]);
+            assert_eq!(&got.unwrap()[..], &data[start..start + BS as usize]);
         }
         assert!(cache.budget().used() <= cache.budget().limit());
     }
@@ -772,7 +732,7 @@ mod tests {
         let new = remote.put("c", "a.bin", &new_data);
         let new_source = source(&remote, new, 4 * BS);
         let got = cache.read(&new_source, 0, 4 * BS, None).await.unwrap();
-        assert_eq!(got.to_vec(), &new_data[..]);
+        assert_eq!(&got[..], &new_data[..]);
     }
 
     #[tokio::test]
@@ -806,7 +766,7 @@ mod tests {
             ..source(&remote, again, 4 * BS)
         };
         assert_eq!(
-            cache.read(&back, 0, 10, None).await.unwrap().to_vec(),
+            &cache.read(&back, 0, 10, None).await.unwrap()[..],
             &data[..10]
         );
         assert_eq!(cache.budget().used(), BS, "only the block read is held");
@@ -837,7 +797,7 @@ mod tests {
         }
         let before = remote.calls("read");
         let got = cache.read(&source, 5, 10, None).await.unwrap();
-        assert_eq!(got.to_vec(), &data[5..15]);
+        assert_eq!(&got[..], &data[5..15]);
         assert_eq!(remote.calls("read"), before, "served from disk");
         assert_eq!(cache.stats().disk_hits, 1);
     }

@@ -14,12 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use lru::LruCache;
 use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 
 use super::BlockKey;
-use crate::chunks::Chunks;
 
 /// Disk writes that may run at once; further blocks are skipped rather than queued.
 pub const MAX_WRITES_IN_FLIGHT: usize = 4;
@@ -81,19 +81,19 @@ impl DiskCache {
     }
 
     /// Reads `key` back, or `None` if it is not (or no longer) on disk.
-    pub async fn load(&self, key: &BlockKey) -> Option<Chunks> {
+    pub async fn load(&self, key: &BlockKey) -> Option<Bytes> {
         let expected = *self.index.lock().unwrap().files.get(key)?;
         let path = self.path_of(key);
         let data = tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
             .ok()?
             .ok()?;
-        (data.len() as u64 == expected).then(|| Chunks::from(data))
+        (data.len() as u64 == expected).then(|| Bytes::from(data))
     }
 
     /// Writes `data` as `key` in the background if a writer is free; evicts old blocks to stay
     /// under the cap.
-    pub fn store(self: &Arc<Self>, key: BlockKey, data: Chunks) {
+    pub fn store(self: &Arc<Self>, key: BlockKey, data: Bytes) {
         let len = data.len() as u64;
         if len > self.capacity_bytes || self.index.lock().unwrap().files.contains(&key) {
             return;
@@ -106,7 +106,7 @@ impl DiskCache {
             let _permit = permit;
             let path = tier.path_of(&key);
             let tmp = path.with_extension("tmp");
-            let written = write_pieces(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &path));
+            let written = std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &path));
             if let Err(err) = written {
                 log::debug!("disk cache: cannot write {}: {err}", path.display());
                 let _ = std::fs::remove_file(&tmp);
@@ -167,16 +167,6 @@ impl Drop for DiskCache {
     }
 }
 
-/// Writes `data` to a new file at `path`, piece by piece.
-fn write_pieces(path: &Path, data: &Chunks) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    for piece in data.pieces() {
-        file.write_all(piece)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::ObjectKey;
@@ -209,11 +199,11 @@ mod tests {
     async fn blocks_round_trip_by_version_and_stay_under_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let tier = Arc::new(DiskCache::open(&dir.path().join("blocks"), 10).unwrap());
-        tier.store(key("v1", 0), Chunks::from(&b"abcdef"[..]));
+        tier.store(key("v1", 0), Bytes::from_static(b"abcdef"));
         stored(&tier, &key("v1", 0)).await;
-        assert_eq!(tier.load(&key("v1", 0)).await.unwrap(), b"abcdef");
+        assert_eq!(tier.load(&key("v1", 0)).await.unwrap(), "abcdef");
         assert!(tier.load(&key("v2", 0)).await.is_none(), "other version");
-        tier.store(key("v1", 1), Chunks::from(&b"ghijkl"[..]));
+        tier.store(key("v1", 1), Bytes::from_static(b"ghijkl"));
         stored(&tier, &key("v1", 1)).await;
         assert!(!tier.contains(&key("v1", 0)), "oldest evicted");
         assert_eq!(tier.bytes(), 6);

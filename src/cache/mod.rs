@@ -32,9 +32,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use crate::chunks::Chunks;
 use crate::remote::RemoteResult;
 
 pub use blocks::{BlockCache, CacheStats};
@@ -122,7 +122,7 @@ pub struct BlockKey {
 /// `Remote::read`). The answer may be shorter than asked only at the end of the object.
 pub trait Fetch: Send + Sync + 'static {
     /// Fetches `range`.
-    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Chunks>>;
+    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Bytes>>;
 }
 
 /// An object to read through the cache: its key, its size, and how to fetch its bytes.

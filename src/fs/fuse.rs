@@ -21,7 +21,6 @@ use log::log;
 
 use super::error::Unsupported;
 use super::namespace::SetAttr;
-use super::reply_pieces::PieceReplier;
 use super::{Attr, Caller, Error, FileKind, SessionFs};
 use crate::remote::Remote;
 
@@ -41,22 +40,12 @@ const WRITER_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 pub struct FuseAdapter<R: Remote + ?Sized> {
     fs: Arc<SessionFs<R>>,
     runtime: tokio::runtime::Handle,
-    replier: Arc<PieceReplier>,
 }
 
 impl<R: Remote + ?Sized> FuseAdapter<R> {
-    /// Serves `fs`, running its operations on `runtime`; reads of several pieces are answered
-    /// through `replier` once the session attaches its device to it.
-    pub fn new(
-        fs: Arc<SessionFs<R>>,
-        runtime: tokio::runtime::Handle,
-        replier: Arc<PieceReplier>,
-    ) -> Self {
-        Self {
-            fs,
-            runtime,
-            replier,
-        }
+    /// Serves `fs`, running its operations on `runtime`.
+    pub fn new(fs: Arc<SessionFs<R>>, runtime: tokio::runtime::Handle) -> Self {
+        Self { fs, runtime }
     }
 
     fn spawn<F>(&self, task: impl FnOnce(Arc<SessionFs<R>>) -> F)
@@ -450,7 +439,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn read(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -459,11 +448,9 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let unique = req.unique().0;
-        let replier = self.replier.clone();
         self.spawn(move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
-                Ok(data) => replier.reply(unique, reply, &data),
+                Ok(data) => reply.data(&data),
                 Err(err) => reply.error(failed("read", &err)),
             }
         });

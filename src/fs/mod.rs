@@ -23,7 +23,6 @@ pub mod names;
 mod namespace;
 mod pending;
 mod read;
-pub mod reply_pieces;
 pub mod scratch;
 #[cfg(test)]
 mod tests;

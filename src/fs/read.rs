@@ -10,13 +10,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::handles::Handle;
 use super::tree::Ino;
 use super::{Error, Result, SessionFs};
 use crate::cache::{Fetch, ObjectKey, Source};
-use crate::chunks::Chunks;
 use crate::remote::{ErrorKind, ObjectMeta, Remote, RemoteError, RemoteResult};
 
 /// Fetches byte ranges of one remote object with `Remote::read`.
@@ -27,7 +27,7 @@ struct RemoteFetch<R: Remote + ?Sized> {
 }
 
 impl<R: Remote + ?Sized> Fetch for RemoteFetch<R> {
-    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Chunks>> {
+    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Bytes>> {
         let remote = self.remote.clone();
         let container = self.container.clone();
         let object = self.object.clone();
@@ -41,7 +41,7 @@ struct Replaced {
 }
 
 impl Fetch for Replaced {
-    fn fetch(&self, _range: Range<u64>) -> BoxFuture<'static, RemoteResult<Chunks>> {
+    fn fetch(&self, _range: Range<u64>) -> BoxFuture<'static, RemoteResult<Bytes>> {
         let message = format!(
             "{:?} was replaced on the server while open; reopen it to read the new version",
             self.name
@@ -52,12 +52,12 @@ impl Fetch for Replaced {
 
 impl<R: Remote + ?Sized> SessionFs<R> {
     /// Reads from the staged copy if there is one, else from the remote through the cache.
-    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Chunks> {
+    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         let content = self.content_of(ino)?;
         {
             let state = content.lock().await;
             if let Some(staged) = &state.staged {
-                return Ok(Chunks::from(staged.read_at(offset, size as usize)?));
+                return Ok(Bytes::from(staged.read_at(offset, size as usize)?));
             }
         }
         let (container, current) = self.remote_object(ino)?;
@@ -77,7 +77,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             }
             let object = pinned.clone();
             if offset >= object.size {
-                return Ok(Chunks::new());
+                return Ok(Bytes::new());
             }
             let config = self.blocks.config();
             let ahead =

@@ -470,12 +470,8 @@ pub(super) async fn copy_object<R: Remote + ?Sized>(
                 object.name
             )));
         }
-        let mut at = offset;
-        for piece in data.pieces() {
-            staged.write_at(at, piece)?;
-            at += piece.len() as u64;
-        }
-        offset = at;
+        staged.write_at(offset, &data)?;
+        offset += data.len() as u64;
     }
     staged.set_len(object.size)?;
     Ok(())

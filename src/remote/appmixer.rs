@@ -32,8 +32,8 @@ use std::ops::Range;
 use std::sync::{OnceLock, RwLock};
 use std::time::SystemTime;
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::HeaderValue;
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -471,9 +471,9 @@ impl Remote for AppmixerRemote {
         _container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         if range.is_empty() {
-            return Ok(Chunks::new());
+            return Ok(Bytes::new());
         }
         let what = format!("read {:?} ({})", object.name, object.id);
         let url = self.http.url(&file_path("/files/", &object.id));

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::{
     ByteStream, Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, Remote, RemoteError,
@@ -112,7 +112,7 @@ impl Remote for FaultyRemote {
         container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         self.check("read")?;
         self.inner.read(container, object, range).await
     }

@@ -32,8 +32,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
@@ -435,9 +435,9 @@ impl Remote for FluxerRemote {
         container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         if range.is_empty() {
-            return Ok(Chunks::new());
+            return Ok(Bytes::new());
         }
         let channel = self.channel(container)?;
         let what = format!("read {:?} ({})", object.name, object.id);

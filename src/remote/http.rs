@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::{ErrorKind, RemoteError, RemoteResult};
-use crate::chunks::{Chunks, ChunksBuilder};
 
 /// Extracts the human message from an API's error body, if it has the API's envelope.
 pub type EnvelopeParser = fn(&[u8]) -> Option<String>;
@@ -321,7 +320,7 @@ impl HttpClient {
         range: &Range<u64>,
         get: G,
         refused: E,
-    ) -> RemoteResult<Chunks>
+    ) -> RemoteResult<Bytes>
     where
         G: Fn() -> GF,
         GF: Future<Output = RemoteResult<Response>>,
@@ -335,7 +334,7 @@ impl HttpClient {
             let skip = match response.status() {
                 StatusCode::PARTIAL_CONTENT => 0,
                 StatusCode::OK => range.start,
-                StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Chunks::new()),
+                StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Bytes::new()),
                 _ => return Err(refused(response).await),
             };
             collect_range(response, skip, wanted)
@@ -352,7 +351,7 @@ impl HttpClient {
         what: &str,
         url: &str,
         range: &Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         self.read_range(
             what,
             range,
@@ -460,17 +459,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// Largest read hyper asks for (its default: 8 KiB plus 100 pages). While a chunk it handed out
-/// is alive, hyper takes a new buffer of its next read's size rather than growing the shared
-/// one; a buffer it owns alone it may grow, to at most twice that.
-pub const HYPER_READ_BUFFER_MAX_BYTES: usize = 8192 + 4096 * 100;
-/// Shortest body chunk a read shares instead of copying: one that fills 15/16 of hyper's
-/// largest read leaves little of its buffer unused, while a short chunk (a slow link delivers
-/// many) can keep most of a large buffer alive. On loopback, where the copy costs the most,
-/// 89% of the bytes of a cold read came in chunks this long. 8 readers and 8 writers at a
-/// 256 MiB limit peaked at 305 MiB this way, 336 MiB sharing every chunk, 299 MiB copying all.
-pub const SHARED_PIECE_MIN_BYTES: usize = HYPER_READ_BUFFER_MAX_BYTES / 16 * 15;
-
 /// A response body read piece by piece, keeping what the last read did not use, so a later
 /// read continues exactly where the previous one stopped.
 #[derive(Debug)]
@@ -488,11 +476,9 @@ impl BodyCursor {
         }
     }
 
-    /// Skips `skip` bytes, then returns the next `wanted` bytes (fewer only at the end), as
-    /// the pieces they arrived in where those fill most of the buffer they were read into
-    /// ([`SHARED_PIECE_MIN_BYTES`]); shorter pieces are copied.
-    pub async fn read(&mut self, mut skip: u64, wanted: usize) -> Result<Chunks, reqwest::Error> {
-        let mut out = ChunksBuilder::new(SHARED_PIECE_MIN_BYTES, wanted);
+    /// Skips `skip` bytes, then returns the next `wanted` bytes (fewer only at the end).
+    pub async fn read(&mut self, mut skip: u64, wanted: usize) -> Result<Bytes, reqwest::Error> {
+        let mut out = BytesMut::with_capacity(wanted.min(64 << 20));
         while out.len() < wanted {
             let mut chunk = if self.leftover.is_empty() {
                 match self.response.chunk().await? {
@@ -508,10 +494,10 @@ impl BodyCursor {
                 skip -= dropped as u64;
             }
             let take = chunk.len().min(wanted - out.len());
-            out.push(chunk.split_to(take));
+            out.extend_from_slice(&chunk.split_to(take));
             self.leftover = chunk;
         }
-        Ok(out.finish())
+        Ok(out.freeze())
     }
 }
 
@@ -520,7 +506,7 @@ pub async fn collect_range(
     response: Response,
     skip: u64,
     wanted: usize,
-) -> Result<Chunks, reqwest::Error> {
+) -> Result<Bytes, reqwest::Error> {
     BodyCursor::new(response).read(skip, wanted).await
 }
 
@@ -612,56 +598,6 @@ mod tests {
         assert_eq!(
             retry.backoff(1, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
-        );
-    }
-
-    /// Serves one response of `body` on a loopback port and returns its URL.
-    async fn serve_once(body: Vec<u8>) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/blob", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = [0u8; 4096];
-            let _ = socket.read(&mut request).await.unwrap();
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-            socket.write_all(head.as_bytes()).await.unwrap();
-            socket.write_all(&body).await.unwrap();
-        });
-        url
-    }
-
-    #[tokio::test]
-    async fn body_chunks_fit_hypers_buffer_and_long_ones_are_shared() {
-        let body: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
-        let http = HttpClient::new("http://127.0.0.1", |_| None).unwrap();
-        let url = serve_once(body.clone()).await;
-        let mut response = http.client.get(&url).send().await.unwrap();
-        // Let the socket fill, so that hyper's reads fill its largest buffer.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut longest = 0;
-        let mut got = Vec::new();
-        while let Some(chunk) = response.chunk().await.unwrap() {
-            longest = longest.max(chunk.len());
-            got.extend_from_slice(&chunk);
-            if got.len() >= 8 << 20 {
-                break;
-            }
-        }
-        assert!(
-            longest <= 2 * HYPER_READ_BUFFER_MAX_BYTES,
-            "hyper read a chunk of {longest} bytes: its buffers grew, so a shared piece of \
-             SHARED_PIECE_MIN_BYTES may keep much more memory alive than it holds"
-        );
-        assert!(longest >= SHARED_PIECE_MIN_BYTES, "longest chunk {longest}");
-        let rest = BodyCursor::new(response).read(0, usize::MAX).await.unwrap();
-        got.extend_from_slice(&rest.to_vec());
-        assert!(got == body, "the body reads back whole");
-        assert!(
-            rest.pieces()
-                .iter()
-                .any(|piece| piece.len() >= SHARED_PIECE_MIN_BYTES),
-            "long pieces are kept as they came"
         );
     }
 }

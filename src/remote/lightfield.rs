@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::SystemTime;
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde::Deserialize;
@@ -384,9 +384,9 @@ impl Remote for LightfieldRemote {
         _container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         if range.is_empty() {
-            return Ok(Chunks::new());
+            return Ok(Bytes::new());
         }
         let what = format!("read {:?} ({})", object.name, object.id);
         // Storage refuses an expired URL with 403.

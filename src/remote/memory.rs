@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -232,7 +231,7 @@ impl Remote for MemoryRemote {
         container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         let state = self.count("read");
         let (_, data) = state
             .objects
@@ -241,7 +240,7 @@ impl Remote for MemoryRemote {
             .ok_or_else(|| missing(&object.name))?;
         let end = (range.end as usize).min(data.len());
         let start = (range.start as usize).min(end);
-        Ok(data.slice(start..end).into())
+        Ok(data.slice(start..end))
     }
 
     async fn upload(

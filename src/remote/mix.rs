@@ -8,8 +8,8 @@
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -58,7 +58,7 @@ const MAX_TOTAL_SKIPPED_BYTES: u64 = 32 << 20;
 struct OpenBody {
     position: u64,
     cursor: http::BodyCursor,
-    skipped: std::collections::VecDeque<(u64, Chunks)>,
+    skipped: std::collections::VecDeque<(u64, Bytes)>,
     skipped_bytes: u64,
 }
 
@@ -92,7 +92,7 @@ impl OpenBody {
     }
 
     /// `wanted` bytes at `start` (fewer at the end): from the skipped bytes, or by reading on.
-    async fn read(&mut self, start: u64, wanted: usize) -> Result<Chunks, reqwest::Error> {
+    async fn read(&mut self, start: u64, wanted: usize) -> Result<Bytes, reqwest::Error> {
         if let Some((at, bytes)) = self
             .skipped
             .iter()
@@ -228,7 +228,7 @@ impl MixRemote {
 
     /// Continues an open whole-body download of `key` for `wanted` bytes at `start`, if one
     /// can serve them; `None` (a new request is needed) if none can or it broke.
-    async fn continue_open_body(&self, key: &str, start: u64, wanted: usize) -> Option<Chunks> {
+    async fn continue_open_body(&self, key: &str, start: u64, wanted: usize) -> Option<Bytes> {
         let mut body = self.take_open_body(key, start)?;
         let data = body.read(start, wanted).await.ok()?;
         self.keep_open_body(key.to_string(), body);
@@ -245,7 +245,7 @@ impl MixRemote {
         key: &str,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         let wanted = (range.end - range.start) as usize;
         self.http
             .retrying(|| async {
@@ -273,7 +273,7 @@ impl MixRemote {
                         self.keep_open_body(key.to_string(), body);
                         Ok(data)
                     }
-                    StatusCode::RANGE_NOT_SATISFIABLE => Ok(Chunks::new()),
+                    StatusCode::RANGE_NOT_SATISFIABLE => Ok(Bytes::new()),
                     _ => Err(self.http.status_error(what, response).await),
                 }
             })
@@ -497,10 +497,10 @@ impl Remote for MixRemote {
         container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         let session = Self::container(container)?;
         if range.is_empty() {
-            return Ok(Chunks::new());
+            return Ok(Bytes::new());
         }
         let what = format!("read {:?} in session {session}", object.name);
         let url = self.http.url(&Self::file_path(session, &object.name));

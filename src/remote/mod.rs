@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 
 pub use crate::stream::ByteStream;
@@ -340,7 +340,7 @@ pub trait Remote: Send + Sync + 'static {
         container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks>;
+    ) -> RemoteResult<Bytes>;
 
     /// Uploads `source` as `name` and returns the stored object (whose name the server may
     /// have rewritten). On name-keyed APIs this replaces an object of the same name atomically.

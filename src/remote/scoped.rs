@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::chunks::Chunks;
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::{
     ByteStream, Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, RateLimitState,
@@ -111,7 +111,7 @@ impl Remote for OneContainer {
         _container: ContainerRef<'_>,
         object: &ObjectMeta,
         range: Range<u64>,
-    ) -> RemoteResult<Chunks> {
+    ) -> RemoteResult<Bytes> {
         self.inner.read(self.id(), object, range).await
     }
 

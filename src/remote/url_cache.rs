@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::chunks::Chunks;
+use bytes::Bytes;
 use lru::LruCache;
 
 use super::http::HttpClient;
@@ -69,7 +69,7 @@ pub async fn read_with_fresh_url<F, Fut>(
     range: &Range<u64>,
     stale: impl Fn(&RemoteError) -> bool,
     url: F,
-) -> RemoteResult<Chunks>
+) -> RemoteResult<Bytes>
 where
     F: Fn(bool) -> Fut,
     Fut: Future<Output = RemoteResult<String>>,

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::ErrorKind as IoErrorKind;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +12,6 @@ use super::RunError;
 use crate::backend::Backend;
 use crate::fs::SessionFs;
 use crate::fs::fuse::FuseAdapter;
-use crate::fs::reply_pieces::PieceReplier;
 use crate::remote::Remote;
 
 /// FUSE worker threads: enough that a cached `getattr` never waits behind a slow request.
@@ -102,8 +100,6 @@ pub fn mount_config(
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(FUSE_THREADS);
-    // Every thread reads from the one descriptor that `PieceReplier` answers on.
-    config.clone_fd = false;
     config
 }
 
@@ -136,20 +132,16 @@ pub fn raise_open_file_limit() {
 }
 
 /// Mounts `fs` at `mountpoint` and serves it from background threads, with the kernel's
-/// readahead widened to whole 1 MiB reads and read replies written from the cache's pieces
-/// (the session's device is attached before it serves). `init` has run when this returns, so
-/// the mount is ready to use.
+/// readahead widened to whole 1 MiB reads. `init` has run when this returns, so the mount is
+/// ready to use.
 pub fn mount_session<R: Remote + ?Sized>(
     fs: Arc<SessionFs<R>>,
     runtime: tokio::runtime::Handle,
     mountpoint: &Path,
     config: &fuser::Config,
 ) -> std::io::Result<BackgroundSession> {
-    let replier = Arc::new(PieceReplier::default());
-    let adapter = FuseAdapter::new(fs, runtime, replier.clone());
-    let session = fuser::Session::new(adapter, mountpoint, config)?;
-    replier.attach(session.as_fd())?;
-    let session = session.spawn()?;
+    let adapter = FuseAdapter::new(fs, runtime);
+    let session = fuser::Session::new(adapter, mountpoint, config)?.spawn()?;
     super::readahead::widen(mountpoint);
     Ok(session)
 }
