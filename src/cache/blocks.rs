@@ -5,7 +5,10 @@
 //! prefetch). Missing blocks are registered as *in flight* before their request goes out, so a
 //! second reader of the same block waits for that request instead of sending its own. Runs of
 //! consecutive missing blocks are fetched by one request each (up to the source's request size),
-//! each on its own task, with at most [`CacheConfig::max_requests`] requests in flight.
+//! each on its own task, with at most [`CacheConfig::max_requests`] requests in flight. A read
+//! its handle judged random ([`BlockCache::read_random`]) fetches units of
+//! [`CacheConfig::random_read_bytes`] instead, unless a whole block around it is already known;
+//! those units are cached under keys of their own size, so they never mix with blocks.
 //!
 //! Memory: every cached or in-flight block holds a [`Reservation`] of the global budget. To make
 //! room, the least recently used cached blocks are evicted; blocks in flight cannot be evicted,
@@ -109,9 +112,11 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// One request to start: consecutive block indices, and whether the disk tier has them.
+/// One request to start: consecutive unit indices, and whether the disk tier has them.
 struct Run {
     blocks: Range<u64>,
+    /// Bytes per unit: the block size, or the random-read unit.
+    unit: u64,
     from_disk: bool,
     senders: Vec<watch::Sender<Slot>>,
 }
@@ -211,21 +216,22 @@ impl BlockCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn block_key(source: &Source, index: u64) -> BlockKey {
+    fn block_key(source: &Source, index: u64, unit: u64) -> BlockKey {
         BlockKey {
             object: source.key.clone(),
             index,
+            unit,
         }
     }
 
-    /// Bytes of block `index` of `source` (the last block may be short).
-    fn block_len(&self, source: &Source, index: u64) -> u64 {
-        let start = index * self.config.block_size;
-        (start + self.config.block_size).min(source.size) - start
+    /// Bytes of unit `index` of `source` (the last one may be short).
+    fn block_len(source: &Source, index: u64, unit: u64) -> u64 {
+        let start = index * unit;
+        (start + unit).min(source.size) - start
     }
 
-    fn blocks_of(&self, range: &Range<u64>) -> RangeInclusive<u64> {
-        range.start / self.config.block_size..=(range.end - 1) / self.config.block_size
+    fn blocks_of(range: &Range<u64>, unit: u64) -> RangeInclusive<u64> {
+        range.start / unit..=(range.end - 1) / unit
     }
 
     /// Reads `len` bytes at `offset` of `source` (fewer at the end of the object), fetching
@@ -241,34 +247,86 @@ impl BlockCache {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let wanted = self.blocks_of(&(offset..end));
-        self.start(source, wanted.clone(), true).await;
+        let bs = self.config.block_size;
         if let Some(ahead) = ahead.filter(|r| r.start < r.end.min(source.size)) {
+            self.start(source, Self::blocks_of(&(offset..end), bs), true, bs)
+                .await;
             let ahead = ahead.start..ahead.end.min(source.size);
-            self.start(source, self.blocks_of(&ahead), false).await;
+            self.start(source, Self::blocks_of(&ahead, bs), false, bs)
+                .await;
+        }
+        self.read_units(source, offset..end, bs).await
+    }
+
+    /// Reads like [`Self::read`] for a reader its prefetcher judged random. Unless a block
+    /// around the read is cached (in memory or on disk) or on its way, only the
+    /// [`CacheConfig::random_read_bytes`] units it touches are fetched: over a slow link a
+    /// 4 KiB read then waits for 64 KiB, not a whole block.
+    pub async fn read_random(
+        self: &Arc<Self>,
+        source: &Source,
+        offset: u64,
+        len: u64,
+    ) -> RemoteResult<Bytes> {
+        let end = (offset + len).min(source.size);
+        if offset >= end {
+            return Ok(Bytes::new());
         }
         let bs = self.config.block_size;
+        let small = self.config.random_read_bytes;
+        let whole_blocks_known = || {
+            let state = self.state();
+            Self::blocks_of(&(offset..end), bs).any(|index| {
+                let key = Self::block_key(source, index, bs);
+                state.blocks.contains(&key)
+                    || state.inflight.contains_key(&key)
+                    || self.disk.as_ref().is_some_and(|disk| disk.contains(&key))
+            })
+        };
+        let unit = if small == 0 || small >= bs || whole_blocks_known() {
+            bs
+        } else {
+            small
+        };
+        self.read_units(source, offset..end, unit).await
+    }
+
+    /// Bytes `range` (non-empty, within the object) from units of `unit` bytes, fetching the
+    /// missing ones together.
+    async fn read_units(
+        self: &Arc<Self>,
+        source: &Source,
+        range: Range<u64>,
+        unit: u64,
+    ) -> RemoteResult<Bytes> {
+        let wanted = Self::blocks_of(&range, unit);
+        self.start(source, wanted.clone(), true, unit).await;
         if wanted.start() == wanted.end() {
             let index = *wanted.start();
-            let block = self.block(source, index).await?;
-            let from = (offset - index * bs) as usize;
-            let to = ((end - index * bs) as usize).min(block.len());
+            let block = self.block(source, index, unit).await?;
+            let from = (range.start - index * unit) as usize;
+            let to = ((range.end - index * unit) as usize).min(block.len());
             return Ok(block.slice(from.min(to)..to));
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
         for index in wanted {
-            let block = self.block(source, index).await?;
-            let block_start = index * bs;
-            let from = offset.saturating_sub(block_start) as usize;
-            let to = ((end - block_start) as usize).min(block.len());
+            let block = self.block(source, index, unit).await?;
+            let block_start = index * unit;
+            let from = range.start.saturating_sub(block_start) as usize;
+            let to = ((range.end - block_start) as usize).min(block.len());
             out.extend_from_slice(&block[from.min(to)..to]);
         }
         Ok(out.freeze())
     }
 
-    /// Block `index` of `source`: from memory, from a request in flight, or fetched now.
-    async fn block(self: &Arc<Self>, source: &Source, index: u64) -> RemoteResult<Bytes> {
-        let key = Self::block_key(source, index);
+    /// Unit `index` of `source`: from memory, from a request in flight, or fetched now.
+    async fn block(
+        self: &Arc<Self>,
+        source: &Source,
+        index: u64,
+        unit: u64,
+    ) -> RemoteResult<Bytes> {
+        let key = Self::block_key(source, index, unit);
         loop {
             let pending = {
                 let mut state = self.state();
@@ -287,19 +345,25 @@ impl BlockCache {
                             .map_err(Into::into);
                     }
                 }
-                None => self.start(source, index..=index, true).await,
+                None => self.start(source, index..=index, true, unit).await,
             }
         }
     }
 
-    /// Starts requests for the blocks in `wanted` that are neither cached nor in flight.
-    /// `demand` waits for memory; a prefetch gives up when there is none.
-    async fn start(self: &Arc<Self>, source: &Source, wanted: RangeInclusive<u64>, demand: bool) {
+    /// Starts requests for the units of `unit` bytes in `wanted` that are neither cached nor
+    /// in flight. `demand` waits for memory; a prefetch gives up when there is none.
+    async fn start(
+        self: &Arc<Self>,
+        source: &Source,
+        wanted: RangeInclusive<u64>,
+        demand: bool,
+        unit: u64,
+    ) {
         let missing: Vec<u64> = {
             let state = self.state();
             wanted
                 .filter(|&i| {
-                    let key = Self::block_key(source, i);
+                    let key = Self::block_key(source, i, unit);
                     !state.inflight.contains_key(&key) && !state.blocks.contains(&key)
                 })
                 .collect()
@@ -311,7 +375,7 @@ impl BlockCache {
         let missing: Vec<u64> = missing
             .into_iter()
             .take_while(|&i| {
-                let len = self.block_len(source, i);
+                let len = Self::block_len(source, i, unit);
                 let fits = bytes == 0 || bytes + len <= limit;
                 if fits {
                     bytes += len;
@@ -330,18 +394,18 @@ impl BlockCache {
                 None => return,
             }
         };
-        let runs = self.register(source, &missing);
+        let runs = self.register(source, &missing, unit);
         self.spawn_runs(source, runs, reservation);
     }
 
     /// Registers the still-missing blocks among `missing` as in flight and groups them into
     /// runs: consecutive, all from disk or all from the remote, at most one request long.
-    fn register(&self, source: &Source, missing: &[u64]) -> Vec<Run> {
-        let max_blocks = (source.max_request_bytes / self.config.block_size).max(1);
+    fn register(&self, source: &Source, missing: &[u64], unit: u64) -> Vec<Run> {
+        let max_blocks = (source.max_request_bytes / unit).max(1);
         let mut runs: Vec<Run> = Vec::new();
         let mut state = self.state();
         for &index in missing {
-            let key = Self::block_key(source, index);
+            let key = Self::block_key(source, index, unit);
             if state.inflight.contains_key(&key) || state.blocks.contains(&key) {
                 continue;
             }
@@ -360,6 +424,7 @@ impl BlockCache {
                 }
                 _ => runs.push(Run {
                     blocks: index..index + 1,
+                    unit,
                     from_disk,
                     senders: vec![tx],
                 }),
@@ -370,7 +435,11 @@ impl BlockCache {
 
     fn spawn_runs(self: &Arc<Self>, source: &Source, runs: Vec<Run>, mut reservation: Reservation) {
         for run in runs {
-            let bytes: u64 = run.blocks.clone().map(|i| self.block_len(source, i)).sum();
+            let bytes: u64 = run
+                .blocks
+                .clone()
+                .map(|i| Self::block_len(source, i, run.unit))
+                .sum();
             let run_reservation = reservation.split(bytes);
             let cache = self.clone();
             let source = source.clone();
@@ -385,7 +454,11 @@ impl BlockCache {
         let released: Vec<Cached> = {
             let mut state = self.state();
             blocks
-                .filter_map(|index| state.blocks.pop(&Self::block_key(source, index)))
+                .filter_map(|index| {
+                    state
+                        .blocks
+                        .pop(&Self::block_key(source, index, self.config.block_size))
+                })
                 .collect()
         };
         drop(released);
@@ -426,13 +499,13 @@ impl BlockCache {
         let keys: Vec<BlockKey> = run
             .blocks
             .clone()
-            .map(|i| Self::block_key(source, i))
+            .map(|i| Self::block_key(source, i, run.unit))
             .collect();
         let guard = InflightGuard {
             cache: self,
             keys: keys.clone(),
         };
-        let bs = self.config.block_size;
+        let bs = run.unit;
         let range = run.blocks.start * bs..(run.blocks.end * bs).min(source.size);
         let expected = range.end - range.start;
         let mut from_disk = None;
@@ -555,6 +628,7 @@ mod tests {
             max_request_bytes: 4 * BS,
             max_requests: 4,
             max_window: 64 * BS,
+            random_read_bytes: BS / 4,
             disk: None,
         }
     }
@@ -773,6 +847,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_random_read_fetches_only_the_small_units_it_touches() {
+        let (remote, data, source) = object(8 * BS as usize);
+        let cache = cache(config(16));
+        let unit = BS / 4;
+        // Inside one unit, then across a unit boundary, then across a block boundary.
+        for (offset, len, units) in [
+            (BS + 10, 100, 1),
+            (2 * BS + unit - 5, 10, 2),
+            (4 * BS - 5, 10, 2),
+        ] {
+            let before = cache.stats();
+            let got = cache.read_random(&source, offset, len).await.unwrap();
+            assert_eq!(&got[..], &data[offset as usize..(offset + len) as usize]);
+            let after = cache.stats();
+            assert_eq!(after.requests - before.requests, 1, "{offset}: one request");
+            assert_eq!(
+                after.fetched_bytes - before.fetched_bytes,
+                units * unit,
+                "{offset}"
+            );
+        }
+        let before = remote.calls("read");
+        let got = cache.read_random(&source, BS + 50, 20).await.unwrap();
+        assert_eq!(&got[..], &data[(BS + 50) as usize..(BS + 70) as usize]);
+        assert_eq!(
+            remote.calls("read"),
+            before,
+            "a cached unit serves it again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_random_read_uses_a_whole_block_already_known() {
+        let (remote, data, source) = object(8 * BS as usize);
+        let cache = cache(config(16));
+        cache.read(&source, 3 * BS, 10, None).await.unwrap();
+        let before = remote.calls("read");
+        let got = cache.read_random(&source, 3 * BS + 700, 50).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[(3 * BS + 700) as usize..(3 * BS + 750) as usize]
+        );
+        assert_eq!(remote.calls("read"), before, "the cached block serves it");
+        // A sequential read after random ones fetches whole blocks, whatever units exist.
+        cache.read_random(&source, 5 * BS, 10).await.unwrap();
+        let got = cache.read(&source, 5 * BS, BS, None).await.unwrap();
+        assert_eq!(&got[..], &data[(5 * BS) as usize..(6 * BS) as usize]);
+        assert!(cache.budget().used() <= cache.budget().limit());
+    }
+
+    #[tokio::test]
     async fn evicted_blocks_come_back_from_the_disk_tier() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config(MIN_BUDGET_BLOCKS);
@@ -783,6 +908,7 @@ mod tests {
         let first = BlockKey {
             object: source.key.clone(),
             index: 0,
+            unit: BS,
         };
         let disk = cache.disk.clone().unwrap();
         for _ in 0..1000 {

@@ -70,6 +70,7 @@ impl DiskCache {
             hasher.update(part.as_bytes());
         }
         hasher.update(key.index.to_le_bytes());
+        hasher.update(key.unit.to_le_bytes());
         let digest = hasher.finalize();
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(name)
@@ -180,6 +181,7 @@ mod tests {
                 version: version.into(),
             }),
             index,
+            unit: 6,
         }
     }
 

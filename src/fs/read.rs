@@ -1,5 +1,6 @@
 //! The read path: a staged copy is read locally; a remote object through the mount's block
-//! cache, with the handle's prefetcher choosing how far ahead to fetch.
+//! cache, with the handle's prefetcher choosing how far ahead to fetch, and whether the read
+//! is random (then only the small units around it are fetched).
 //!
 //! A handle reads one version of an object: the one it saw at its first remote read. When a
 //! listing later shows that another client replaced the object, blocks of the pinned version
@@ -69,7 +70,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             return Err(Error::is_dir("read on a directory handle"));
         };
         let ours = self.is_own_version(ino, &current);
-        let (object, ahead, consumed) = {
+        let (object, ahead, consumed, random) = {
             let mut state = readahead.lock().unwrap();
             let pinned = state.pinned.get_or_insert_with(|| current.clone());
             if pinned.version != current.version && ours {
@@ -86,14 +87,21 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                     .on_read(offset, size as u64, object.size, config.window_cap());
             let consumed = state.prefetcher.consumed(config.block_size);
             let consumed = consumed.filter(|_| !state.bypasses_page_cache);
-            (object, ahead, consumed)
+            let random = state.prefetcher.window() == 0;
+            (object, ahead, consumed, random)
         };
         let replaced = object.version != current.version;
         let source = self.source(container, object, replaced);
-        let data = self
-            .blocks
-            .read(&source, offset, size as u64, ahead)
-            .await?;
+        // Without Range every request downloads from the start: no smaller unit is cheaper.
+        let data = if random && self.remote.capabilities().range_reads {
+            self.blocks
+                .read_random(&source, offset, size as u64)
+                .await?
+        } else {
+            self.blocks
+                .read(&source, offset, size as u64, ahead)
+                .await?
+        };
         if let Some(blocks) = consumed {
             self.blocks.release(&source, blocks);
         }

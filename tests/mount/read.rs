@@ -121,6 +121,25 @@ fn a_random_read_fetches_only_its_block() {
 }
 
 #[test]
+fn a_random_read_fetches_only_the_small_unit_around_it() {
+    // Default 1 MiB blocks: a random 4 KiB read waits for 64 KiB, not a whole block.
+    let mount = TestMount::new();
+    let unit = sessionfs::cache::DEFAULT_RANDOM_READ_BYTES;
+    let data = pseudo_random(8 << 20, 19);
+    let path = remote_file(&mount, "random.bin", &data);
+    let file = open_direct(&path);
+    let offsets = [(5 << 20) + 4096, (1 << 20) + unit - 4096, (7 << 20) + 8192, 3 << 20];
+    for offset in offsets {
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(file.read_at(&mut buf, offset).unwrap(), 4096);
+        assert_eq!(&buf[..], &data[offset as usize..offset as usize + 4096]);
+    }
+    let stats = mount.fs.block_cache().stats();
+    assert_eq!(stats.requests, offsets.len() as u64);
+    assert_eq!(stats.fetched_bytes, offsets.len() as u64 * unit);
+}
+
+#[test]
 fn a_change_behind_the_mount_shows_the_new_bytes_never_a_mix() {
     // The harness's metadata TTL is zero: every lookup lists again, as after the TTL.
     let mount = small_blocks();
