@@ -47,8 +47,12 @@ use super::{
 use listing::Index;
 use pacing::Pacer;
 
-/// Chunks or parts in flight per file unless `--upload-parallel` says otherwise.
-const DEFAULT_PARALLEL: usize = 4;
+/// Chunks or parts in flight per file unless `--upload-parallel` says otherwise: a presigned
+/// plan has about 20 parts, so all of them go at once (each holds 5 MiB of buffers from the
+/// memory budget while it runs, and waits when there is none). Over the wan profile a 256 MiB
+/// `cp` took 2.5 s at 4 and 1.75 s at 20, against 5.2 s for one curl upload (medians of 5).
+/// The pacer keeps chunked uploads, which count against the API's rate limit, below it.
+const DEFAULT_PARALLEL: usize = 20;
 /// Longest stored name: the content line must stay within 2000 characters.
 const MAX_NAME_BYTES: usize = 1800;
 /// Attachment URLs remembered at once.

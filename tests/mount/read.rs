@@ -128,7 +128,12 @@ fn a_random_read_fetches_only_the_small_unit_around_it() {
     let data = pseudo_random(8 << 20, 19);
     let path = remote_file(&mount, "random.bin", &data);
     let file = open_direct(&path);
-    let offsets = [(5 << 20) + 4096, (1 << 20) + unit - 4096, (7 << 20) + 8192, 3 << 20];
+    let offsets = [
+        (5 << 20) + 4096,
+        (1 << 20) + unit - 4096,
+        (7 << 20) + 8192,
+        3 << 20,
+    ];
     for offset in offsets {
         let mut buf = vec![0u8; 4096];
         assert_eq!(file.read_at(&mut buf, offset).unwrap(), 4096);
