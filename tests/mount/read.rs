@@ -102,39 +102,13 @@ fn a_tiny_budget_evicts_and_still_reads_every_byte() {
     assert!(cache.stats().fetched_bytes >= len as u64);
 }
 
-#[test]
-fn a_random_read_fetches_only_its_block() {
-    let mount = small_blocks();
-    let len = 32 * BLOCK as usize;
+/// Reads 4 KiB at each of `offsets` (none at 0, so each is random) of a `len`-byte file with
+/// O_DIRECT, and checks the bytes and that each read fetched one request of `unit` bytes.
+fn random_reads_fetch(mount: &TestMount, len: usize, offsets: &[u64], unit: u64) {
     let data = pseudo_random(len, 14);
-    let path = remote_file(&mount, "random.bin", &data);
+    let path = remote_file(mount, "random.bin", &data);
     let file = open_direct(&path);
-    let offsets = [20 * BLOCK + 4096, 3 * BLOCK, 27 * BLOCK + 8192, 11 * BLOCK];
-    for offset in offsets {
-        let mut buf = vec![0u8; 4096];
-        assert_eq!(file.read_at(&mut buf, offset).unwrap(), 4096);
-        assert_eq!(&buf[..], &data[offset as usize..offset as usize + 4096]);
-    }
-    let stats = mount.fs.block_cache().stats();
-    assert_eq!(stats.requests, offsets.len() as u64);
-    assert_eq!(stats.fetched_bytes, offsets.len() as u64 * BLOCK);
-}
-
-#[test]
-fn a_random_read_fetches_only_the_small_unit_around_it() {
-    // Default 1 MiB blocks: a random 4 KiB read waits for 64 KiB, not a whole block.
-    let mount = TestMount::new();
-    let unit = sessionfs::cache::DEFAULT_RANDOM_READ_BYTES;
-    let data = pseudo_random(8 << 20, 19);
-    let path = remote_file(&mount, "random.bin", &data);
-    let file = open_direct(&path);
-    let offsets = [
-        (5 << 20) + 4096,
-        (1 << 20) + unit - 4096,
-        (7 << 20) + 8192,
-        3 << 20,
-    ];
-    for offset in offsets {
+    for &offset in offsets {
         let mut buf = vec![0u8; 4096];
         assert_eq!(file.read_at(&mut buf, offset).unwrap(), 4096);
         assert_eq!(&buf[..], &data[offset as usize..offset as usize + 4096]);
@@ -142,6 +116,26 @@ fn a_random_read_fetches_only_the_small_unit_around_it() {
     let stats = mount.fs.block_cache().stats();
     assert_eq!(stats.requests, offsets.len() as u64);
     assert_eq!(stats.fetched_bytes, offsets.len() as u64 * unit);
+}
+
+#[test]
+fn a_random_read_fetches_only_its_block() {
+    // Blocks no larger than the random-read unit: a random read fetches its block.
+    let offsets = [20 * BLOCK + 4096, 3 * BLOCK, 27 * BLOCK + 8192, 11 * BLOCK];
+    random_reads_fetch(&small_blocks(), 32 * BLOCK as usize, &offsets, BLOCK);
+}
+
+#[test]
+fn a_random_read_fetches_only_the_small_unit_around_it() {
+    // Default 1 MiB blocks: a random 4 KiB read waits for 64 KiB, not a whole block.
+    let unit = sessionfs::cache::DEFAULT_RANDOM_READ_BYTES;
+    let offsets = [
+        (5 << 20) + 4096,
+        (1 << 20) + unit - 4096,
+        (7 << 20) + 8192,
+        3 << 20,
+    ];
+    random_reads_fetch(&TestMount::new(), 8 << 20, &offsets, unit);
 }
 
 #[test]
