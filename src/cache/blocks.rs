@@ -248,9 +248,10 @@ impl BlockCache {
             return Ok(Bytes::new());
         }
         let bs = self.config.block_size;
+        // The read's own blocks go out before the prefetch (`read_units` finds them started).
+        self.start(source, Self::blocks_of(&(offset..end), bs), true, bs)
+            .await;
         if let Some(ahead) = ahead.filter(|r| r.start < r.end.min(source.size)) {
-            self.start(source, Self::blocks_of(&(offset..end), bs), true, bs)
-                .await;
             let ahead = ahead.start..ahead.end.min(source.size);
             self.start(source, Self::blocks_of(&ahead, bs), false, bs)
                 .await;
