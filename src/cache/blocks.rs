@@ -248,7 +248,7 @@ impl BlockCache {
             return Ok(Bytes::new());
         }
         let bs = self.config.block_size;
-        // The read's own blocks go out before the prefetch (`read_units` finds them started).
+        // The read's own blocks go out before the prefetch.
         self.start(source, Self::blocks_of(&(offset..end), bs), true, bs)
             .await;
         if let Some(ahead) = ahead.filter(|r| r.start < r.end.min(source.size)) {
@@ -289,11 +289,13 @@ impl BlockCache {
         } else {
             small
         };
+        self.start(source, Self::blocks_of(&(offset..end), unit), true, unit)
+            .await;
         self.read_units(source, offset..end, unit).await
     }
 
-    /// Bytes `range` (non-empty, within the object) from units of `unit` bytes, fetching the
-    /// missing ones together.
+    /// Bytes `range` (non-empty, within the object) from units of `unit` bytes, which the
+    /// caller has started fetching together (a unit still missing is fetched alone).
     async fn read_units(
         self: &Arc<Self>,
         source: &Source,
@@ -301,7 +303,6 @@ impl BlockCache {
         unit: u64,
     ) -> RemoteResult<Bytes> {
         let wanted = Self::blocks_of(&range, unit);
-        self.start(source, wanted.clone(), true, unit).await;
         if wanted.start() == wanted.end() {
             let index = *wanted.start();
             let block = self.block(source, index, unit).await?;
