@@ -75,7 +75,8 @@ pub struct CacheConfig {
     pub max_requests: usize,
     /// Largest prefetch window of one handle (also capped by a quarter of the budget).
     pub max_window: u64,
-    /// The unit a random read fetches (at least the block size: random reads fetch blocks).
+    /// The unit a random read fetches; 0, or a unit no smaller than a block, makes random
+    /// reads fetch whole blocks.
     pub random_read_bytes: u64,
     /// The disk tier: its directory and size cap; `None` keeps blocks in memory only.
     pub disk: Option<(PathBuf, u64)>,
