@@ -29,12 +29,25 @@ const MAX_READAHEAD_BYTES: u32 = 16 << 20;
 /// Requests the kernel may keep in flight to us.
 const MAX_BACKGROUND: u16 = 64;
 
-/// Open flags of a handle that may write. Its writes bypass the kernel's page cache and come
-/// straight from the writer's buffer: the bytes are staged and uploaded by us anyway, so caching
-/// them too cost a page-cache copy of every written byte (`cp` of 1 GiB spent more time there
-/// than in the upload). Shared mmap still works (`FUSE_DIRECT_IO_ALLOW_MMAP`), and the kernel
-/// drops cached pages a direct write replaces.
-const WRITER_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
+/// Open flags of a handle that may write, by its access mode.
+///
+/// A write-only handle (`cp`, `tar`, `rsync`, shell redirections, editors saving) bypasses the
+/// kernel's page cache: its writes come straight from the writer's buffer, since the bytes are
+/// staged and uploaded by us anyway and caching them too cost a page-cache copy of every
+/// written byte (`cp` of 1 GiB spent more time there than in the upload). Such a handle cannot
+/// carry a shared writable mapping (that needs read access).
+///
+/// A read-write handle goes through the page cache, writes included (written through to us at
+/// once). A process that mixes `pwrite` with a `MAP_SHARED` mapping of the same pages (databases
+/// do) needs the two to share one copy of each page: a direct write next to a mapping lets the
+/// kernel write back a mapped page that still holds the bytes from before the direct write,
+/// over them (measured: tens of words lost per 4 MiB).
+fn writer_flags(read_write: bool) -> FopenFlags {
+    match read_write {
+        true => FopenFlags::empty(),
+        false => FopenFlags::FOPEN_DIRECT_IO,
+    }
+}
 
 /// Adapts [`SessionFs`] to `fuser::Filesystem`.
 pub struct FuseAdapter<R: Remote + ?Sized> {
@@ -418,13 +431,14 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let read_write = flags.acc_mode() == OpenAccMode::O_RDWR;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let direct = flags.0 & libc::O_DIRECT != 0;
         self.spawn(move |fs| async move {
             match fs.open(ino.0, writable, truncate, direct).await {
                 Ok(opened) => {
                     let flags = if writable {
-                        WRITER_FLAGS
+                        writer_flags(read_write)
                     } else if opened.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
@@ -685,6 +699,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
             Err(errno) => return reply.error(errno),
         };
         let truncate = flags & libc::O_TRUNC != 0;
+        let read_write = flags & libc::O_ACCMODE == libc::O_RDWR;
         let caller = caller(req);
         self.spawn(move |fs| async move {
             match fs.create(parent.0, &name, mode, truncate, caller).await {
@@ -693,7 +708,7 @@ impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
                     &to_file_attr(&entry.attr),
                     Generation(0),
                     FileHandle(opened.fh),
-                    WRITER_FLAGS,
+                    writer_flags(read_write),
                 ),
                 Err(err) => reply.error(failed("create", &err)),
             }
