@@ -154,8 +154,8 @@ pub enum Unsupported {
     SpecialFile,
     /// link(2).
     HardLink,
-    /// rename with RENAME_EXCHANGE.
-    RenameExchange,
+    /// rename with a flag other than RENAME_NOREPLACE (RENAME_EXCHANGE, RENAME_WHITEOUT).
+    RenameFlags,
     /// setxattr.
     SetXattr,
     /// removexattr.
@@ -185,10 +185,11 @@ impl Unsupported {
                 Level::Warn,
                 "hard links cannot be stored remotely",
             ),
-            Self::RenameExchange => (
+            Self::RenameFlags => (
                 libc::EINVAL,
                 Level::Warn,
-                "exchanging two names atomically is not supported",
+                "only RENAME_NOREPLACE is supported: exchanging two names atomically or leaving \
+                 a whiteout is not",
             ),
             // ENOTSUP: tools (cp -a, rsync -X) treat it as "this filesystem has no xattrs".
             Self::SetXattr | Self::RemoveXattr => (
@@ -312,7 +313,7 @@ mod tests {
         let table = [
             (Unsupported::SpecialFile, libc::EPERM),
             (Unsupported::HardLink, libc::EPERM),
-            (Unsupported::RenameExchange, libc::EINVAL),
+            (Unsupported::RenameFlags, libc::EINVAL),
             (Unsupported::SetXattr, libc::ENOTSUP),
             (Unsupported::RemoveXattr, libc::ENOTSUP),
             (Unsupported::XattrsOff, libc::ENOSYS),

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::Attr;
 use super::tree::Ino;
@@ -41,10 +41,15 @@ pub enum Handle {
         /// await.
         readahead: Mutex<ReadState>,
     },
-    /// An open directory with its entries as listed at `opendir`.
+    /// An open directory with its entries as listed at `opendir`, or at its last rewind.
     Dir {
-        /// `(name, attributes)`, including `.` and `..`.
-        entries: Vec<(String, Attr)>,
+        /// The directory.
+        ino: Ino,
+        /// `(name, attributes)`, including `.` and `..`; read again from the inode table when
+        /// a read starts over from offset 0 (`rewinddir`), so names made since show.
+        entries: Mutex<Vec<(String, Attr)>>,
+        /// Whether a read has used `entries` yet: a read from offset 0 after one is a rewind.
+        started: AtomicBool,
     },
 }
 

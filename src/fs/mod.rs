@@ -366,6 +366,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 }
             }
         };
+        // An open file or directory whose name is gone (unlinked, or replaced by a rename) has
+        // no links left, as `fstat` on a local disk shows.
+        let nlink = if node.linked { nlink } else { 0 };
         let mtime = node.meta.mtime.or(remote_time).unwrap_or(self.mounted_at);
         Attr {
             ino: node.ino,

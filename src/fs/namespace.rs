@@ -3,7 +3,8 @@
 //! allow, changes the inode tree, and asks the write-back engine (`writeback`) for any upload
 //! or delete it needs.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::handles::Handle;
@@ -160,7 +161,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         if let Some(mode) = changes.mode {
             let perm = (mode & 0o7777) as u16;
-            let only_clears_setid = perm == current.perm & !SETID_BITS;
+            // What the kernel sends for a truncate or write by someone else: the same mode
+            // with set-user-ID and maybe set-group-ID gone.
+            let only_clears_setid =
+                perm & !SETID_BITS == current.perm & !SETID_BITS && perm & !current.perm == 0;
             if !owner && !only_clears_setid {
                 return Err(Error::not_permitted(format!(
                     "chmod of inode {ino}: only its owner or root may"
@@ -197,13 +201,31 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
     }
 
-    /// The owner of something `caller` creates: the caller, unless `--uid`/`--gid` force one.
-    fn new_meta(&self, mode: Option<u32>, caller: Caller) -> LocalMeta {
+    /// The owner and mode of something `caller` creates in `parent`: the caller, unless
+    /// `--uid`/`--gid` force one. As on Linux, in a set-group-ID directory the new entry takes
+    /// the directory's group, and a new directory the bit too; a new file keeps set-group-ID
+    /// only if its creator is in its group (or root).
+    fn new_meta(&self, parent: Ino, mode: Option<u32>, dir: bool, caller: Caller) -> LocalMeta {
         let now = SystemTime::now();
+        let parent = self.attr(parent).ok();
+        let inherits = parent
+            .as_ref()
+            .filter(|p| p.perm & libc::S_ISGID as u16 != 0);
+        let gid = inherits.map_or(caller.gid, |parent| parent.gid);
+        let mut perm = mode.map(|mode| (mode & 0o7777) as u16);
+        if let Some(perm) = &mut perm {
+            if dir && inherits.is_some() {
+                *perm |= libc::S_ISGID as u16;
+            }
+            let group_may_run = *perm & 0o010 != 0;
+            if !dir && group_may_run && !caller.is_root() && !caller.in_group(gid) {
+                *perm &= !(libc::S_ISGID as u16);
+            }
+        }
         LocalMeta {
-            perm: mode.map(|mode| (mode & 0o7777) as u16),
+            perm,
             uid: Some(self.config.force_uid.unwrap_or(caller.uid)),
-            gid: Some(self.config.force_gid.unwrap_or(caller.gid)),
+            gid: Some(self.config.force_gid.unwrap_or(gid)),
             atime: Some(now),
             mtime: Some(now),
             ctime: Some(now),
@@ -231,7 +253,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         if self.tree().child(parent, name).is_some() {
             return Err(Error::exists(name));
         }
-        let meta = self.new_meta(Some(mode), caller);
+        let meta = self.new_meta(parent, Some(mode), true, caller);
         if self.tree().is_container_list(parent) {
             if parent != ROOT_INO {
                 // A group's containers are made on the server; the API takes no group.
@@ -359,7 +381,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 ..Content::default()
             })),
         };
-        let meta = self.new_meta(Some(mode), caller);
+        let meta = self.new_meta(parent, Some(mode), false, caller);
         let content = file.content.clone();
         let ino = self.tree().insert(parent, name, NodeKind::File(file), meta);
         self.touch_dir(parent);
@@ -415,7 +437,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             cached_version: None,
             content: content.clone(),
         };
-        let meta = self.new_meta(None, caller);
+        let meta = self.new_meta(parent, None, false, caller);
         let ino = self.tree().insert(parent, name, NodeKind::File(link), meta);
         let mut state = content.lock().await;
         self.mark_dirty(ino, &mut state);
@@ -664,34 +686,54 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     pub async fn opendir(&self, ino: Ino) -> Result<u64> {
         self.dir_of(ino)?;
         self.ensure_fresh(ino).await?;
-        let entries = {
-            let tree = self.tree();
-            let node = tree.get(ino).ok_or_else(|| Error::not_found("directory"))?;
-            let parent = tree.get(node.parent).unwrap_or(node);
-            let mut entries = vec![
-                (".".to_string(), self.attr_of(node)),
-                ("..".to_string(), self.attr_of(parent)),
-            ];
-            let dir = node.dir().expect("checked above");
-            for (name, child) in &dir.children {
-                if let Some(child) = tree.get(*child) {
-                    entries.push((name.clone(), self.attr_of(child)));
-                }
-            }
-            entries
-        };
-        Ok(self.handles.insert(Handle::Dir { entries }))
+        let entries = self.dir_entries(ino)?;
+        Ok(self.handles.insert(Handle::Dir {
+            ino,
+            entries: Mutex::new(entries),
+            started: AtomicBool::new(false),
+        }))
     }
 
-    /// Entries of an open directory from `offset` on.
+    /// The entries of directory `ino` in the inode table, `.` and `..` first.
+    fn dir_entries(&self, ino: Ino) -> Result<Vec<(String, Attr)>> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or_else(|| Error::not_found("directory"))?;
+        let dir = node
+            .dir()
+            .ok_or_else(|| Error::not_dir(format!("inode {ino}")))?;
+        let parent = tree.get(node.parent).unwrap_or(node);
+        let mut entries = vec![
+            (".".to_string(), self.attr_of(node)),
+            ("..".to_string(), self.attr_of(parent)),
+        ];
+        for (name, child) in &dir.children {
+            if let Some(child) = tree.get(*child) {
+                entries.push((name.clone(), self.attr_of(child)));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Entries of an open directory from `offset` on. A read from offset 0 after earlier reads
+    /// (`rewinddir`, `seekdir(0)`) lists the directory again, as a local disk does.
     pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, String, Attr)>> {
         let handle = self
             .handles
             .get(fh)
             .ok_or_else(|| Error::bad_handle("readdir on a closed handle"))?;
-        let Handle::Dir { entries } = &*handle else {
+        let Handle::Dir {
+            ino,
+            entries,
+            started,
+        } = &*handle
+        else {
             return Err(Error::not_dir("readdir on a file handle"));
         };
+        if started.swap(true, Ordering::AcqRel) && offset == 0 {
+            let again = self.dir_entries(*ino)?;
+            *entries.lock().unwrap() = again;
+        }
+        let entries = entries.lock().unwrap();
         Ok(entries
             .iter()
             .enumerate()

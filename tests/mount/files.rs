@@ -192,3 +192,110 @@ fn appending_and_reopening_keep_earlier_bytes() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\ntwo\n");
     assert_eq!(mount.api_get(&id, "log.txt").unwrap(), b"one\ntwo\n");
 }
+
+#[test]
+fn an_open_file_whose_name_is_gone_has_no_links() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("links");
+    std::fs::write(dir.join("unlinked"), b"a").unwrap();
+    std::fs::write(dir.join("replaced"), b"b").unwrap();
+    std::fs::write(dir.join("newer"), b"c").unwrap();
+    let unlinked = std::fs::File::open(dir.join("unlinked")).unwrap();
+    let replaced = std::fs::File::open(dir.join("replaced")).unwrap();
+    assert_eq!(unlinked.metadata().unwrap().nlink(), 1);
+    std::fs::remove_file(dir.join("unlinked")).unwrap();
+    std::fs::rename(dir.join("newer"), dir.join("replaced")).unwrap();
+    assert_eq!(unlinked.metadata().unwrap().nlink(), 0, "after unlink");
+    assert_eq!(
+        replaced.metadata().unwrap().nlink(),
+        0,
+        "after a rename over it"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("replaced")).unwrap().nlink(),
+        1,
+        "the name's new file"
+    );
+}
+
+#[test]
+fn renameat2_flags_other_than_noreplace_are_refused_and_change_nothing() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("flags");
+    std::fs::write(dir.join("a"), b"a").unwrap();
+    std::fs::write(dir.join("b"), b"b").unwrap();
+    let path = |name: &str| std::ffi::CString::new(q(&dir.join(name)).trim_matches('\'')).unwrap();
+    for (flag, what) in [
+        (libc::RENAME_WHITEOUT, "RENAME_WHITEOUT"),
+        (libc::RENAME_EXCHANGE, "RENAME_EXCHANGE"),
+        (
+            libc::RENAME_WHITEOUT | libc::RENAME_NOREPLACE,
+            "WHITEOUT|NOREPLACE",
+        ),
+    ] {
+        // The kernel itself answers an exchange with a missing name (ENOENT) and no-replace
+        // onto an existing one (EEXIST) before the mount sees them.
+        let targets: &[&str] = match flag {
+            libc::RENAME_EXCHANGE => &["b"],
+            libc::RENAME_WHITEOUT => &["b", "c"],
+            _ => &["c"],
+        };
+        for target in targets {
+            // SAFETY: two valid NUL-terminated paths that outlive the call.
+            let status = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    path("a").as_ptr(),
+                    libc::AT_FDCWD,
+                    path(target).as_ptr(),
+                    flag,
+                )
+            };
+            assert_eq!(status, -1, "{what} to {target}");
+            assert_eq!(
+                errno::<()>(Err(std::io::Error::last_os_error())),
+                libc::EINVAL,
+                "{what}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"a");
+    assert_eq!(std::fs::read(dir.join("b")).unwrap(), b"b");
+    assert!(!dir.join("c").exists());
+}
+
+#[test]
+fn rewinddir_sees_names_made_since_opendir() {
+    let mount = TestMount::new();
+    let dir = mount.session_dir("rewind");
+    std::fs::write(dir.join("first"), b"1").unwrap();
+    let names = |handle: *mut libc::DIR| -> Vec<String> {
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: `handle` is an open directory stream; the entry is read before the next call.
+            let entry = unsafe { libc::readdir(handle) };
+            if entry.is_null() {
+                break names;
+            }
+            // SAFETY: readdir returned a valid entry whose name is NUL-terminated.
+            let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) };
+            names.push(name.to_string_lossy().into_owned());
+        }
+    };
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; the stream is closed below.
+    let handle = unsafe { libc::opendir(path.as_ptr()) };
+    assert!(!handle.is_null());
+    let mut before = names(handle);
+    before.sort();
+    assert_eq!(before, [".", "..", "first"]);
+    std::fs::write(dir.join("second"), b"2").unwrap();
+    std::fs::remove_file(dir.join("first")).unwrap();
+    // SAFETY: the stream opened above, still open.
+    unsafe { libc::rewinddir(handle) };
+    let mut after = names(handle);
+    after.sort();
+    // SAFETY: closes the stream opened above, once.
+    unsafe { libc::closedir(handle) };
+    assert_eq!(after, [".", "..", "second"]);
+}

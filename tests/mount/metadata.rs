@@ -179,6 +179,62 @@ fn setuid_goes_on_a_chown_by_its_owner_and_on_a_write_by_another_user() {
     assert!(written.starts_with("f 777 "), "{written}");
 }
 
+/// Runs a command as a second unprivileged user, 65533.
+const OTHER: &str = "setpriv --reuid 65533 --regid 65533 --clear-groups";
+
+#[test]
+fn set_id_bits_go_as_on_linux_on_write_truncate_and_chown() {
+    let (_mount, base) = shared_session();
+    let b = q(&base);
+    sh(&format!(
+        "cd {b} && for f in w6666 w6776 t6666 t6776 p6666; do echo x > $f; done \
+         && chmod 6666 w6666 t6666 p6666 && chmod 6776 w6776 t6776"
+    ));
+    // A write by another user clears set-user-ID, and set-group-ID where the group may execute.
+    sh(&format!(
+        "cd {b} && {OTHER} sh -c 'echo y >> w6666 && echo y >> w6776'"
+    ));
+    // So does a truncate (GNU truncate opens the file and calls ftruncate).
+    sh(&format!(
+        "cd {b} && {OTHER} truncate -s 1 t6666 && {OTHER} truncate -s 1 t6776"
+    ));
+    // And a write in place (no O_APPEND, no O_TRUNC).
+    sh(&format!(
+        "cd {b} && echo z | {OTHER} dd of=p6666 conv=notrunc status=none"
+    ));
+    let modes = sh(&format!(
+        "cd {b} && stat -c '%n %a' w6666 w6776 t6666 t6776 p6666"
+    ));
+    assert_eq!(
+        modes, "w6666 2666\nw6776 776\nt6666 2666\nt6776 776\np6666 2666\n",
+        "as Linux leaves them"
+    );
+    // A chown by the owner (a non-root user) clears both on a file.
+    sh(&format!(
+        "cd {b} && {NOBODY} sh -c 'echo x > c && chmod 6755 c && chown 65534:65534 c'"
+    ));
+    assert_eq!(sh(&format!("stat -c '%a' {b}/c")), "755\n");
+}
+
+#[test]
+fn a_set_group_id_directory_passes_its_group_and_the_bit_down() {
+    let (_mount, base) = shared_session();
+    let b = q(&base);
+    sh(&format!(
+        "cd {b} && mkdir g && chown 0:4321 g && chmod 2777 g"
+    ));
+    sh(&format!(
+        "cd {b}/g && {NOBODY} sh -c 'mkdir sub && echo x > f && mkdir -p deep/er'"
+    ));
+    let made = sh(&format!(
+        "cd {b}/g && stat -c '%n %a %u %g' sub f deep deep/er"
+    ));
+    assert_eq!(
+        made,
+        "sub 2755 65534 4321\nf 644 65534 4321\ndeep 2755 65534 4321\ndeep/er 2755 65534 4321\n"
+    );
+}
+
 #[test]
 fn ctime_moves_on_chmod_and_touch_keeps_what_it_omits() {
     let mount = TestMount::new();
