@@ -1,7 +1,7 @@
 //! The one HTTP client every backend uses.
 //!
 //! It owns what all APIs share: connection pooling, timeouts, retries of temporary failures
-//! (connection errors, 408, 429, 5xx) with exponential backoff, full jitter and the server's
+//! (connection errors, 408, 429, 5xx) with exponential backoff, equal jitter and the server's
 //! `Retry-After`, the mapping of HTTP status to [`ErrorKind`], and redaction (log lines carry the
 //! path, never a query string or a token). A backend supplies only how to read its own error
 //! envelope ([`EnvelopeParser`]).
@@ -77,7 +77,8 @@ pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(60);
 
 impl RetryConfig {
     /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out, waiting
-    /// between attempts with exponential backoff and full jitter, or as long as the server's
+    /// between attempts with exponential backoff and equal jitter (a random wait between half
+    /// the step and the whole step, so no retry comes at once), or as long as the server's
     /// `Retry-After` asked (capped by `max_delay`).
     pub async fn run<T, F, Fut>(&self, attempt: F) -> RemoteResult<T>
     where

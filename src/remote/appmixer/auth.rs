@@ -67,7 +67,8 @@ fn expiry_of(jwt: &str) -> Option<SystemTime> {
     validation.required_spec_claims.clear();
     let key = jsonwebtoken::DecodingKey::from_secret(&[]);
     let data = jsonwebtoken::decode::<Claims>(jwt, &key, &validation).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(data.claims.exp))
+    // An `exp` past what the clock can hold (above i64::MAX seconds) is "never".
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(data.claims.exp))
 }
 
 impl Auth {
@@ -148,5 +149,18 @@ mod tests {
             !Token::new("not a jwt").expired(),
             "unreadable: the server decides"
         );
+    }
+
+    #[test]
+    fn an_exp_past_what_the_clock_holds_never_expires() {
+        let key = jsonwebtoken::EncodingKey::from_secret(b"k");
+        for exp in [i64::MAX as u64 + 1, u64::MAX] {
+            let claims = serde_json::json!({ "id": "u", "exp": exp });
+            let jwt =
+                jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+            let token = Token::new(&jwt);
+            assert_eq!(token.expires, None, "{exp}");
+            assert!(!token.expired());
+        }
     }
 }

@@ -30,6 +30,9 @@ pub(super) const BURST: u32 = 10;
 const RESET_MARGIN: Duration = Duration::from_millis(50);
 /// Longest wait for a probing request's answer before looking again.
 const PROBE_WAIT: Duration = Duration::from_millis(200);
+/// The longest wait a server's header can impose: a reset or `retry-after` further off (or
+/// `inf`, `1e400`) is read as this, and the next answer says again.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(300);
 
 /// A bucket: the server's route name and the channel it counts per.
 type Key = (&'static str, String);
@@ -142,7 +145,7 @@ impl Pacer {
         let number = |name: &str| -> Option<f64> { headers.get(name)?.to_str().ok()?.parse().ok() };
         let now = Instant::now();
         let reset = number("x-ratelimit-reset").map(|unix| instant_of_unix(unix, now));
-        let retry_after = number("retry-after").map(|s| now + Duration::from_secs_f64(s.max(0.0)));
+        let retry_after = number("retry-after").map(|s| now + server_wait(s));
         let global = headers
             .get("x-ratelimit-global")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
@@ -236,13 +239,23 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// The instant of a unix time in seconds, plus [`RESET_MARGIN`].
+/// The instant of a unix time in seconds, plus [`RESET_MARGIN`], at most [`MAX_SERVER_WAIT`]
+/// ahead.
 fn instant_of_unix(unix_seconds: f64, now: Instant) -> Instant {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds.max(0.0));
-    let ahead = at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    now + ahead + RESET_MARGIN
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    now + server_wait(unix_seconds - since_epoch.as_secs_f64()) + RESET_MARGIN
+}
+
+/// A wait of `seconds` from a server's header, within `0..=MAX_SERVER_WAIT` whatever the header
+/// held (negative, NaN, `inf`, `1e400`).
+fn server_wait(seconds: f64) -> Duration {
+    match seconds {
+        s if s.is_nan() || s <= 0.0 => Duration::ZERO,
+        s if s >= MAX_SERVER_WAIT.as_secs_f64() => MAX_SERVER_WAIT,
+        s => Duration::from_secs_f64(s),
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +324,36 @@ mod tests {
         }
         let refused = state.take(&("default", "x".into()), now);
         assert!(matches!(refused, Err(Wait::Until(t)) if t > now));
+    }
+
+    #[tokio::test]
+    async fn headers_out_of_range_neither_panic_nor_hold_for_ever() {
+        for value in [
+            "inf",
+            "-inf",
+            "NaN",
+            "1e400",
+            "-1e400",
+            "1e300",
+            "-5",
+            "18446744073709551616",
+        ] {
+            // A pacer each: a global hold would make the next acquire wait it out.
+            let pacer = Pacer::new();
+            let permit = pacer.acquire("default", value).await;
+            let mut map = HeaderMap::new();
+            map.insert("x-ratelimit-remaining", HeaderValue::from(0));
+            map.insert("x-ratelimit-reset", HeaderValue::from_str(value).unwrap());
+            map.insert("retry-after", HeaderValue::from_str(value).unwrap());
+            map.insert("x-ratelimit-global", HeaderValue::from_static("true"));
+            pacer.observe(&permit, StatusCode::TOO_MANY_REQUESTS, &map);
+            drop(permit);
+            let held = pacer.lock().held_until.expect("a global 429 holds");
+            assert!(
+                held <= Instant::now() + MAX_SERVER_WAIT + RESET_MARGIN,
+                "{value}"
+            );
+        }
     }
 
     #[tokio::test]
