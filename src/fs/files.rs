@@ -74,14 +74,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 return Err(Error::bad_handle("write on a handle not open for writing"));
             }
         }
-        if let Some(max) = self.remote.capabilities().max_object_bytes
-            && offset + data.len() as u64 > max
-        {
-            return Err(Error::too_large(format!(
-                "{} holds files of at most {max} bytes",
-                self.remote.describe()
-            )));
-        }
+        self.check_largest_file(offset.saturating_add(data.len() as u64))?;
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
         self.before_change(ino, &mut state)?;
@@ -213,6 +206,16 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let open = self.handles.is_open(ino);
         self.tree().forget_if_unused(ino, open);
         result
+    }
+
+    /// EFBIG when a file of `end` bytes is longer than the largest file the remote stores
+    /// (a write ending there, a truncate to it), so nothing past it is ever staged or sent.
+    pub(super) fn check_largest_file(&self, end: u64) -> Result<()> {
+        let max = self.remote.capabilities().max_object_bytes;
+        if end > max {
+            return Err(Error::past_largest_file(self.remote.describe(), end, max));
+        }
+        Ok(())
     }
 
     /// Drops the staged copy of a file that no writer holds and that matches the remote.
