@@ -189,16 +189,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let Some(live) = state.staged.as_ref().filter(|_| state.committed) else {
             return Ok(());
         };
-        let mut snapshot = self.new_staging()?;
-        let mut offset = 0;
-        while offset < live.len() {
-            let data = live.read_at(offset, COPY_CHUNK_BYTES as usize)?;
-            if data.is_empty() {
-                break;
-            }
-            snapshot.write_at(offset, &data)?;
-            offset += data.len() as u64;
-        }
+        // Holes stay holes: a sparse file's snapshot costs its data, not its length.
+        let snapshot = self.staging.copy_of(live)?;
         if let Some(mut record) = self.record_of(ino, state, true) {
             record.staged = snapshot.name();
             self.write_record(&record);
@@ -470,7 +462,8 @@ pub(super) async fn copy_object<R: Remote + ?Sized>(
                 object.name
             )));
         }
-        staged.write_at(offset, &data)?;
+        // The server sends a hole's zeros; whole blocks of them stay holes here.
+        staged.write_keeping_holes(offset, &data)?;
         offset += data.len() as u64;
     }
     staged.set_len(object.size)?;

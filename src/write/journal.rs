@@ -244,8 +244,10 @@ fn recover(staged: &Path, upload: &PendingUpload, recovery: &Path) -> io::Result
     target.set_file_name(format!("{name}.recovered-{stamp}"));
     fs::create_dir_all(target.parent().expect("under the recovery folder"))?;
     if fs::rename(staged, &target).is_err() {
-        // Another file system: copy, then drop the staged copy.
-        fs::copy(staged, &target)?;
+        // Another file system: copy (holes kept), then drop the staged copy.
+        let from = fs::File::open(staged)?;
+        let to = fs::File::create(&target)?;
+        super::sparse::copy_sparse(&from, &to, from.metadata()?.len())?;
         fs::remove_file(staged)?;
     }
     Ok(target)
