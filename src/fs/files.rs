@@ -82,16 +82,35 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .staged
             .as_mut()
             .ok_or_else(|| Error::bad_handle("file is not staged for writing"))?;
-        if let Some(cap) = self.config.max_staged {
-            let own = staged.len();
-            let growth = (offset + data.len() as u64).saturating_sub(own);
-            let bytes = self.staging.bytes();
-            if growth > 0 && !bytes.room_for(growth, own, cap, STAGED_ROOM_WAIT).await {
-                return Err(Error::no_space(format!(
-                    "the staging directory holds {} bytes, and {growth} more would pass \
-                     --max-staged ({cap}); uploads freed no room in {STAGED_ROOM_WAIT:?}",
-                    bytes.used()
-                )));
+        let own = staged.len();
+        let bytes = self.staging.bytes();
+        match self.config.max_staged {
+            Some(cap) => {
+                let growth = (offset + data.len() as u64).saturating_sub(own);
+                if growth > 0 && !bytes.room_for(growth, own, cap, STAGED_ROOM_WAIT).await {
+                    return Err(Error::no_space(format!(
+                        "the staging directory holds {} bytes, and {growth} more would pass \
+                         --max-staged ({cap}); uploads freed no room in {STAGED_ROOM_WAIT:?}",
+                        bytes.used()
+                    )));
+                }
+            }
+            // No cap: the disk's own free space, less a reserve. What a write can allocate is
+            // its own length (a hole it leaves costs nothing).
+            None => {
+                let dir = self.staging.dir();
+                let need = data.len() as u64;
+                if let Some(short) = bytes.room_on_disk(dir, need, own, STAGED_ROOM_WAIT).await {
+                    return Err(Error::no_space(format!(
+                        "the staging file system of {} has {} bytes free, and {need} more \
+                         would leave less than the {} bytes kept free without --max-staged \
+                         (5% of it, at most 1 GiB); uploads freed no room in \
+                         {STAGED_ROOM_WAIT:?}",
+                        dir.display(),
+                        short.free,
+                        short.reserve
+                    )));
+                }
             }
         }
         let appended = offset == staged.len();
