@@ -113,6 +113,12 @@ impl Error {
         ))
     }
 
+    /// The remote refused these very bytes for good before (too large): answered without
+    /// trying again, logged only at debug level, since the refusal was logged when it came.
+    pub fn refused_before(why: &str) -> Self {
+        Self::quiet(libc::EFBIG, why.to_string())
+    }
+
     /// Something else is changing the object right now; trying again later can work.
     pub fn busy(message: impl Into<String>) -> Self {
         Self::new(libc::EBUSY, message)

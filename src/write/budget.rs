@@ -138,10 +138,10 @@ pub fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
     }
     // SAFETY: statvfs returned 0, so it filled the buffer.
     let stat = unsafe { stat.assume_init() };
-    let unit = stat.f_frsize as u64;
+    let unit = stat.f_frsize;
     Ok((
-        (stat.f_bavail as u64).saturating_mul(unit),
-        (stat.f_blocks as u64).saturating_mul(unit),
+        stat.f_bavail.saturating_mul(unit),
+        stat.f_blocks.saturating_mul(unit),
     ))
 }
 

@@ -185,6 +185,23 @@ pub async fn replay<R: Remote + ?Sized>(
                 ),
             }
         }
+        // Past the largest file the API stores (a copy staged before that was checked at
+        // every write) the upload cannot succeed: not tried, kept.
+        let max = remote.capabilities().max_object_bytes;
+        if meta.len() > max {
+            log::error!(
+                "{:?} is {} bytes, more than {} stores ({max} bytes); it is not uploaded and \
+                 stays in {} as {}",
+                upload.path,
+                meta.len(),
+                remote.describe(),
+                staging.dir().display(),
+                upload.staged
+            );
+            keep.push(upload.staged);
+            done.failed += 1;
+            continue;
+        }
         let name = match upload.symlink {
             true => names::encode_link(&upload.path, &rules),
             false => names::encode(&upload.path, &rules),

@@ -147,6 +147,7 @@ impl StagingArea {
             hasher: hash_md5.then(Md5::new),
             hash_md5,
             charge: self.bytes.charge(),
+            refused: None,
         })
     }
 
@@ -210,6 +211,9 @@ pub struct StagingFile {
     hash_md5: bool,
     /// Its length, counted in the area's [`StagedBytes`] until it is dropped or kept.
     charge: Charge,
+    /// Why the remote refused these bytes for good (too large), until they change: no upload
+    /// of the same bytes is tried again.
+    refused: Option<String>,
 }
 
 impl StagingFile {
@@ -239,6 +243,7 @@ impl StagingFile {
         }
         self.len = self.len.max(offset + data.len() as u64);
         self.charge.set(self.len);
+        self.refused = None;
         Ok(())
     }
 
@@ -265,6 +270,7 @@ impl StagingFile {
         }
         self.len = self.len.max(end);
         self.charge.set(self.len);
+        self.refused = None;
         Ok(())
     }
 
@@ -279,6 +285,7 @@ impl StagingFile {
         }
         self.len = len;
         self.charge.set(len);
+        self.refused = None;
         Ok(())
     }
 
@@ -293,6 +300,17 @@ impl StagingFile {
 
     fn descriptors(&self) -> io::Result<Arc<Descriptors>> {
         self.slot.get(&self.path)
+    }
+
+    /// Records that the remote refused these bytes for good (`why`); cleared by the next
+    /// write or truncate.
+    pub fn refuse(&mut self, why: String) {
+        self.refused = Some(why);
+    }
+
+    /// Why the remote refused these bytes for good, if it did and they have not changed since.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// Current length in bytes.
@@ -436,6 +454,20 @@ mod tests {
         file.write_keeping_holes((16 << 20) + 12288, &[0u8; 4096])
             .unwrap();
         assert_eq!(file.read_at((16 << 20) + 12345, 1).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn a_refusal_lasts_until_the_bytes_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = StagingArea::new(dir.path()).unwrap().create(false).unwrap();
+        file.write_at(0, b"too large").unwrap();
+        file.refuse("413".to_string());
+        assert_eq!(file.refused(), Some("413"));
+        file.write_at(0, b"smaller").unwrap();
+        assert_eq!(file.refused(), None, "a write clears it");
+        file.refuse("413".to_string());
+        file.set_len(3).unwrap();
+        assert_eq!(file.refused(), None, "a truncate clears it");
     }
 
     #[test]
