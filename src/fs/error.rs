@@ -103,6 +103,22 @@ impl Error {
         Self::new(libc::EFBIG, message)
     }
 
+    /// A write or truncate would make the file longer than `max`, the largest file `remote`
+    /// stores (`Capabilities::max_object_bytes`): refused before anything is staged, as a
+    /// local disk refuses a file past its file system's limit.
+    pub fn past_largest_file(remote: impl fmt::Display, end: u64, max: u64) -> Self {
+        Self::too_large(format!(
+            "{remote} holds files of at most {} ({max} bytes); a file of {end} bytes cannot be              stored",
+            bytesize::ByteSize(max).to_string_as(true)
+        ))
+    }
+
+    /// The remote refused these very bytes for good before (too large): answered without
+    /// trying again, logged only at debug level, since the refusal was logged when it came.
+    pub fn refused_before(why: &str) -> Self {
+        Self::quiet(libc::EFBIG, why.to_string())
+    }
+
     /// Something else is changing the object right now; trying again later can work.
     pub fn busy(message: impl Into<String>) -> Self {
         Self::new(libc::EBUSY, message)

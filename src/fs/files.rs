@@ -74,14 +74,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 return Err(Error::bad_handle("write on a handle not open for writing"));
             }
         }
-        if let Some(max) = self.remote.capabilities().max_object_bytes
-            && offset + data.len() as u64 > max
-        {
-            return Err(Error::too_large(format!(
-                "{} holds files of at most {max} bytes",
-                self.remote.describe()
-            )));
-        }
+        self.check_largest_file(offset.saturating_add(data.len() as u64))?;
         let content = self.content_of(ino)?;
         let mut state = content.lock().await;
         self.before_change(ino, &mut state)?;
@@ -89,16 +82,35 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             .staged
             .as_mut()
             .ok_or_else(|| Error::bad_handle("file is not staged for writing"))?;
-        if let Some(cap) = self.config.max_staged {
-            let own = staged.len();
-            let growth = (offset + data.len() as u64).saturating_sub(own);
-            let bytes = self.staging.bytes();
-            if growth > 0 && !bytes.room_for(growth, own, cap, STAGED_ROOM_WAIT).await {
-                return Err(Error::no_space(format!(
-                    "the staging directory holds {} bytes, and {growth} more would pass \
-                     --max-staged ({cap}); uploads freed no room in {STAGED_ROOM_WAIT:?}",
-                    bytes.used()
-                )));
+        let own = staged.len();
+        let bytes = self.staging.bytes();
+        match self.config.max_staged {
+            Some(cap) => {
+                let growth = (offset + data.len() as u64).saturating_sub(own);
+                if growth > 0 && !bytes.room_for(growth, own, cap, STAGED_ROOM_WAIT).await {
+                    return Err(Error::no_space(format!(
+                        "the staging directory holds {} bytes, and {growth} more would pass \
+                         --max-staged ({cap}); uploads freed no room in {STAGED_ROOM_WAIT:?}",
+                        bytes.used()
+                    )));
+                }
+            }
+            // No cap: the disk's own free space, less a reserve. What a write can allocate is
+            // its own length (a hole it leaves costs nothing).
+            None => {
+                let dir = self.staging.dir();
+                let need = data.len() as u64;
+                if let Some(short) = bytes.room_on_disk(dir, need, own, STAGED_ROOM_WAIT).await {
+                    return Err(Error::no_space(format!(
+                        "the staging file system of {} has {} bytes free, and {need} more \
+                         would leave less than the {} bytes kept free without --max-staged \
+                         (5% of it, at most 1 GiB); uploads freed no room in \
+                         {STAGED_ROOM_WAIT:?}",
+                        dir.display(),
+                        short.free,
+                        short.reserve
+                    )));
+                }
             }
         }
         let appended = offset == staged.len();
@@ -213,6 +225,16 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let open = self.handles.is_open(ino);
         self.tree().forget_if_unused(ino, open);
         result
+    }
+
+    /// EFBIG when a file of `end` bytes is longer than the largest file the remote stores
+    /// (a write ending there, a truncate to it), so nothing past it is ever staged or sent.
+    pub(super) fn check_largest_file(&self, end: u64) -> Result<()> {
+        let max = self.remote.capabilities().max_object_bytes;
+        if end > max {
+            return Err(Error::past_largest_file(self.remote.describe(), end, max));
+        }
+        Ok(())
     }
 
     /// Drops the staged copy of a file that no writer holds and that matches the remote.

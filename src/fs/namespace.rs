@@ -93,6 +93,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         self.check_setattr(ino, &changes, caller)?;
         if let Some(size) = changes.size {
             self.check_writable()?;
+            self.check_largest_file(size)?;
             let content = self.content_of(ino)?;
             let mut state = content.lock().await;
             self.ensure_staged(ino, &mut state, size == 0).await?;

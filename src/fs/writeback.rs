@@ -10,7 +10,7 @@ use futures::StreamExt;
 use super::names;
 use super::tree::{Content, DirOrigin, FileNode, Ino, Node, NodeKind, ROOT_INO};
 use super::{Error, Result, SessionFs};
-use crate::remote::{ObjectMeta, Remote, UploadSource};
+use crate::remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
 use crate::write::{PendingUpload, StagingFile};
 
 /// Size of each ranged GET when a whole object is copied into the staging area.
@@ -67,6 +67,16 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 let content = self.content_of(ino).ok()?;
                 let mut state = content.lock().await;
                 if !state.dirty {
+                    return None;
+                }
+                // Refused for good (too large) and unchanged since: kept for the next mount,
+                // not retried; its refusal was logged when it came.
+                if state
+                    .staged
+                    .as_ref()
+                    .and_then(StagingFile::refused)
+                    .is_some()
+                {
                     return None;
                 }
                 Some(self.upload_locked(ino, &mut state).await)
@@ -189,16 +199,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let Some(live) = state.staged.as_ref().filter(|_| state.committed) else {
             return Ok(());
         };
-        let mut snapshot = self.new_staging()?;
-        let mut offset = 0;
-        while offset < live.len() {
-            let data = live.read_at(offset, COPY_CHUNK_BYTES as usize)?;
-            if data.is_empty() {
-                break;
-            }
-            snapshot.write_at(offset, &data)?;
-            offset += data.len() as u64;
-        }
+        // Holes stay holes: a sparse file's snapshot costs its data, not its length.
+        let snapshot = self.staging.copy_of(live)?;
         if let Some(mut record) = self.record_of(ino, state, true) {
             record.staged = snapshot.name();
             self.write_record(&record);
@@ -331,6 +333,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             );
             return Ok(());
         }
+        if let Some(why) = state.staged.as_ref().and_then(StagingFile::refused) {
+            // The server refused these bytes for good; only a change can help.
+            return Err(Error::refused_before(why));
+        }
         self.commit(ino, state);
         let staged = state.staged.as_ref().expect("a dirty file is staged");
         let source = UploadSource {
@@ -371,7 +377,20 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             {
                 Ok(object) => object,
                 Err(err) => {
-                    let err = Error::from(err).at_risk();
+                    let permanent = err.kind == ErrorKind::TooLarge;
+                    let mut err = Error::from(err).at_risk();
+                    if permanent {
+                        // No retry can help: said once, kept staged and journaled (the next
+                        // mount tries once more), and not sent again until it changes.
+                        err.message = format!(
+                            "{}; {path:?} stays staged and journaled and is not sent again \
+                             until it is written or truncated",
+                            err.message,
+                        );
+                        if let Some(staged) = state.staged.as_mut() {
+                            staged.refuse(err.message.clone());
+                        }
+                    }
                     uploads.failed(&path, &err.message);
                     return Err(err);
                 }
@@ -470,7 +489,8 @@ pub(super) async fn copy_object<R: Remote + ?Sized>(
                 object.name
             )));
         }
-        staged.write_at(offset, &data)?;
+        // The server sends a hole's zeros; whole blocks of them stay holes here.
+        staged.write_keeping_holes(offset, &data)?;
         offset += data.len() as u64;
     }
     staged.set_len(object.size)?;

@@ -54,6 +54,9 @@ use super::{
 /// Bytes per upload chunk unless `--chunk-size` says otherwise.
 pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 /// Rows per `GET /files` page (the API documents no maximum; this keeps pages small).
+/// Largest file we store on Appmixer (64 GiB, 8192 chunks of the default size): the docs give
+/// no limit, so the bound is ours, as on Mix.
+pub const MAX_OBJECT_BYTES: u64 = 64 << 30;
 const PAGE_SIZE: usize = 100;
 /// How often a listing is paged again when `/files/count` disagrees with it.
 const LIST_ATTEMPTS: usize = 3;
@@ -159,8 +162,8 @@ impl AppmixerRemote {
                 delete: true,
                 range_reads: true,
                 overwrite_by_name: false,
-                // The docs give no limits and no name rules.
-                max_object_bytes: None,
+                // The docs give no name rules and no size limit; the bound is ours.
+                max_object_bytes: MAX_OBJECT_BYTES,
                 min_object_bytes: 0,
                 name_rules: NameRules::default(),
                 upload_md5: false,

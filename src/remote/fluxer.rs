@@ -55,6 +55,11 @@ use pacing::Pacer;
 const DEFAULT_PARALLEL: usize = 20;
 /// Longest stored name: the content line must stay within 2000 characters.
 const MAX_NAME_BYTES: usize = 1800;
+/// Largest attachment any Fluxer account may send (500 MiB, the premium limit; the chunked
+/// flow's 128 chunks of 8 MiB allow 1 GiB). An account's own limit (25 MiB without premium,
+/// bots 50 MiB) is smaller and only the server knows it: a file between the two is refused
+/// at close with `FILE_SIZE_TOO_LARGE` (EFBIG), and its log line names the limit.
+pub const MAX_OBJECT_BYTES: u64 = 500 << 20;
 /// Attachment URLs remembered at once.
 const URL_CACHE_ENTRIES: usize = 4096;
 /// How long an attachment URL without an `expires_at` is trusted.
@@ -122,7 +127,7 @@ impl FluxerRemote {
                 delete: true,
                 range_reads: true,
                 overwrite_by_name: false,
-                max_object_bytes: None,
+                max_object_bytes: MAX_OBJECT_BYTES,
                 min_object_bytes: 0,
                 name_rules: NameRules {
                     max_name_bytes: Some(MAX_NAME_BYTES),

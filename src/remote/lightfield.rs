@@ -119,7 +119,7 @@ impl LightfieldRemote {
                 delete: false,
                 range_reads: true,
                 overwrite_by_name: false,
-                max_object_bytes: Some(MAX_OBJECT_BYTES),
+                max_object_bytes: MAX_OBJECT_BYTES,
                 min_object_bytes: 1,
                 upload_md5: true,
                 name_rules: NameRules {

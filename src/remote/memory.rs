@@ -75,7 +75,7 @@ impl MemoryRemote {
                 delete: true,
                 range_reads: true,
                 overwrite_by_name: true,
-                max_object_bytes: None,
+                max_object_bytes: u64::MAX,
                 min_object_bytes: 0,
                 upload_md5: false,
                 name_rules: NameRules::default(),

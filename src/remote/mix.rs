@@ -38,6 +38,10 @@ pub const NAME_RULES: NameRules = NameRules {
 };
 
 /// The browser mode we create sessions with; Mix requires one and this one needs no extras.
+/// Largest file we store on Mix (64 GiB): the server's code has no limit (its spec declares
+/// 413 "File too large (max 32MB)" but no handler sends it), so the bound is ours, far above
+/// any file of a session and far below what a stray offset would make us send.
+pub const MAX_OBJECT_BYTES: u64 = 64 << 30;
 const BROWSER_MODE: &str = "local-browser-service";
 
 /// Objects with downloads left open when the server ignored `Range`.
@@ -169,7 +173,7 @@ impl MixRemote {
                 delete: true,
                 range_reads: true,
                 overwrite_by_name: true,
-                max_object_bytes: None,
+                max_object_bytes: MAX_OBJECT_BYTES,
                 min_object_bytes: 0,
                 upload_md5: false,
                 name_rules: NAME_RULES,

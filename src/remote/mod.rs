@@ -65,8 +65,10 @@ pub struct Capabilities {
     /// An upload under an existing name replaces that object; otherwise names are not unique
     /// and every upload creates a new object (id-keyed APIs).
     pub overwrite_by_name: bool,
-    /// Largest object the API accepts, in bytes.
-    pub max_object_bytes: Option<u64>,
+    /// Largest object the API accepts, in bytes: its documented limit, or a bound the client
+    /// chose where it has none (SEMANTICS.md, "Largest file"). A write or truncate past it is
+    /// EFBIG at once, before anything is staged, and no upload of a longer file is tried.
+    pub max_object_bytes: u64,
     /// Smallest object the API accepts (Lightfield refuses empty files); smaller files stay
     /// local until they grow.
     pub min_object_bytes: u64,

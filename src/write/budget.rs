@@ -4,7 +4,13 @@
 //!
 //! Invariant: [`StagedBytes::used`] is the sum of the lengths of the live staging files made
 //! through one `StagingArea` (a file kept for the next mount stops counting when kept).
+//!
+//! Without `--max-staged` the staging file system itself is the budget: a write that would
+//! leave less than [`default_reserve`] of it free waits the same way, then fails with ENOSPC,
+//! so a mount fills its disk no more than a cap would ([`StagedBytes::room_on_disk`]).
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -48,6 +54,31 @@ impl StagedBytes {
         }
     }
 
+    /// Without a cap: waits until writing `need` more bytes into the staging directory `dir`
+    /// leaves at least [`default_reserve`] of its file system free, for at most `wait`; `own`
+    /// is what the writing file holds already. Returns what is short when it does not fit: at
+    /// once if nothing else is staged (no upload can free room), else once `wait` is over. A
+    /// file system that cannot be asked (`statvfs` fails) counts as having room.
+    pub async fn room_on_disk(
+        &self,
+        dir: &Path,
+        need: u64,
+        own: u64,
+        wait: Duration,
+    ) -> Option<DiskShort> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.0.released.notified();
+            let short = disk_short(dir, need)?;
+            if self.used() <= own {
+                return Some(short);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return disk_short(dir, need);
+            }
+        }
+    }
+
     /// A charge of zero bytes, grown and shrunk with its file.
     pub(super) fn charge(&self) -> Charge {
         Charge {
@@ -55,6 +86,63 @@ impl StagedBytes {
             bytes: 0,
         }
     }
+}
+
+/// Without `--max-staged`, the free space a write must leave on the staging file system: 5% of
+/// it, at most 1 GiB (so a large disk is not held back by more than a GiB, and a small one
+/// keeps a twentieth for everything else on it).
+pub fn default_reserve(total: u64) -> u64 {
+    (total / 20).min(DEFAULT_RESERVE_MAX)
+}
+
+/// The most [`default_reserve`] keeps free.
+pub const DEFAULT_RESERVE_MAX: u64 = 1 << 30;
+
+/// A write that does not fit on the staging file system: what it had and what it needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskShort {
+    /// Bytes free (for an unprivileged user) on the staging file system.
+    pub free: u64,
+    /// Bytes the write could add.
+    pub need: u64,
+    /// What must stay free ([`default_reserve`]).
+    pub reserve: u64,
+}
+
+/// `Some` when writing `need` bytes into `dir` would leave less than [`default_reserve`] free.
+fn disk_short(dir: &Path, need: u64) -> Option<DiskShort> {
+    let (free, total) = match disk_space(dir) {
+        Ok(space) => space,
+        Err(err) => {
+            log::debug!("cannot ask {} for its free space: {err}", dir.display());
+            return None;
+        }
+    };
+    let reserve = default_reserve(total);
+    (free.saturating_sub(need) < reserve).then_some(DiskShort {
+        free,
+        need,
+        reserve,
+    })
+}
+
+/// Bytes free to an unprivileged user, and the size, of the file system holding `dir`.
+pub fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, filled on success.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    let unit = stat.f_frsize;
+    Ok((
+        stat.f_bavail.saturating_mul(unit),
+        stat.f_blocks.saturating_mul(unit),
+    ))
 }
 
 /// One staging file's share of [`StagedBytes`], given back when it is dropped.
@@ -123,6 +211,58 @@ mod tests {
         drop(other);
         assert!(waiting.await.unwrap());
         assert_eq!(total.used(), 300);
+    }
+
+    #[test]
+    fn the_default_reserve_is_a_twentieth_of_the_disk_up_to_a_gib() {
+        assert_eq!(default_reserve(10 << 30), 512 << 20);
+        assert_eq!(default_reserve(20 << 30), 1 << 30);
+        assert_eq!(default_reserve(2 << 40), 1 << 30);
+        assert_eq!(default_reserve(0), 0);
+    }
+
+    #[tokio::test]
+    async fn without_a_cap_a_write_that_would_eat_the_reserve_fails_at_once_when_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, total) = disk_space(dir.path()).unwrap();
+        assert!(total > 0 && free <= total);
+        let reserve = default_reserve(total);
+        let total_bytes = StagedBytes::default();
+        let mut own = total_bytes.charge();
+        own.set(100);
+        let wait = Duration::from_secs(3600);
+        // Small writes fit (this test needs the disk to have its reserve and 1 MiB free).
+        if free > reserve + (1 << 20) {
+            assert_eq!(
+                total_bytes.room_on_disk(dir.path(), 4096, 100, wait).await,
+                None
+            );
+        }
+        // A write as large as what is free would leave less than the reserve: with only the
+        // writer's own bytes staged, nothing can free room, so no wait.
+        let short = total_bytes
+            .room_on_disk(dir.path(), free, 100, wait)
+            .await
+            .expect("refused");
+        assert_eq!(short.need, free);
+        assert_eq!(short.reserve, reserve);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_cap_a_write_waits_for_other_uploads_then_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, _) = disk_space(dir.path()).unwrap();
+        let total = StagedBytes::default();
+        let mut other = total.charge();
+        other.set(900);
+        let started = tokio::time::Instant::now();
+        assert!(
+            total
+                .room_on_disk(dir.path(), free, 0, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "it waited");
     }
 
     #[tokio::test(start_paused = true)]

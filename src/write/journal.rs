@@ -185,6 +185,23 @@ pub async fn replay<R: Remote + ?Sized>(
                 ),
             }
         }
+        // Past the largest file the API stores (a copy staged before that was checked at
+        // every write) the upload cannot succeed: not tried, kept.
+        let max = remote.capabilities().max_object_bytes;
+        if meta.len() > max {
+            log::error!(
+                "{:?} is {} bytes, more than {} stores ({max} bytes); it is not uploaded and \
+                 stays in {} as {}",
+                upload.path,
+                meta.len(),
+                remote.describe(),
+                staging.dir().display(),
+                upload.staged
+            );
+            keep.push(upload.staged);
+            done.failed += 1;
+            continue;
+        }
         let name = match upload.symlink {
             true => names::encode_link(&upload.path, &rules),
             false => names::encode(&upload.path, &rules),
@@ -244,8 +261,10 @@ fn recover(staged: &Path, upload: &PendingUpload, recovery: &Path) -> io::Result
     target.set_file_name(format!("{name}.recovered-{stamp}"));
     fs::create_dir_all(target.parent().expect("under the recovery folder"))?;
     if fs::rename(staged, &target).is_err() {
-        // Another file system: copy, then drop the staged copy.
-        fs::copy(staged, &target)?;
+        // Another file system: copy (holes kept), then drop the staged copy.
+        let from = fs::File::open(staged)?;
+        let to = fs::File::create(&target)?;
+        super::sparse::copy_sparse(&from, &to, from.metadata()?.len())?;
         fs::remove_file(staged)?;
     }
     Ok(target)

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod journal;
 mod records;
 pub mod renames;
+pub mod sparse;
 pub mod staging;
 pub mod stream;
 

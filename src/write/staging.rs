@@ -26,6 +26,7 @@ use md5::{Digest, Md5};
 use tempfile::TempPath;
 
 use super::budget::{Charge, StagedBytes};
+use super::sparse;
 use crate::direct;
 
 /// Staging files an area keeps open at once (each holds one or two descriptors); past it the
@@ -146,7 +147,23 @@ impl StagingArea {
             hasher: hash_md5.then(Md5::new),
             hash_md5,
             charge: self.bytes.charge(),
+            refused: None,
         })
+    }
+
+    /// A new staging file holding what `from` holds, its holes kept (see `super::sparse`), and
+    /// its md5 state, so a snapshot costs the data written, not the file's length.
+    pub fn copy_of(&self, from: &StagingFile) -> io::Result<StagingFile> {
+        let mut copy = self.create(from.hash_md5)?;
+        sparse::copy_sparse(
+            &from.descriptors()?.file,
+            &copy.descriptors()?.file,
+            from.len,
+        )?;
+        copy.len = from.len;
+        copy.hasher = from.hasher.clone();
+        copy.charge.set(copy.len);
+        Ok(copy)
     }
 
     /// The bytes its live staging files hold.
@@ -194,6 +211,9 @@ pub struct StagingFile {
     hash_md5: bool,
     /// Its length, counted in the area's [`StagedBytes`] until it is dropped or kept.
     charge: Charge,
+    /// Why the remote refused these bytes for good (too large), until they change: no upload
+    /// of the same bytes is tried again.
+    refused: Option<String>,
 }
 
 impl StagingFile {
@@ -223,10 +243,39 @@ impl StagingFile {
         }
         self.len = self.len.max(offset + data.len() as u64);
         self.charge.set(self.len);
+        self.refused = None;
         Ok(())
     }
 
-    /// Truncates or extends the file to `len` bytes.
+    /// Writes `data` at `offset` like [`StagingFile::write_at`], except that past the end of
+    /// the file whole blocks of zeros are not written but left as holes (a downloaded copy of
+    /// a file that was sparse where it was written).
+    pub fn write_keeping_holes(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if offset < self.len {
+            return self.write_at(offset, data);
+        }
+        let open = self.descriptors()?;
+        for run in sparse::runs_to_write(offset, data) {
+            open.file
+                .write_all_at(&data[run.clone()], offset + run.start as u64)?;
+        }
+        let end = offset + data.len() as u64;
+        // The file reaches `end` even where its last blocks were left out.
+        if end > self.len {
+            open.file.set_len(end)?;
+        }
+        match &mut self.hasher {
+            Some(hasher) if offset == self.len => hasher.update(data),
+            _ => self.hasher = None,
+        }
+        self.len = self.len.max(end);
+        self.charge.set(self.len);
+        self.refused = None;
+        Ok(())
+    }
+
+    /// Truncates or extends the file to `len` bytes (extended sparsely: `ftruncate` allocates
+    /// nothing).
     pub fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.descriptors()?.file.set_len(len)?;
         if len == 0 {
@@ -236,6 +285,7 @@ impl StagingFile {
         }
         self.len = len;
         self.charge.set(len);
+        self.refused = None;
         Ok(())
     }
 
@@ -250,6 +300,17 @@ impl StagingFile {
 
     fn descriptors(&self) -> io::Result<Arc<Descriptors>> {
         self.slot.get(&self.path)
+    }
+
+    /// Records that the remote refused these bytes for good (`why`); cleared by the next
+    /// write or truncate.
+    pub fn refuse(&mut self, why: String) {
+        self.refused = Some(why);
+    }
+
+    /// Why the remote refused these bytes for good, if it did and they have not changed since.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// Current length in bytes.
@@ -321,6 +382,92 @@ mod tests {
         let path = file.path().to_path_buf();
         drop(file);
         assert!(!path.exists(), "a dropped staging file is deleted");
+    }
+
+    #[test]
+    fn a_copy_of_a_sparse_file_keeps_its_holes_bytes_and_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::new(dir.path()).unwrap();
+        let mut file = area.create(true).unwrap();
+        const LEN: u64 = 1 << 30;
+        file.write_at(0, b"head").unwrap();
+        file.set_len(LEN - 8192).unwrap();
+        file.write_at(LEN - 8192, &[b'x'; 4096]).unwrap();
+        file.set_len(LEN).unwrap();
+        let copy = area.copy_of(&file).unwrap();
+        assert_eq!(copy.len(), LEN);
+        assert_eq!(area.bytes().used(), 2 * LEN, "each copy charges its length");
+        let on_disk = sparse::allocated_bytes(&File::open(copy.path()).unwrap()).unwrap();
+        assert!(
+            on_disk <= 64 << 10,
+            "1 GiB with 4 KiB of data takes {on_disk} bytes"
+        );
+        assert_eq!(copy.read_at(0, 8).unwrap(), b"head\0\0\0\0");
+        assert_eq!(copy.read_at(LEN - 8192, 4096).unwrap(), vec![b'x'; 4096]);
+        assert_eq!(copy.read_at(LEN - 4096, 8192).unwrap(), vec![0; 4096]);
+        // An md5 state is copied only when the original had one (written in order).
+        let mut ordered = area.create(true).unwrap();
+        ordered.write_at(0, b"in order").unwrap();
+        let copy = area.copy_of(&ordered).unwrap();
+        assert!(copy.hasher.is_some());
+        assert_eq!(
+            copy.md5().unwrap(),
+            format!("{:x}", Md5::digest(b"in order"))
+        );
+        ordered.write_at(2, b"!").unwrap();
+        assert_eq!(
+            copy.read_at(0, 100).unwrap(),
+            b"in order",
+            "copies are apart"
+        );
+    }
+
+    #[test]
+    fn a_download_written_keeping_holes_leaves_its_zero_blocks_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::new(dir.path()).unwrap();
+        let mut file = area.create(true).unwrap();
+        let mut expected = Vec::new();
+        // Chunks as a download brings them: zeros, then data, then zeros to the end.
+        for chunk in [vec![0u8; 8 << 20], vec![0u8; 8 << 20]] {
+            file.write_keeping_holes(file.len(), &chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        let mut data = vec![0u8; 1 << 20];
+        data[12345] = 9;
+        file.write_keeping_holes(file.len(), &data).unwrap();
+        expected.extend_from_slice(&data);
+        file.write_keeping_holes(file.len(), &[0u8; 8 << 20])
+            .unwrap();
+        expected.extend_from_slice(&[0u8; 8 << 20]);
+        assert_eq!(file.len(), expected.len() as u64);
+        assert_eq!(std::fs::metadata(file.path()).unwrap().len(), file.len());
+        let on_disk = sparse::allocated_bytes(&File::open(file.path()).unwrap()).unwrap();
+        assert!(
+            on_disk <= 64 << 10,
+            "25 MiB of mostly zeros take {on_disk} bytes"
+        );
+        assert!(std::fs::read(file.path()).unwrap() == expected);
+        assert_eq!(file.md5().unwrap(), format!("{:x}", Md5::digest(&expected)));
+        assert!(file.hasher.is_some(), "md5 kept while written in order");
+        // A write over existing bytes writes its zeros.
+        file.write_keeping_holes((16 << 20) + 12288, &[0u8; 4096])
+            .unwrap();
+        assert_eq!(file.read_at((16 << 20) + 12345, 1).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn a_refusal_lasts_until_the_bytes_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = StagingArea::new(dir.path()).unwrap().create(false).unwrap();
+        file.write_at(0, b"too large").unwrap();
+        file.refuse("413".to_string());
+        assert_eq!(file.refused(), Some("413"));
+        file.write_at(0, b"smaller").unwrap();
+        assert_eq!(file.refused(), None, "a write clears it");
+        file.refuse("413".to_string());
+        file.set_len(3).unwrap();
+        assert_eq!(file.refused(), None, "a truncate clears it");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod remotes;
 mod scenarios;
 mod sessions;
 mod soak;
+mod sparse;
 mod status;
 mod tools;
 mod two_mounts;
