@@ -500,6 +500,64 @@ fn mount_fuse(mountpoint: &Path, options: &MountOptions) -> std::io::Result<Owne
     Ok(device)
 }
 
+/// `mount -o remount,WORDS MNT`: changes what can change on a live sessionfs mount, the
+/// per-mount flags (`ro`/`rw`, `nosuid`, `nodev`, `noexec`, the atime words); the words not
+/// given keep their value. `sync`, `dirsync` and `lazytime` are the filesystem's own and are
+/// refused, as is `rw` for a mount made read-only (`ro` at mount time).
+pub fn remount(mountpoint: &Path, words: &[&str]) -> Result<(), RunError> {
+    let mountpoint =
+        fs::canonicalize(mountpoint).map_err(|err| format!("{}: {err}", mountpoint.display()))?;
+    let shown = mountpoint.display();
+    let line = mountinfo::mount_at(&mountpoint).ok_or_else(|| format!("{shown} is not mounted"))?;
+    if line.fs_type != FS_TYPE {
+        return Err(format!(
+            "{shown} is not a sessionfs mount (its type is {})",
+            line.fs_type
+        ));
+    }
+    let mut flags = 0;
+    for word in line.options.split(',').chain(words.iter().copied()) {
+        if let Some((set, clear)) = vfs_flag(word) {
+            flags = (flags & !clear) | set;
+        }
+    }
+    if let Some(word) = words.iter().find(|word| {
+        matches!(
+            **word,
+            "sync" | "async" | "dirsync" | "lazytime" | "nolazytime"
+        )
+    }) {
+        return Err(format!(
+            "remount cannot change {word} on a live sessionfs mount; unmount {shown} and mount \
+             it again with it"
+        ));
+    }
+    if flags & libc::MS_RDONLY == 0 && line.super_read_only() {
+        return Err(format!(
+            "{shown} was mounted read-only (ro), which a remount cannot undo; unmount it and \
+             mount it again without ro"
+        ));
+    }
+    let path = c_path(&mountpoint)?;
+    let flags = flags | libc::MS_REMOUNT | libc::MS_BIND;
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; a remount reads
+    // no source, type or data.
+    let status = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            path.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if status != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(format!("cannot remount {shown}: {err}"));
+    }
+    Ok(())
+}
+
 fn c_path(path: &Path) -> Result<CString, RunError> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| "mount point path holds a NUL byte".to_string())
@@ -557,4 +615,54 @@ pub fn unmount(mountpoint: &Path) -> Result<(), RunError> {
         }
     }
     Err(format!("cannot unmount {}: {err}", mountpoint.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split(',').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn vfs_words_become_flags_over_the_defaults_and_the_rest_goes_to_fuse() {
+        let options = MountOptions::new(false, false, &[], "work:");
+        assert_eq!(options.flags, libc::MS_NOSUID | libc::MS_NODEV);
+        assert_eq!(options.data, ["default_permissions"]);
+        assert_eq!(options.source, "work:");
+
+        let options = MountOptions::new(
+            false,
+            false,
+            &words("noatime,noexec,suid,sync,dirsync,nodiratime,fsname=host,max_read=65536"),
+            "work:",
+        );
+        assert_eq!(
+            options.flags,
+            libc::MS_NODEV
+                | libc::MS_NOATIME
+                | libc::MS_NOEXEC
+                | libc::MS_SYNCHRONOUS
+                | libc::MS_DIRSYNC
+                | libc::MS_NODIRATIME
+        );
+        assert_eq!(options.source, "host");
+        assert_eq!(options.data, ["default_permissions", "max_read=65536"]);
+
+        // Later words win; --read-only wins over rw; allow_other reaches the data and the ACL.
+        let options = MountOptions::new(
+            true,
+            false,
+            &words("noatime,relatime,dev,rw,allow_other"),
+            "s",
+        );
+        assert_eq!(
+            options.flags,
+            libc::MS_NOSUID | libc::MS_RELATIME | libc::MS_RDONLY
+        );
+        assert!(options.allow_other);
+        assert_eq!(options.data, ["default_permissions", "allow_other"]);
+        assert_eq!(options.fuser_config().acl, fuser::SessionACL::All);
+    }
 }
