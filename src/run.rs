@@ -87,6 +87,11 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
 
 /// `sessionfs mount`: mounts and stays in the foreground until unmounted or signalled.
 pub fn mount(args: MountArgs) -> Result<(), RunError> {
+    if args.options.iter().any(|word| word == "remount") {
+        // `sessionfs mount -o remount,ro MNT`, as `mount -o remount,ro MNT`.
+        let words: Vec<&str> = args.options.iter().map(String::as_str).collect();
+        return mountpoint::remount(&args.mountpoint, &words);
+    }
     if args.daemon {
         return daemonize(&args);
     }

@@ -86,7 +86,7 @@ pub const FS_TYPE: &str = "fuse.sessionfs";
 pub fn vfs_flag(word: &str) -> Option<(libc::c_ulong, libc::c_ulong)> {
     use libc::{
         MS_DIRSYNC, MS_LAZYTIME, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
-        MS_RDONLY, MS_RELATIME, MS_STRICTATIME, MS_SYNCHRONOUS,
+        MS_NOSYMFOLLOW, MS_RDONLY, MS_RELATIME, MS_STRICTATIME, MS_SYNCHRONOUS,
     };
     Some(match word {
         "ro" => (MS_RDONLY, 0),
@@ -109,6 +109,8 @@ pub fn vfs_flag(word: &str) -> Option<(libc::c_ulong, libc::c_ulong)> {
         "diratime" => (0, MS_NODIRATIME),
         "lazytime" => (MS_LAZYTIME, 0),
         "nolazytime" => (0, MS_LAZYTIME),
+        "nosymfollow" => (MS_NOSYMFOLLOW, 0),
+        "symfollow" => (0, MS_NOSYMFOLLOW),
         _ => return None,
     })
 }
@@ -505,6 +507,28 @@ fn mount_fuse(mountpoint: &Path, options: &MountOptions) -> std::io::Result<Owne
 /// given keep their value. `sync`, `dirsync` and `lazytime` are the filesystem's own and are
 /// refused, as is `rw` for a mount made read-only (`ro` at mount time).
 pub fn remount(mountpoint: &Path, words: &[&str]) -> Result<(), RunError> {
+    if let Some(word) = words
+        .iter()
+        .find(|word| **word != "remount" && vfs_flag(word).is_none())
+    {
+        return Err(format!(
+            "remount changes only the mount's flags (ro, rw, noexec, nosuid, nodev, the atime \
+             ones), not {word:?}; unmount {} and mount it again to change it",
+            mountpoint.display()
+        ));
+    }
+    if let Some(word) = words.iter().find(|word| {
+        matches!(
+            **word,
+            "sync" | "async" | "dirsync" | "lazytime" | "nolazytime"
+        )
+    }) {
+        return Err(format!(
+            "remount cannot change {word} on a live sessionfs mount; unmount {} and mount \
+             it again with it",
+            mountpoint.display()
+        ));
+    }
     let mountpoint =
         fs::canonicalize(mountpoint).map_err(|err| format!("{}: {err}", mountpoint.display()))?;
     let shown = mountpoint.display();
@@ -520,17 +544,6 @@ pub fn remount(mountpoint: &Path, words: &[&str]) -> Result<(), RunError> {
         if let Some((set, clear)) = vfs_flag(word) {
             flags = (flags & !clear) | set;
         }
-    }
-    if let Some(word) = words.iter().find(|word| {
-        matches!(
-            **word,
-            "sync" | "async" | "dirsync" | "lazytime" | "nolazytime"
-        )
-    }) {
-        return Err(format!(
-            "remount cannot change {word} on a live sessionfs mount; unmount {shown} and mount \
-             it again with it"
-        ));
     }
     if flags & libc::MS_RDONLY == 0 && line.super_read_only() {
         return Err(format!(
@@ -664,5 +677,15 @@ mod tests {
         assert!(options.allow_other);
         assert_eq!(options.data, ["default_permissions", "allow_other"]);
         assert_eq!(options.fuser_config().acl, fuser::SessionACL::All);
+    }
+
+    #[test]
+    fn remount_refuses_what_a_live_mount_cannot_change_and_other_filesystems() {
+        let err = remount(Path::new("/"), &["remount", "memory_limit=1GiB"]).unwrap_err();
+        assert!(err.contains("not \"memory_limit=1GiB\""), "{err}");
+        let err = remount(Path::new("/"), &["remount", "ro", "sync"]).unwrap_err();
+        assert!(err.contains("cannot change sync"), "{err}");
+        let err = remount(Path::new("/"), &["remount", "ro"]).unwrap_err();
+        assert!(err.contains("/ is not a sessionfs mount"), "{err}");
     }
 }

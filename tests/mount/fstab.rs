@@ -199,6 +199,17 @@ fn generic_options_reach_the_kernel_the_source_names_the_remote_and_remount_chan
     let output = mount8(home.path(), &["-o", "remount,rw", mnt_arg]);
     assert!(output.status.success(), "remount,rw: {output:?}");
     std::fs::write(mnt.path().join("s/g"), b"two\n").unwrap();
+    // The same through sessionfs itself.
+    let output = sessionfs_command(home.path(), &["mount", "-o", "remount,exec", mnt_arg])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sessionfs mount -o remount: {output:?}"
+    );
+    let flags = mount_options(mnt.path());
+    assert!(!flags.contains(&"noexec".to_string()), "{flags:?}");
+    assert!(flags.contains(&"noatime".to_string()), "{flags:?}");
     // What the filesystem itself holds cannot change while mounted: said, and refused.
     let output = mount8(home.path(), &["-o", "remount,sync", mnt_arg]);
     assert!(!output.status.success(), "remount,sync: {output:?}");
