@@ -276,14 +276,16 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     if let Some(status) = &status {
         status.set_draining();
     }
-    if let stop::Stop::Drain(timeout) = stopped {
+    // A failed unmount is reported once what is pending is kept for the next mount.
+    let unmounted = if let stop::Stop::Drain(timeout) = stopped {
         log::info!("unmounting: uploading pending files first");
         runtime.block_on(stop::drain(&*fs, status.as_ref(), timeout, &staging_dir));
-        mounted.unmount()?;
+        mounted.unmount()
     } else {
         // Unmounted from outside: the path is left alone, a new mount may be there already.
         mounted.finish_unmounted();
-    }
+        Ok(())
+    };
     let kept = runtime.block_on(fs.keep_pending());
     if kept > 0 {
         log::error!(
@@ -299,6 +301,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     if let Some(status) = &status {
         runtime.block_on(status.finished(kept));
     }
+    unmounted?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
 }
