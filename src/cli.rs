@@ -205,7 +205,12 @@ pub struct MountArgs {
     /// an empty value keeps nothing local.
     #[arg(long, value_delimiter = ',')]
     pub local_only: Option<Vec<String>>,
-    /// Extra mount options (`-o ro,noexec`).
+    /// Mount options, comma-separated: the generic ones become the kernel's flags (ro, rw,
+    /// noexec, exec, nosuid, suid, nodev, dev, noatime, atime, relatime, strictatime,
+    /// nodiratime, diratime, nosymfollow, sync, async, dirsync, lazytime; nosuid and nodev
+    /// unless suid or dev is given), `fsname=NAME` sets the source `findmnt` and `df` show
+    /// [default: NAME: of a named remote, else the endpoint's host, else sessionfs], anything
+    /// else goes to FUSE. `-o remount,ro MNT` changes the flags of the mount at MNT instead.
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
 }

@@ -3,6 +3,7 @@
 
 mod daemon;
 mod mount_helper;
+mod mountinfo;
 mod mountpoint;
 mod readahead;
 mod staging;
@@ -26,7 +27,9 @@ use crate::write::StagingArea;
 use crate::write::journal::{self, Journal};
 pub use daemon::daemonize;
 pub use mount_helper::{HELPER_NAMES, run as mount_helper};
-pub use mountpoint::{lazy_unmount, mount_config, mount_session, prepare_mountpoint, unmount};
+pub use mountpoint::{
+    MountOptions, lazy_unmount, mount_config, mount_session, prepare_mountpoint, unmount,
+};
 use staging::StagingDir;
 
 /// How long the check at mount time retries an unreachable or failing server.
@@ -84,6 +87,11 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
 
 /// `sessionfs mount`: mounts and stays in the foreground until unmounted or signalled.
 pub fn mount(args: MountArgs) -> Result<(), RunError> {
+    if args.options.iter().any(|word| word == "remount") {
+        // `sessionfs mount -o remount,ro MNT`, as `mount -o remount,ro MNT`.
+        let words: Vec<&str> = args.options.iter().map(String::as_str).collect();
+        return mountpoint::remount(&args.mountpoint, &words);
+    }
     if args.daemon {
         return daemonize(&args);
     }
@@ -215,13 +223,13 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         )
     })?);
     fs.start_delayed_uploads(runtime.handle());
-    let mount_options = mount_config(
-        args.backend,
+    let mount_options = MountOptions::new(
         args.read_only,
         args.allow_other,
         &args.options,
+        &mount_source(&args, emulator.is_some()),
     );
-    let session = mount_session(
+    let mounted = mountpoint::mount(
         fs.clone(),
         runtime.handle().clone(),
         &mountpoint,
@@ -263,21 +271,21 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     daemon::notify_ready();
     systemd::ready();
 
-    let stopped = runtime.block_on(stop::wait_for_stop(&session, status.as_ref()));
+    let stopped = runtime.block_on(stop::wait_for_stop(&mounted, status.as_ref()));
     systemd::stopping();
     if let Some(status) = &status {
         status.set_draining();
     }
-    if let stop::Stop::Drain(timeout) = stopped {
+    // A failed unmount is reported once what is pending is kept for the next mount.
+    let unmounted = if let stop::Stop::Drain(timeout) = stopped {
         log::info!("unmounting: uploading pending files first");
         runtime.block_on(stop::drain(&*fs, status.as_ref(), timeout, &staging_dir));
-        if session.umount_and_join().is_err() {
-            // Files are still open in the mount: detach it so the mount point is usable again.
-            lazy_unmount(&mountpoint)?;
-        }
+        mounted.unmount()
     } else {
-        let _ = session.join();
-    }
+        // Unmounted from outside: the path is left alone, a new mount may be there already.
+        mounted.finish_unmounted();
+        Ok(())
+    };
     let kept = runtime.block_on(fs.keep_pending());
     if kept > 0 {
         log::error!(
@@ -293,8 +301,25 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     if let Some(status) = &status {
         runtime.block_on(status.finished(kept));
     }
+    unmounted?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// The source a mount shows (`findmnt -S`, `df`, `umount SOURCE`) unless `-o fsname=` names
+/// one: `NAME:` or `NAME:SUBDIR` for a named remote, else the endpoint's host, else
+/// `sessionfs` (the embedded emulator).
+fn mount_source(args: &MountArgs, embedded: bool) -> String {
+    if let Some(name) = &args.remote {
+        return format!("{name}:{}", args.container.as_deref().unwrap_or_default());
+    }
+    let host = args
+        .endpoint
+        .as_deref()
+        .filter(|_| !embedded)
+        .and_then(|endpoint| reqwest::Url::parse(endpoint).ok())
+        .and_then(|url| url.host_str().map(str::to_string));
+    host.unwrap_or_else(|| "sessionfs".to_string())
 }
 
 /// The client's config from the mount options: endpoint, credentials (the token from

@@ -15,10 +15,7 @@ const READ_AHEAD_KIB: u64 = 1024;
 /// lowering one an administrator set higher. Failing (not root, no sysfs) is logged at debug
 /// level: it only costs speed.
 pub fn widen(mountpoint: &Path) {
-    let Some(device) = std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|table| device_of(&table, mountpoint))
-    else {
+    let Some(device) = super::mountinfo::mount_at(mountpoint).map(|line| line.device) else {
         log::debug!(
             "no mountinfo line for {}; readahead left as is",
             mountpoint.display()
@@ -40,70 +37,5 @@ pub fn widen(mountpoint: &Path) {
         Err(err) => {
             log::debug!("cannot raise readahead in {knob} ({err}); reads stay in 128 KiB requests")
         }
-    }
-}
-
-/// The `major:minor` of the last mount at `mountpoint` in a `/proc/self/mountinfo` table.
-fn device_of(table: &str, mountpoint: &Path) -> Option<String> {
-    let wanted = mountpoint.as_os_str().as_encoded_bytes();
-    table.lines().rev().find_map(|line| {
-        let mut fields = line.split(' ');
-        let device = fields.nth(2)?;
-        let point = fields.nth(1)?;
-        (unescape(point) == wanted).then(|| device.to_string())
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
-fn unescape(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let text = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TABLE: &str = "\
-22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
-95 22 0:39 / /tmp/my\\040mnt rw,nosuid,nodev,relatime shared:50 - fuse.sessionfs sessionfs rw
-96 22 0:40 / /tmp/other rw - fuse.sessionfs sessionfs rw
-97 95 0:41 / /tmp/my\\040mnt rw - fuse.sessionfs sessionfs rw
-";
-
-    #[test]
-    fn finds_the_last_mount_at_a_path_with_escapes() {
-        assert_eq!(
-            device_of(TABLE, Path::new("/tmp/my mnt")).as_deref(),
-            Some("0:41")
-        );
-        assert_eq!(
-            device_of(TABLE, Path::new("/tmp/other")).as_deref(),
-            Some("0:40")
-        );
-        assert_eq!(device_of(TABLE, Path::new("/tmp/none")), None);
-    }
-
-    #[test]
-    fn unescapes_octal_and_keeps_other_backslashes() {
-        assert_eq!(unescape(r"a\040b\134c\x"), b"a b\\c\\x");
     }
 }

@@ -5,8 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use fuser::BackgroundSession;
-
+use super::mountpoint::Mounted;
 use crate::fs::SessionFs;
 use crate::remote::Remote;
 use crate::status::server::StatusServer;
@@ -26,7 +25,7 @@ pub enum Stop {
 
 /// Waits for SIGINT or SIGTERM, an unmount request on the status socket, or the mount to end
 /// by an external unmount.
-pub async fn wait_for_stop(session: &BackgroundSession, status: Option<&StatusServer>) -> Stop {
+pub async fn wait_for_stop(session: &Mounted, status: Option<&StatusServer>) -> Stop {
     let signal = super::wait_for_signal();
     tokio::pin!(signal);
     let request = async {
@@ -41,7 +40,7 @@ pub async fn wait_for_stop(session: &BackgroundSession, status: Option<&StatusSe
             _ = &mut signal => return Stop::Drain(None),
             timeout = &mut request => return Stop::Drain(timeout),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if session.guard.is_finished() {
+                if session.is_finished() {
                     return Stop::Unmounted;
                 }
             }

@@ -4,8 +4,9 @@
 //! build, put in place atomically so parallel runs agree, and left for the next run).
 
 use std::path::Path;
+use std::time::Duration;
 
-use crate::harness::{q, sessionfs_command, sh, user_command};
+use crate::harness::{errno, q, sessionfs_command, sh, user_command, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
 
@@ -29,9 +30,14 @@ fn install_helpers() {
 
 /// A home with a config file naming one remote, `notes:` (the embedded Mix emulator).
 fn home_with_a_remote() -> (tempfile::TempDir, String) {
+    home_with_remote("notes")
+}
+
+/// A home with a config file naming one remote, `name:` (the embedded Mix emulator).
+fn home_with_remote(name: &str) -> (tempfile::TempDir, String) {
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("sessionfs.toml");
-    std::fs::write(&config, "[remotes.notes]\nbackend = \"mix\"\n").unwrap();
+    std::fs::write(&config, format!("[remotes.{name}]\nbackend = \"mix\"\n")).unwrap();
     let config = config.to_str().unwrap().to_string();
     (home, config)
 }
@@ -87,6 +93,10 @@ fn mount_t_sessionfs_and_fuse_sessionfs_mount_a_named_remote() {
             ],
         );
         assert!(output.status.success(), "mount -t {fs_type}: {output:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "a mount helper prints nothing: {output:?}"
+        );
         write_read_unmount(home.path(), mnt.path(), fs_type);
     }
 }
@@ -111,4 +121,126 @@ fn mount_t_fstab_mounts_the_line_for_its_mount_point() {
     );
     assert!(output.status.success(), "mount -T: {output:?}");
     write_read_unmount(home.path(), mnt.path(), "from-fstab");
+}
+
+/// The mountinfo line of the mount at `mnt`, split at ` - `: (ID ... OPTIONS, TYPE SOURCE
+/// SUPER).
+fn mountinfo_of(mnt: &Path) -> Option<(String, String)> {
+    let wanted = mnt.canonicalize().unwrap();
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().rev().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (left.split(' ').nth(4) == wanted.to_str()).then(|| (left.to_string(), right.to_string()))
+    })
+}
+
+/// The per-mount options of the mount at `mnt` (`rw,nosuid,...`).
+fn mount_options(mnt: &Path) -> Vec<String> {
+    let (left, _) = mountinfo_of(mnt).expect("mounted");
+    left.split(' ')
+        .nth(5)
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn generic_options_reach_the_kernel_the_source_names_the_remote_and_remount_changes_flags() {
+    install_helpers();
+    // A remote name no other test mounts, so `umount NAME:` finds this mount alone.
+    let name = format!("flags{}", std::process::id());
+    let (home, config) = home_with_remote(&name);
+    let mnt = tempfile::tempdir().unwrap();
+    let mnt_arg = mnt.path().to_str().unwrap();
+    let spec = format!("{name}:");
+    let options = format!("config={config},noatime,nosuid,nodev,noexec,_netdev");
+    let output = mount8(
+        home.path(),
+        &["-t", "fuse.sessionfs", &spec, mnt_arg, "-o", &options],
+    );
+    assert!(output.status.success(), "mount: {output:?}");
+    assert!(
+        output.stdout.is_empty(),
+        "a mount helper prints nothing: {output:?}"
+    );
+    let flags = mount_options(mnt.path());
+    for flag in ["rw", "noatime", "nosuid", "nodev", "noexec"] {
+        assert!(flags.iter().any(|f| f == flag), "{flag} in {flags:?}");
+    }
+    let (_, right) = mountinfo_of(mnt.path()).unwrap();
+    let mut fields = right.split(' ');
+    assert_eq!(fields.next(), Some("fuse.sessionfs"));
+    assert_eq!(
+        fields.next(),
+        Some(spec.as_str()),
+        "the source is the remote"
+    );
+    let found = sh(&format!("findmnt -n -o TARGET -S {spec}"));
+    assert_eq!(
+        found.trim(),
+        mnt.path().canonicalize().unwrap().to_str().unwrap()
+    );
+
+    sh(&format!("mkdir {0}/s && echo one > {0}/s/f", q(mnt.path())));
+    // remount,ro makes the mount read-only; remount,rw makes it writable again.
+    let output = mount8(home.path(), &["-o", "remount,ro", mnt_arg]);
+    assert!(output.status.success(), "remount,ro: {output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert!(mount_options(mnt.path()).contains(&"ro".to_string()));
+    assert!(
+        mount_options(mnt.path()).contains(&"noexec".to_string()),
+        "flags not named stay"
+    );
+    assert_eq!(
+        errno(std::fs::write(mnt.path().join("s/g"), b"x")),
+        libc::EROFS
+    );
+    let output = mount8(home.path(), &["-o", "remount,rw", mnt_arg]);
+    assert!(output.status.success(), "remount,rw: {output:?}");
+    std::fs::write(mnt.path().join("s/g"), b"two\n").unwrap();
+    // The same through sessionfs itself.
+    let output = sessionfs_command(home.path(), &["mount", "-o", "remount,exec", mnt_arg])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sessionfs mount -o remount: {output:?}"
+    );
+    let flags = mount_options(mnt.path());
+    assert!(!flags.contains(&"noexec".to_string()), "{flags:?}");
+    assert!(flags.contains(&"noatime".to_string()), "{flags:?}");
+    // What the filesystem itself holds cannot change while mounted: said, and refused.
+    let output = mount8(home.path(), &["-o", "remount,sync", mnt_arg]);
+    assert!(!output.status.success(), "remount,sync: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot change sync"), "{stderr}");
+
+    // umount by the source.
+    sh(&format!("umount {spec}"));
+    wait_until(Duration::from_secs(10), "the unmount", || {
+        mountinfo_of(mnt.path()).is_none()
+    });
+    assert!(
+        std::fs::read_dir(mnt.path()).unwrap().next().is_none(),
+        "the files went to the remote, not the bare directory"
+    );
+    // The remote kept both files: mount it again and read them.
+    let output = mount8(
+        home.path(),
+        &["-t", "sessionfs", &spec, mnt_arg, "-o", &options],
+    );
+    assert!(output.status.success(), "mount again: {output:?}");
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("s/f")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("s/g")).unwrap(),
+        "two\n"
+    );
+    let unmount = sessionfs_command(home.path(), &["unmount", mnt_arg])
+        .output()
+        .unwrap();
+    assert!(unmount.status.success(), "{unmount:?}");
 }

@@ -21,6 +21,7 @@ mod read;
 mod readme;
 mod reference;
 mod remotes;
+mod remount;
 mod scenarios;
 mod sessions;
 mod soak;
