@@ -159,7 +159,8 @@ pub struct MountArgs {
     pub memory_limit: bytesize::ByteSize,
     /// Most bytes the staging directory may hold (files being written or waiting for their
     /// upload), e.g. 10GiB: a write past it waits for uploads to free room, then fails with
-    /// ENOSPC. No cap by default.
+    /// ENOSPC. Without it, a write that would leave less than 5% of the staging disk (at most
+    /// 1 GiB) free waits for other uploads, then fails with ENOSPC.
     #[arg(long)]
     pub max_staged: Option<bytesize::ByteSize>,
     /// How long a directory listing answers lookups before it is fetched again.

@@ -147,6 +147,9 @@ impl<R: Remote + ?Sized + 'static> SessionFs<R> {
         }
         match self.upload_locked(ino, &mut state).await {
             Ok(()) => self.drop_staged_if_unused(ino, &mut state),
+            // Refused as too large, said once where it was refused: only a change of the file
+            // (whose close schedules it again) can help, so it is not tried again on a timer.
+            Err(err) if err.errno == libc::EFBIG => {}
             Err(err) => {
                 log::warn!(
                     "{}; the delayed upload is tried again in {RETRY_AFTER:?} (the file stays \
