@@ -1,5 +1,5 @@
 //! Contract tests for the Appmixer emulator: every route, status and Boom body of
-//! `shared/api/appmixer.md` and seed 002 (and the emulator's documented choices), driven through
+//! `docs/api/appmixer.md` and seed 002 (and the emulator's documented choices), driven through
 //! the router with `oneshot`, plus one real-TCP round trip through `spawn`.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Contract tests for the Fluxer emulator: every route, status and error code of
-//! `shared/api/fluxer.md` that the emulator serves (and its documented choices), driven through
+//! `docs/api/fluxer.md` that the emulator serves (and its documented choices), driven through
 //! `router(Backend::Fluxer, ..)` with `oneshot`.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Contract tests for the Lightfield emulator: every status, error envelope and limit of
-//! `shared/api/lightfield.md` (and the emulator's documented choices), driven through the router
+//! `docs/api/lightfield.md` (and the emulator's documented choices), driven through the router
 //! with `oneshot`, plus one real-TCP round trip through `spawn`.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Contract tests for the Mix emulator: every status code, envelope and header that
-//! `shared/api/mix.md` documents, driven through `router(Backend::Mix, ..)` with `oneshot`, plus
+//! `docs/api/mix.md` documents, driven through `router(Backend::Mix, ..)` with `oneshot`, plus
 //! one real-TCP round trip through `spawn`.
 
 use axum::Router;

@@ -1,7 +1,7 @@
 //! Caching on the read path: fixed-size blocks in one LRU under one global memory budget, an
 //! optional disk tier, and the per-handle prefetch window.
 //!
-//! Design (anchors.md §5, lessons 3 to 5):
+//! Design:
 //! - Remote objects are read in blocks of [`CacheConfig::block_size`] bytes. A block is keyed by
 //!   [`BlockKey`] = (container, object id, version, index), so when another client changes an
 //!   object its new version gets new keys and old and new bytes can never be mixed; old blocks

@@ -1,5 +1,5 @@
 //! The Appmixer emulator: sign-in (`/user/auth`, `/user`) and the `/files` endpoints of
-//! `shared/api/appmixer.md` and seed 002, answered the way a Hapi server with Boom errors does.
+//! `docs/api/appmixer.md` and seed 002, answered the way a Hapi server with Boom errors does.
 //!
 //! Owns the paths, JSON shapes, status codes and error bodies of those endpoints. Storage is the
 //! shared [`Store`]: one record per file in the `appmixer_files` table, one blob per received

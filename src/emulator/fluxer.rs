@@ -1,4 +1,4 @@
-//! The Fluxer emulator: the `/v1` routes of `shared/api/fluxer.md` that a file client needs
+//! The Fluxer emulator: the `/v1` routes of `docs/api/fluxer.md` that a file client needs
 //! (user, guild, channels, messages with attachments, chunked and presigned uploads), the media
 //! URLs attachments are downloaded from, and the presigned storage URLs, all served by the
 //! emulator itself.

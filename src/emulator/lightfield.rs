@@ -1,4 +1,4 @@
-//! The Lightfield emulator: the `/v1/files` endpoints of `shared/api/lightfield.md` and the
+//! The Lightfield emulator: the `/v1/files` endpoints of `docs/api/lightfield.md` and the
 //! presigned storage URLs they hand out, served by the emulator itself.
 //!
 //! Owns the paths, JSON shapes, status codes and error envelopes of those endpoints. Storage is

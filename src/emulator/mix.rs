@@ -1,4 +1,4 @@
-//! The Mix emulator: sessions and session files, as `shared/api/mix.md` documents the newest
+//! The Mix emulator: sessions and session files, as `docs/api/mix.md` documents the newest
 //! Go server (`rest_sessions.go`, `rest_files.go`, `session_asset_server.go`).
 //!
 //! Owns the paths, JSON shapes, status codes, error envelopes and CORS headers of those

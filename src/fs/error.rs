@@ -108,7 +108,7 @@ impl Error {
     /// local disk refuses a file past its file system's limit.
     pub fn past_largest_file(remote: impl fmt::Display, end: u64, max: u64) -> Self {
         Self::too_large(format!(
-            "{remote} holds files of at most {} ({max} bytes); a file of {end} bytes cannot be              stored",
+            "{remote} holds files of at most {} ({max} bytes); a file of {end} bytes cannot be stored",
             bytesize::ByteSize(max).to_string_as(true)
         ))
     }

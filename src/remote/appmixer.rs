@@ -1,7 +1,7 @@
 //! The Appmixer files API: a flat, id-keyed store with chunked multipart uploads behind a JWT
 //! sign-in.
 //!
-//! Contract: `shared/api/appmixer.md` (the emulator in `emulator::appmixer` is the reference
+//! Contract: `docs/api/appmixer.md` (the emulator in `emulator::appmixer` is the reference
 //! where the docs are silent). Every call but the sign-in carries `Authorization: Bearer
 //! <JWT>`; errors are Hapi/Boom bodies `{"statusCode","error","message"}` ([`boom_message`]).
 //!

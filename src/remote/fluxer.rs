@@ -1,6 +1,6 @@
 //! The Fluxer client: guilds and channels as directories, message attachments as files.
 //!
-//! Contract: `shared/api/fluxer.md` and the OpenAPI files in `shared/specs/`. Layout: every
+//! Contract: `docs/api/fluxer.md` and the OpenAPI files in `docs/specs/`. Layout: every
 //! text channel the user sees is a [`Container`] whose group is its guild (DM channels are in
 //! the group `@me`), so the mount shows `guild/channel/file`. Inside a channel, a file is the one
 //! attachment of a message whose content names its exact path (`api::content_for`), so names the

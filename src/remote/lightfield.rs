@@ -1,6 +1,6 @@
 //! The Lightfield files API: a flat, id-keyed store with presigned uploads and no delete.
 //!
-//! Contract: `shared/api/lightfield.md`. Every API call carries `Authorization: Bearer <key>`
+//! Contract: `docs/api/lightfield.md`. Every API call carries `Authorization: Bearer <key>`
 //! and `Lightfield-Version`; the presigned storage URLs carry neither. Listing pages through
 //! `GET /v1/files` with the shared [`paging`](super::paging) driver and keeps only COMPLETED
 //! files; names are not unique (the core disambiguates them). An upload is three steps: create a

@@ -1,6 +1,6 @@
 //! The Mix REST API: sessions are containers, session files are objects.
 //!
-//! Contract: `shared/api/mix.md`. No auth. Uploads are one multipart `POST` with a part named
+//! Contract: `docs/api/mix.md`. No auth. Uploads are one multipart `POST` with a part named
 //! `file`; the server rewrites names (whitespace, inner dots, `_` runs), which [`NameRules`]
 //! declares so the core can encode around it. Listings are not paged. Reads use `Range`; a
 //! server that ignores it (200 with the whole body) is handled by skipping to the offset.
