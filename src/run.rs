@@ -20,6 +20,7 @@ use crate::fs::attrs::MetaStore;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs, finish_dir_renames};
 use crate::remote::RemoteConfig;
+use crate::remote::observe::RequestStats;
 use crate::remote::scoped::OneContainer;
 use crate::status::report::{MountInfo, redact_endpoint};
 use crate::status::server::StatusServer;
@@ -100,6 +101,9 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     mountpoint::raise_open_file_limit();
     let runtime = runtime()?;
     let mut client = remote_config(&args)?;
+    // This mount's counters: the client counts into them, the status report reads them.
+    let requests = RequestStats::default();
+    client.retry.requests = requests.clone();
     // `identity` names the remote for its staging directory: the embedded emulator's port
     // changes every run, so its data directory names it instead.
     let (emulator, data_note, identity) = match &args.endpoint {
@@ -255,6 +259,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         },
         started: std::time::Instant::now(),
         recovery_dir: recovery,
+        requests,
     };
     let status = {
         let _runtime = runtime.enter();

@@ -21,6 +21,7 @@ pub mod lightfield;
 pub mod memory;
 pub mod mix;
 pub mod multipart;
+pub mod observe;
 pub mod paging;
 pub mod scoped;
 pub mod turns;

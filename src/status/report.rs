@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use bytesize::ByteSize;
 
-use super::counters::{self, RequestCounts};
 use super::uploads::{self, Failure};
 use crate::remote::RateLimitState;
+use crate::remote::observe::{RequestCounts, RequestStats};
 
 /// Bytes in use of a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,6 +105,8 @@ pub struct MountInfo {
     pub started: Instant,
     /// The recovery folder of this remote.
     pub recovery_dir: PathBuf,
+    /// The requests of this mount's client (the handle its `RetryConfig` counts into).
+    pub requests: RequestStats,
 }
 
 impl MountInfo {
@@ -144,7 +146,7 @@ impl MountInfo {
             recovery: recovery(&self.recovery_dir),
             memory: view.memory(),
             disk_cache: view.disk_cache(),
-            requests: counters::requests().snapshot(),
+            requests: self.requests.snapshot(),
             rate_limit: view.rate_limit(),
         }
     }
