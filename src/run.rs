@@ -20,6 +20,7 @@ use crate::fs::attrs::MetaStore;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs, finish_dir_renames};
 use crate::remote::RemoteConfig;
+use crate::remote::observe::{RequestStats, UploadProgress};
 use crate::remote::scoped::OneContainer;
 use crate::status::report::{MountInfo, redact_endpoint};
 use crate::status::server::StatusServer;
@@ -100,6 +101,11 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     mountpoint::raise_open_file_limit();
     let runtime = runtime()?;
     let mut client = remote_config(&args)?;
+    // This mount's counters: the client and the core count into them, the status report
+    // reads them.
+    let requests = RequestStats::default();
+    let uploads = UploadProgress::default();
+    client.retry.requests = requests.clone();
     // `identity` names the remote for its staging directory: the embedded emulator's port
     // changes every run, so its data directory names it instead.
     let (emulator, data_note, identity) = match &args.endpoint {
@@ -208,6 +214,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     config.cache.memory_limit = args.memory_limit.as_u64();
     config.write_back = args.write_back;
     config.max_staged = args.max_staged.map(|size| size.as_u64());
+    config.uploads = uploads.clone();
     if args.cache_size.as_u64() > 0 {
         let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));
         config.cache.disk = Some((blocks_dir, args.cache_size.as_u64()));
@@ -255,6 +262,8 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
         },
         started: std::time::Instant::now(),
         recovery_dir: recovery,
+        requests,
+        uploads,
     };
     let status = {
         let _runtime = runtime.enter();

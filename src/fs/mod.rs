@@ -44,6 +44,7 @@ use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
 
 use crate::cache::{BlockCache, CacheConfig, MemoryBudget};
 use crate::remote::Remote;
+use crate::remote::observe::UploadProgress;
 use crate::write::{Journal, RenameLog, StagingArea};
 
 /// What kind of inode an [`Attr`] describes.
@@ -157,6 +158,9 @@ pub struct FsConfig {
     pub max_dir_rename: DirRenameLimit,
     /// Most bytes the staging directory may hold (`--max-staged`); `None`: no cap.
     pub max_staged: Option<u64>,
+    /// Where this mount's uploads report their progress and failures for `sessionfs status`
+    /// (the handle `run::mount` also gives the report); the default is a fresh one.
+    pub uploads: UploadProgress,
 }
 
 impl FsConfig {
@@ -181,6 +185,7 @@ impl FsConfig {
             write_back: None,
             max_dir_rename: DirRenameLimit::default(),
             max_staged: None,
+            uploads: UploadProgress::default(),
         }
     }
 }

@@ -251,6 +251,54 @@ async fn without_memory_for_its_queue_a_file_is_uploaded_at_close_instead_of_str
 }
 
 #[tokio::test]
+async fn two_cores_in_one_process_report_their_own_upload_failures() {
+    async fn write_and_flush(f: &Fixture) -> (Ino, u64, super::error::Result<()>) {
+        let (entry, opened) =
+            f.fs.create(f.session, "doc.txt", 0o644, false, Caller::ROOT)
+                .await
+                .unwrap();
+        let ino = entry.attr.ino;
+        f.fs.write(ino, opened.fh, 0, Bytes::from_static(b"text"))
+            .await
+            .unwrap();
+        let flushed = f.fs.flush(ino, opened.fh).await;
+        (ino, opened.fh, flushed)
+    }
+
+    let (first_uploads, second_uploads) = Default::default();
+    let first = fixture_with(MemoryRemote::new(), |config| {
+        config.uploads = first_uploads;
+    })
+    .await;
+    let second = fixture_with(MemoryRemote::new(), |config| {
+        config.uploads = second_uploads;
+    })
+    .await;
+    first
+        .faulty
+        .fail("upload", When::Nth(1), ErrorKind::Unavailable);
+    let (ino, fh, flushed) = write_and_flush(&first).await;
+    assert!(flushed.is_err());
+    let (second_ino, second_fh, flushed) = write_and_flush(&second).await;
+    flushed.unwrap();
+    second.fs.release(second_ino, second_fh).await.unwrap();
+
+    let (active, failed) = first.fs.config.uploads.snapshot();
+    assert!(active.is_empty(), "{active:?}");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].path, "s/doc.txt");
+    assert_eq!(
+        second.fs.config.uploads.snapshot(),
+        (Vec::new(), Vec::new()),
+        "the other core's failure is not this one's"
+    );
+    // The retry succeeds: the failure no longer stands.
+    first.fs.flush(ino, fh).await.unwrap();
+    first.fs.release(ino, fh).await.unwrap();
+    assert!(first.fs.config.uploads.snapshot().1.is_empty());
+}
+
+#[tokio::test]
 async fn after_a_crash_only_the_last_committed_content_is_uploaded() {
     let f = fixture().await;
     f.faulty

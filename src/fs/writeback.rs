@@ -352,9 +352,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 .then(|| self.record_of(ino, state, true))
                 .flatten()
                 .map(|record| self.journal.started_hook(record)),
+            progress: self.config.uploads.clone(),
         };
         let path = self.mount_path(ino);
-        let uploads = crate::status::uploads::uploads();
+        let uploads = &self.config.uploads;
         let _progress = uploads.start(&path, &source.path, source.size);
         let streamed = match state.stream.take() {
             Some(stream) if stream.name == target.name && stream.container == target.container => {

@@ -17,6 +17,7 @@ use rand::Rng;
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::observe::RequestStats;
 use super::{ErrorKind, RemoteError, RemoteResult};
 
 /// Extracts the human message from an API's error body, if it has the API's envelope.
@@ -55,6 +56,10 @@ pub struct RetryConfig {
     /// Retries made under this policy and its clones, so a soak or a status report can say
     /// how many temporary failures were ridden out.
     pub retries: RetryCount,
+    /// Where every attempt, failure and retry under this policy and its clones is counted for
+    /// the status report: the mount's own handle (`run::mount` sets it), so mounts in one
+    /// process count apart. The default is a fresh handle nobody else reads.
+    pub requests: RequestStats,
 }
 
 /// A count of retries shared by every clone of one [`RetryConfig`].
@@ -88,7 +93,7 @@ impl RetryConfig {
         // Tokio's clock, so tests with paused time see the deadline pass.
         let started = tokio::time::Instant::now();
         let mut tries = 0;
-        let counts = crate::status::counters::requests();
+        let counts = &self.requests;
         loop {
             tries += 1;
             counts.attempt();
@@ -144,6 +149,7 @@ impl Default for RetryConfig {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
             retries: RetryCount::default(),
+            requests: RequestStats::default(),
         }
     }
 }
@@ -587,6 +593,48 @@ mod tests {
             err.message
         );
         assert_eq!(err.kind, ErrorKind::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_policies_with_their_own_stats_count_apart() {
+        // As two mounts in one process: each client's clones share one handle, the other
+        // mount's handle sees none of it.
+        let first = RetryConfig {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryConfig::default()
+        };
+        let second = RetryConfig {
+            requests: RequestStats::default(),
+            ..first.clone()
+        };
+        let first_clone = first.clone();
+        let failures = std::sync::atomic::AtomicU32::new(0);
+        first_clone
+            .run(|| async {
+                match failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Err(RemoteError::temporary(ErrorKind::Unavailable, "down")),
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .unwrap();
+        first.run(|| async { Ok(()) }).await.unwrap();
+        second
+            .run(|| async { Err::<(), _>(RemoteError::new(ErrorKind::NotFound, "gone")) })
+            .await
+            .unwrap_err();
+
+        let counts = first.requests.snapshot();
+        assert_eq!(counts.requests, 3);
+        assert_eq!(counts.retries, 1);
+        assert_eq!(counts.errors.len(), 1);
+        assert_eq!(counts.errors["Unavailable"], 1);
+        let counts = second.requests.snapshot();
+        assert_eq!(counts.requests, 1);
+        assert_eq!(counts.retries, 0);
+        assert_eq!(counts.errors.len(), 1);
+        assert_eq!(counts.errors["NotFound"], 1);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod lightfield;
 pub mod memory;
 pub mod mix;
 pub mod multipart;
+pub mod observe;
 pub mod paging;
 pub mod scoped;
 pub mod turns;
@@ -39,6 +40,7 @@ use futures::StreamExt;
 pub use crate::stream::ByteStream;
 
 use crate::cache::BlockCache;
+use observe::UploadProgress;
 
 /// Which characters a server rewrites in object names, so the core can encode them reversibly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,6 +147,10 @@ pub struct UploadSource {
     /// Told the id of the server's upload (a partial file, a session) as soon as the server
     /// has one, so the journal can name it and a later mount can remove it after a crash.
     pub on_started: Option<UploadStarted>,
+    /// Where the bytes sent of this upload are counted (the mount's own handle, in which the
+    /// write-back engine registered the upload by its staged path); the default is a fresh
+    /// handle with nothing registered, so nothing is counted.
+    pub progress: UploadProgress,
 }
 
 /// A callback given the id of a server-side upload in progress (see
@@ -167,6 +173,7 @@ impl UploadSource {
             md5: None,
             memory: None,
             on_started: None,
+            progress: UploadProgress::default(),
         }
     }
 
@@ -184,27 +191,22 @@ impl UploadSource {
     }
 
     /// Bytes `range` of the staged copy as a request body (one part of a chunked upload).
-    /// The bytes it yields count as sent in the upload's progress (`status::uploads`).
+    /// The bytes it yields count as sent in the upload's progress ([`UploadSource::progress`]).
     pub fn part_body(&self, what: &str, range: Range<u64>) -> RemoteResult<ByteStream> {
         let whole = range == (0..self.size);
         let body = crate::direct::file_body(&self.path, range).map_err(|err| {
             RemoteError::protocol(format!("{what}: cannot open the staged copy: {err}"))
         })?;
-        Ok(
-            match crate::status::uploads::uploads().counter(&self.path, whole) {
-                Some(sent) => body
-                    .inspect(move |chunk| {
-                        if let Ok(chunk) = chunk {
-                            sent.fetch_add(
-                                chunk.len() as u64,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                        }
-                    })
-                    .boxed(),
-                None => body,
-            },
-        )
+        Ok(match self.progress.counter(&self.path, whole) {
+            Some(sent) => body
+                .inspect(move |chunk| {
+                    if let Ok(chunk) = chunk {
+                        sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+                .boxed(),
+            None => body,
+        })
     }
 
     /// The content's md5: the one computed while staging, else one pass over the staged copy.

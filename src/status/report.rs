@@ -7,9 +7,8 @@ use std::time::Instant;
 
 use bytesize::ByteSize;
 
-use super::counters::{self, RequestCounts};
-use super::uploads::{self, Failure};
 use crate::remote::RateLimitState;
+use crate::remote::observe::{Failure, RequestCounts, RequestStats, UploadProgress};
 
 /// Bytes in use of a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,12 +104,16 @@ pub struct MountInfo {
     pub started: Instant,
     /// The recovery folder of this remote.
     pub recovery_dir: PathBuf,
+    /// The requests of this mount's client (the handle its `RetryConfig` counts into).
+    pub requests: RequestStats,
+    /// This mount's uploads (the handle its core's `FsConfig::uploads` reports into).
+    pub uploads: UploadProgress,
 }
 
 impl MountInfo {
     /// The report now; `draining` once the unmount's drain has started.
     pub fn report(&self, view: &dyn MountView, draining: bool) -> Report {
-        let (active, failed) = uploads::uploads().snapshot();
+        let (active, failed) = self.uploads.snapshot();
         let mut pending: Vec<PendingFile> = active
             .into_iter()
             .map(|upload| PendingFile {
@@ -144,7 +147,7 @@ impl MountInfo {
             recovery: recovery(&self.recovery_dir),
             memory: view.memory(),
             disk_cache: view.disk_cache(),
-            requests: counters::requests().snapshot(),
+            requests: self.requests.snapshot(),
             rate_limit: view.rate_limit(),
         }
     }

@@ -121,6 +121,7 @@ fn soak(backend: Backend) {
                 base_delay: Duration::from_millis(10),
                 max_delay: Duration::from_secs(1),
                 retries: retries.clone(),
+                ..RetryConfig::default()
             }
         },
         |config| config.metadata_ttl = Duration::from_secs(60),

@@ -1,8 +1,9 @@
 //! `sessionfs status`, `sessionfs unmount` and systemd readiness through the real binary: a
 //! slow chunked upload shows as pending with growing bytes, a refused upload as failed with
-//! its reason, the password never shows, every mount of the user is listed and dead sockets
-//! are dropped, `unmount --timeout` keeps what it could not upload (exit 3), and READY=1
-//! reaches a `NOTIFY_SOCKET` only once the mount answers, STOPPING=1 at the unmount.
+//! its reason (in that mount's report only), the password never shows, every mount of the
+//! user is listed and dead sockets are dropped, `unmount --timeout` keeps what it could not
+//! upload (exit 3), and READY=1 reaches a `NOTIFY_SOCKET` only once the mount answers,
+//! STOPPING=1 at the unmount.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -266,6 +267,15 @@ fn status_shows_a_refused_upload_with_the_reason_and_lists_every_mount() {
     let text = status(home.path(), &[mnt.to_str().unwrap()]);
     assert!(text.contains("failed uploads: 1"), "{text}");
     assert!(text.contains("s/big.bin"), "{text}");
+    // The other mount of the same server reports its own uploads and requests, not these.
+    let other = status_json(home.path(), mounts[1].0.path());
+    assert_eq!(other["failed"], Value::Array(Vec::new()), "{other}");
+    assert_eq!(other["pending"], Value::Array(Vec::new()), "{other}");
+    assert!(
+        other["requests"]["requests"].as_u64().unwrap()
+            < report["requests"]["requests"].as_u64().unwrap(),
+        "{other}\n{report}"
+    );
 
     let all: Value = serde_json::from_str(&status(home.path(), &["--json"])).unwrap();
     let mut listed: Vec<String> = all
