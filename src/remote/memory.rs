@@ -1,7 +1,10 @@
 //! An in-memory [`Remote`] for unit tests of the filesystem core.
 //!
-//! It behaves like a name-keyed API with containers (like Mix, without the name rewriting) and
-//! counts calls per operation, so tests can assert "one listing, no read". With
+//! By default it behaves like a name-keyed API with containers (like Mix, without the name
+//! rewriting); [`MemoryRemote::shaped`] gives it the shape of any of the four APIs (flat or
+//! with containers, overwrite by name or id-keyed with names that need not be unique, with or
+//! without delete), so the core's tests run on every shape below FUSE. It counts calls per
+//! operation, so tests can assert "one listing, no read". With
 //! [`MemoryRemote::with_parts`] it takes uploads in parts through the shared chunked driver,
 //! counting parts in flight and failing chosen parts by plan.
 
@@ -22,8 +25,48 @@ use super::{
     RemoteError, RemoteResult, UploadSource,
 };
 
-/// Objects of one container, by name.
+/// Objects of one container (`""` for the flat root), by id: the name on name-keyed shapes.
 type Objects = BTreeMap<String, (ObjectMeta, Bytes)>;
+
+/// The shapes of the four APIs, as far as the core sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiShape {
+    /// Containers, an upload replaces the object of its name, delete (Mix sessions).
+    Mix,
+    /// Flat, every upload a new object (names need not be unique), no delete, no empty
+    /// objects, uploads carry an md5 (Lightfield).
+    Lightfield,
+    /// Flat, every upload a new object, delete (Appmixer).
+    Appmixer,
+    /// Containers, every upload a new object, delete (Fluxer channels).
+    Fluxer,
+}
+
+impl ApiShape {
+    /// Every shape, for tests that run on each.
+    pub const ALL: [ApiShape; 4] = [Self::Mix, Self::Lightfield, Self::Appmixer, Self::Fluxer];
+
+    /// What an API of this shape can do.
+    pub fn capabilities(self) -> Capabilities {
+        let (containers, overwrite_by_name, delete) = match self {
+            Self::Mix => (true, true, true),
+            Self::Lightfield => (false, false, false),
+            Self::Appmixer => (false, false, true),
+            Self::Fluxer => (true, false, true),
+        };
+        Capabilities {
+            containers,
+            delete,
+            range_reads: true,
+            overwrite_by_name,
+            max_object_bytes: u64::MAX,
+            min_object_bytes: u64::from(self == Self::Lightfield),
+            upload_md5: self == Self::Lightfield,
+            name_rules: NameRules::default(),
+            streaming_upload: false,
+        }
+    }
+}
 
 /// An in-memory remote with containers.
 pub struct MemoryRemote {
@@ -67,20 +110,15 @@ impl Default for MemoryRemote {
 }
 
 impl MemoryRemote {
-    /// An empty remote.
+    /// An empty remote of the Mix shape: containers, overwrite by name, delete.
     pub fn new() -> Self {
+        Self::shaped(ApiShape::Mix)
+    }
+
+    /// An empty remote of `shape`.
+    pub fn shaped(shape: ApiShape) -> Self {
         Self {
-            capabilities: Capabilities {
-                containers: true,
-                delete: true,
-                range_reads: true,
-                overwrite_by_name: true,
-                max_object_bytes: u64::MAX,
-                min_object_bytes: 0,
-                upload_md5: false,
-                name_rules: NameRules::default(),
-                streaming_upload: false,
-            },
+            capabilities: shape.capabilities(),
             parts: None,
             state: Mutex::new(State::default()),
             part_log: Mutex::new(PartLog::default()),
@@ -129,11 +167,17 @@ impl MemoryRemote {
         state.calls.get(operation).copied().unwrap_or(0)
     }
 
-    /// Stores `data` as `name` in container `id`, as another client would.
+    /// Stores `data` as `name` in container `container` (`""` for the flat root), as another
+    /// client would: over the object of that name where the shape overwrites by name, else as
+    /// a new object beside it.
     pub fn put(&self, container: &str, name: &str, data: &[u8]) -> ObjectMeta {
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
+        let id = match self.capabilities.overwrite_by_name {
+            true => name.to_string(),
+            false => format!("obj{version}"),
+        };
         let meta = ObjectMeta {
-            id: name.to_string(),
+            id: id.clone(),
             name: name.to_string(),
             size: data.len() as u64,
             modified: Some(SystemTime::now()),
@@ -146,20 +190,20 @@ impl MemoryRemote {
             .objects
             .entry(container.to_string())
             .or_default()
-            .insert(
-                name.to_string(),
-                (meta.clone(), Bytes::copy_from_slice(data)),
-            );
+            .insert(id, (meta.clone(), Bytes::copy_from_slice(data)));
         meta
     }
 
-    /// The bytes stored as `name` in container `id`, if any.
+    /// The bytes of the newest object named `name` in container `container` (`""` for the
+    /// flat root), if any.
     pub fn get(&self, container: &str, name: &str) -> Option<Bytes> {
         let state = self.state.lock().unwrap();
         state
             .objects
-            .get(container)
-            .and_then(|objects| objects.get(name))
+            .get(container)?
+            .values()
+            .filter(|(meta, _)| meta.name == name)
+            .max_by_key(|(meta, _)| meta.version.parse::<u64>().unwrap_or(0))
             .map(|(_, data)| data.clone())
     }
 
@@ -194,6 +238,9 @@ impl Remote for MemoryRemote {
     }
 
     async fn create_container(&self, title: &str) -> RemoteResult<Container> {
+        if !self.capabilities.containers {
+            return Err(super::no_containers(&self.describe()));
+        }
         let mut state = self.count("create_container");
         let container = Container {
             id: uuid::Uuid::new_v4().to_string(),
@@ -236,7 +283,7 @@ impl Remote for MemoryRemote {
         let (_, data) = state
             .objects
             .get(&key(container))
-            .and_then(|objects| objects.get(&object.name))
+            .and_then(|objects| objects.get(&object.id))
             .ok_or_else(|| missing(&object.name))?;
         let end = (range.end as usize).min(data.len());
         let start = (range.start as usize).min(end);
@@ -281,10 +328,16 @@ impl Remote for MemoryRemote {
 
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()> {
         let mut state = self.count("delete");
+        if !self.capabilities.delete {
+            return Err(RemoteError::new(
+                ErrorKind::Unsupported,
+                format!("{}: memory of this shape has no delete", object.name),
+            ));
+        }
         state
             .objects
             .get_mut(&key(container))
-            .and_then(|objects| objects.remove(&object.name))
+            .and_then(|objects| objects.remove(&object.id))
             .map(|_| ())
             .ok_or_else(|| missing(&object.name))
     }
