@@ -670,7 +670,10 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                     .await?;
             }
         }
-        if let Some(displaced) = displaced.filter(|_| !overwrite_by_name) {
+        // Without delete (Lightfield) the displaced object stays, older than ours, as after
+        // an overwrite by a write: the plain name shows ours and it shows with its `~id`.
+        let deletes = self.remote.capabilities().delete;
+        if let Some(displaced) = displaced.filter(|_| !overwrite_by_name && deletes) {
             self.delete_remote(new_container.as_deref(), &displaced, new_name)
                 .await?;
         }

@@ -1,5 +1,7 @@
 //! Core tests on the in-memory remote: what the filesystem asks of the remote, counted.
 
+mod shapes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
