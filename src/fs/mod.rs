@@ -19,7 +19,7 @@ pub mod error;
 mod files;
 pub mod fuse;
 pub mod handles;
-pub mod names;
+use crate::remote::names;
 mod namespace;
 mod pending;
 mod read;

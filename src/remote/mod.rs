@@ -10,7 +10,7 @@
 //! group (Fluxer channels to their guild): then they sit one level deeper, in the group's
 //! directory. Inside a container, object
 //! names are opaque strings; the core encodes nested paths and characters the server would
-//! rewrite into them (see `fs::names`).
+//! rewrite into them (see `remote::names`).
 
 pub mod answers;
 pub mod appmixer;
@@ -21,6 +21,7 @@ pub mod lightfield;
 pub mod memory;
 pub mod mix;
 pub mod multipart;
+pub mod names;
 pub mod observe;
 pub mod paging;
 pub mod scoped;

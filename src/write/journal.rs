@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{StagingArea, records};
-use crate::fs::names;
+use crate::remote::names;
 use std::sync::Arc;
 
 use crate::remote::{Remote, UploadSource, UploadStarted};

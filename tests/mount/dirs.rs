@@ -71,7 +71,7 @@ fn server_paths(mount: &TestMount, container: Option<&str>) -> Vec<String> {
     let listed: Vec<ObjectMeta> = mount.runtime.block_on(mount.other.list(container)).unwrap();
     let mut paths: Vec<String> = listed
         .iter()
-        .map(|o| sessionfs::fs::names::decode(&o.name))
+        .map(|o| sessionfs::remote::names::decode(&o.name))
         .collect();
     paths.sort();
     paths
@@ -280,7 +280,7 @@ fn listed_paths(served: &Served, endpoint: &str) -> Vec<String> {
         let listed = client.list(container).await.unwrap();
         listed
             .iter()
-            .map(|o| sessionfs::fs::names::decode(&o.name))
+            .map(|o| sessionfs::remote::names::decode(&o.name))
             .collect()
     })
 }

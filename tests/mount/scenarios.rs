@@ -264,7 +264,7 @@ pub fn a_directory_rename_moves_its_files_or_is_exdev(case: &Case) {
     let stored: Vec<String> = mounted
         .other_list()
         .iter()
-        .map(|o| sessionfs::fs::names::decode(&o.name))
+        .map(|o| sessionfs::remote::names::decode(&o.name))
         .collect();
     assert!(stored.iter().all(|p| !p.starts_with("dir/")), "{stored:?}");
     for path in ["moved/a.txt", "moved/sub/b.txt"] {

@@ -16,7 +16,7 @@ use crate::remote::{ErrorKind, RemoteError};
 const FLUXER_EPOCH_MS: u64 = 1_420_070_400_000;
 /// The content line that names a file's path.
 pub(super) const CONTENT_PREFIX: &str = "sessionfs: ";
-/// The core's substitute for `/` in stored names, and its escape (see `fs::names`).
+/// The core's substitute for `/` in stored names, and its escape (see `remote::names`).
 const CORE_SLASH: char = '\u{FF0F}';
 const CORE_ESCAPE: char = '\u{201B}';
 

@@ -18,7 +18,7 @@
 
 use std::time::SystemTime;
 
-use crate::remote::NameRules;
+use super::NameRules;
 
 /// Escape that marks the next character as literal, or starts a `‛XXXX` code point.
 const ESCAPE: char = '\u{201B}';
