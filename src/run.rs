@@ -18,7 +18,7 @@ use crate::cli::{self, MountArgs, ServeArgs};
 use crate::emulator::{self, EmulatorConfig};
 use crate::fs::attrs::MetaStore;
 use crate::fs::scratch::ScratchPatterns;
-use crate::fs::{FsConfig, SessionFs, finish_dir_renames};
+use crate::fs::{FsConfig, SessionFs, container_at, finish_dir_renames};
 use crate::remote::RemoteConfig;
 use crate::remote::observe::{RequestStats, UploadProgress};
 use crate::remote::scoped::OneContainer;
@@ -136,14 +136,10 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     match &args.container {
         // Finding the container is the probe.
         Some(path) => {
-            let _ = runtime
-                .block_on(OneContainer::find(probe, path))
+            let container = runtime
+                .block_on(container_at(&*probe, path))
                 .map_err(nothing)?;
-            remote = Arc::new(
-                runtime
-                    .block_on(OneContainer::find(remote, path))
-                    .map_err(nothing)?,
-            );
+            remote = Arc::new(OneContainer::new(remote, container, path));
         }
         None => {
             runtime.block_on(probe.list_containers()).map_err(nothing)?;

@@ -13,6 +13,7 @@
 //! Order: content lock, then tree lock; never the other way.
 
 pub mod attrs;
+mod container_path;
 mod delayed;
 mod dir_rename;
 pub mod error;
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use attrs::{MetaStore, Stored};
+pub use container_path::container_at;
 pub use dir_rename::{DirRenameLimit, finish_dir_renames};
 pub use error::{Error, Result};
 use handles::Handles;

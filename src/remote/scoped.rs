@@ -2,7 +2,6 @@
 //! remote, so the mount's root is that container's contents. The core needs nothing else: it
 //! sees an API without containers, and every call goes to the one container.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -10,10 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ByteStream, Capabilities, Container, ContainerRef, ErrorKind, ObjectMeta, RateLimitState,
-    Remote, RemoteError, RemoteResult, UploadSource,
+    ByteStream, Capabilities, Container, ContainerRef, ObjectMeta, RateLimitState, Remote,
+    RemoteResult, UploadSource,
 };
-use crate::fs::tree::{DirOrigin, Tree};
 
 /// One container of `inner`, as a remote without containers.
 pub struct OneContainer {
@@ -25,62 +23,22 @@ pub struct OneContainer {
 }
 
 impl OneContainer {
-    /// The container of `inner` whose directory is `path` in a mount of all of `inner`
-    /// (`session`, or `guild/channel` where containers are grouped), named exactly as that
-    /// mount names it. Fails when the API has no containers or no directory is `path`.
-    pub async fn find(inner: Arc<dyn Remote>, path: &str) -> RemoteResult<Self> {
-        if !inner.capabilities().containers {
-            return Err(RemoteError::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{} has no directories at the top, so there is no {path:?} to mount alone; \
-                     mount NAME: instead",
-                    inner.describe()
-                ),
-            ));
-        }
-        let containers = inner.list_containers().await?;
-        // The names a whole mount would show, from the tree itself.
-        let mut tree = Tree::new(true);
-        tree.merge_containers(containers, &HashMap::new(), std::time::Instant::now());
-        let mut ino = crate::fs::tree::ROOT_INO;
-        for part in path.split('/').filter(|part| !part.is_empty()) {
-            ino = tree
-                .child(ino, part)
-                .ok_or_else(|| not_found(&*inner, path))?;
-        }
-        let container = match tree
-            .get(ino)
-            .and_then(|node| node.dir())
-            .map(|dir| &dir.origin)
-        {
-            Some(DirOrigin::Container(container)) => container.clone(),
-            _ => return Err(not_found(&*inner, path)),
-        };
+    /// `container` of `inner` alone, chosen by `path` (its directory in a mount of all of
+    /// `inner`, which the core resolves: `fs::container_at`).
+    pub fn new(inner: Arc<dyn Remote>, container: Container, path: &str) -> Self {
         let mut capabilities = inner.capabilities().clone();
         capabilities.containers = false;
-        Ok(Self {
+        Self {
             inner,
             container,
             path: path.to_string(),
             capabilities,
-        })
+        }
     }
 
     fn id(&self) -> ContainerRef<'_> {
         Some(&self.container.id)
     }
-}
-
-fn not_found(inner: &dyn Remote, path: &str) -> RemoteError {
-    RemoteError::new(
-        ErrorKind::NotFound,
-        format!(
-            "{} has no container {path:?} (a directory at the top of a mount of all of it, or \
-             GROUP/CONTAINER)",
-            inner.describe()
-        ),
-    )
 }
 
 #[async_trait]
@@ -149,7 +107,7 @@ mod tests {
         let inner: Arc<dyn Remote> = memory.clone();
         let work = inner.create_container("work").await.unwrap();
         inner.create_container("home").await.unwrap();
-        let scoped = OneContainer::find(inner.clone(), "work").await.unwrap();
+        let scoped = OneContainer::new(inner.clone(), work.clone(), "work");
         assert!(!scoped.capabilities().containers);
         let source_dir = tempfile::tempdir().unwrap();
         let path = source_dir.path().join("f");
@@ -162,7 +120,5 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "a.txt");
         assert_eq!(scoped.list(None).await.unwrap().len(), 1);
-        let missing = OneContainer::find(inner, "nowhere").await.err().unwrap();
-        assert_eq!(missing.kind, ErrorKind::NotFound);
     }
 }

@@ -181,7 +181,8 @@ fn run(seed: u64, ops: usize) {
         "seed {seed}"
     );
     for (name, bytes) in &expected {
-        let stored_name = sessionfs::remote::names::encode(name, &sessionfs::remote::mix::NAME_RULES);
+        let stored_name =
+            sessionfs::remote::names::encode(name, &sessionfs::remote::mix::NAME_RULES);
         let stored = mount.api_get(&session, &stored_name);
         assert!(
             stored.as_ref() == Some(bytes),
