@@ -123,9 +123,23 @@ impl Backend {
         (self.spec().connect)(config)
     }
 
-    /// The emulator's router over `config.data_dir`, without the fault layer.
+    /// The emulator's router over `config.data_dir`, inside the fault and network-simulation
+    /// layer `config` asks for.
     pub fn emulator_router(self, config: &EmulatorConfig) -> io::Result<axum::Router> {
-        (self.spec().emulator)(config)
+        Ok(emulator::with_faults(
+            (self.spec().emulator)(config)?,
+            config,
+        ))
+    }
+
+    /// Serves this API's emulator on `config.listen` (on the current tokio runtime) until the
+    /// handle is shut down or dropped.
+    pub async fn spawn_emulator(
+        self,
+        config: EmulatorConfig,
+    ) -> io::Result<emulator::RunningEmulator> {
+        let app = self.emulator_router(&config)?;
+        emulator::serve(app, &config).await
     }
 
     /// Shares fresh credentials between an embedded emulator and its client.

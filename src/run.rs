@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::cli::config::{ConfigFile, read_secret_file};
 use crate::cli::{self, MountArgs, ServeArgs};
-use crate::emulator::{self, EmulatorConfig};
+use crate::emulator::EmulatorConfig;
 use crate::fs::attrs::MetaStore;
 use crate::fs::scratch::ScratchPatterns;
 use crate::fs::{FsConfig, SessionFs, container_at, finish_dir_renames};
@@ -71,7 +71,9 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     config.fluxer.upload_ttl = args.upload_ttl;
     let runtime = runtime()?;
     runtime.block_on(async {
-        let server = emulator::spawn(args.backend, config)
+        let server = args
+            .backend
+            .spawn_emulator(config)
             .await
             .map_err(|err| format!("cannot serve on {}: {err}", args.listen))?;
         println!(
@@ -118,7 +120,7 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             let mut config = EmulatorConfig::new(&data_dir);
             args.backend.embed(&mut config, &mut client);
             let server = runtime
-                .block_on(emulator::spawn(args.backend, config))
+                .block_on(args.backend.spawn_emulator(config))
                 .map_err(|err| format!("cannot start the embedded emulator: {err}"))?;
             client.endpoint = server.endpoint();
             let note = format!(", embedded emulator data in {}", data_dir.display());

@@ -13,9 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
+use sessionfs::emulator::EmulatorConfig;
 use sessionfs::emulator::appmixer::{self, AppmixerState, ChunkStats, Login};
 use sessionfs::emulator::store::Store;
-use sessionfs::emulator::{EmulatorConfig, router, spawn};
 use tower::ServiceExt;
 
 const ALICE: &str = "alice@example.com";
@@ -169,14 +169,16 @@ impl Emu {
         let dir = tempfile::tempdir().unwrap();
         let config = tweak(config_for(dir.path()));
         Emu {
-            app: router(Backend::Appmixer, &config).unwrap(),
+            app: Backend::Appmixer.emulator_router(&config).unwrap(),
             dir,
         }
     }
 
     /// A new router on the same data directory, as after a restart.
     fn restart(&mut self) {
-        self.app = router(Backend::Appmixer, &config_for(self.dir.path())).unwrap();
+        self.app = Backend::Appmixer
+            .emulator_router(&config_for(self.dir.path()))
+            .unwrap();
     }
 
     async fn send(&self, req: Request<Body>) -> Reply {
@@ -410,7 +412,9 @@ async fn sign_in_refuses_wrong_credentials_and_bad_bodies() {
 #[tokio::test]
 async fn without_users_one_account_is_generated() {
     let dir = tempfile::tempdir().unwrap();
-    let app = router(Backend::Appmixer, &EmulatorConfig::new(dir.path())).unwrap();
+    let app = Backend::Appmixer
+        .emulator_router(&EmulatorConfig::new(dir.path()))
+        .unwrap();
     let req = Request::post("/user/auth")
         .body(Body::from(
             json!({"email": "sessionfs@example.com", "password": "guess"}).to_string(),
@@ -423,7 +427,7 @@ async fn without_users_one_account_is_generated() {
     Backend::Appmixer.embed(&mut config, &mut client);
     let login = config.users[0].clone();
     assert_eq!(login.password.len(), 32);
-    let app = router(Backend::Appmixer, &config).unwrap();
+    let app = Backend::Appmixer.emulator_router(&config).unwrap();
     let req = Request::post("/user/auth")
         .body(Body::from(
             json!({"email": login.email, "password": login.password}).to_string(),
@@ -1319,7 +1323,8 @@ async fn the_fault_layer_applies() {
 async fn a_real_tcp_round_trip_in_chunks() {
     const CHUNK: usize = 4 * 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn(Backend::Appmixer, config_for(dir.path()))
+    let server = Backend::Appmixer
+        .spawn_emulator(config_for(dir.path()))
         .await
         .unwrap();
     let base = server.endpoint();

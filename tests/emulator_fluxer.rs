@@ -1,6 +1,6 @@
 //! Contract tests for the Fluxer emulator: every route, status and error code of
 //! `docs/api/fluxer.md` that the emulator serves (and its documented choices), driven through
-//! `router(Backend::Fluxer, ..)` with `oneshot`.
+//! `Backend::Fluxer.emulator_router(..)` with `oneshot`.
 
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
+use sessionfs::emulator::EmulatorConfig;
 use sessionfs::emulator::fluxer::{FluxerStats, UploadFlows};
-use sessionfs::emulator::{EmulatorConfig, router};
 use tower::ServiceExt;
 
 const HOST: &str = "flx.test:9000";
@@ -111,7 +111,7 @@ impl Emu {
         let mut config = config(dir.path());
         change(&mut config);
         Emu {
-            app: router(Backend::Fluxer, &config).unwrap(),
+            app: Backend::Fluxer.emulator_router(&config).unwrap(),
             config,
             _dir: dir,
         }
@@ -120,7 +120,7 @@ impl Emu {
     /// The same data directory and config served by a new router, as after a restart.
     fn restart(self) -> Emu {
         Emu {
-            app: router(Backend::Fluxer, &self.config).unwrap(),
+            app: Backend::Fluxer.emulator_router(&self.config).unwrap(),
             ..self
         }
     }

@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
+use sessionfs::emulator::EmulatorConfig;
 use sessionfs::emulator::lightfield::{self, LightfieldState};
-use sessionfs::emulator::{EmulatorConfig, router, spawn};
 use tower::ServiceExt;
 
 const HOST: &str = "lf.test:9000";
@@ -91,7 +91,7 @@ impl Emu {
         let app = if config.faults.is_empty() {
             lightfield::router(state(LightfieldState::open(&config).unwrap()))
         } else {
-            router(Backend::Lightfield, &config).unwrap()
+            Backend::Lightfield.emulator_router(&config).unwrap()
         };
         Emu { app, dir }
     }
@@ -100,7 +100,7 @@ impl Emu {
     fn restart(&self) -> Emu {
         let config = EmulatorConfig::new(self.dir.path());
         Emu {
-            app: router(Backend::Lightfield, &config).unwrap(),
+            app: Backend::Lightfield.emulator_router(&config).unwrap(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -741,7 +741,8 @@ async fn knowledge_uploads_are_stamped_and_conditional() {
 #[tokio::test]
 async fn a_real_tcp_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn(Backend::Lightfield, EmulatorConfig::new(dir.path()))
+    let server = Backend::Lightfield
+        .spawn_emulator(EmulatorConfig::new(dir.path()))
         .await
         .unwrap();
     let base = server.endpoint();

@@ -1,5 +1,5 @@
 //! Contract tests for the Mix emulator: every status code, envelope and header that
-//! `docs/api/mix.md` documents, driven through `router(Backend::Mix, ..)` with `oneshot`, plus
+//! `docs/api/mix.md` documents, driven through `Backend::Mix.emulator_router(..)` with `oneshot`, plus
 //! one real-TCP round trip through `spawn`.
 
 use axum::Router;
@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
-use sessionfs::emulator::{EmulatorConfig, FaultSpec, router, spawn};
+use sessionfs::emulator::{EmulatorConfig, FaultSpec};
 use tower::ServiceExt;
 
 const HOST: &str = "emu.test:8088";
@@ -70,7 +70,7 @@ impl Emu {
     /// An emulator on `config.data_dir`, which the caller keeps.
     fn open(config: &EmulatorConfig) -> Emu {
         Emu {
-            app: router(Backend::Mix, config).unwrap(),
+            app: Backend::Mix.emulator_router(config).unwrap(),
             _dir: None,
         }
     }
@@ -900,7 +900,7 @@ async fn truncate_and_reset_cut_downloads() {
 
     let mut config = EmulatorConfig::new(dir.path());
     config.faults = "truncate=1.0".parse().unwrap();
-    let truncating = router(Backend::Mix, &config).unwrap();
+    let truncating = Backend::Mix.emulator_router(&config).unwrap();
     let res = truncating
         .oneshot(request(Method::GET, &uri).body(Body::empty()).unwrap())
         .await
@@ -915,7 +915,7 @@ async fn truncate_and_reset_cut_downloads() {
     assert_eq!(&body[..], b"01234");
 
     config.faults = "reset=1.0".parse().unwrap();
-    let resetting = router(Backend::Mix, &config).unwrap();
+    let resetting = Backend::Mix.emulator_router(&config).unwrap();
     let res = resetting
         .oneshot(request(Method::GET, &uri).body(Body::empty()).unwrap())
         .await
@@ -940,7 +940,8 @@ async fn streams_64_mib_up_and_down_over_tcp() {
     const SIZE: usize = 64 * 1024 * 1024;
     const CHUNK: usize = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let emulator = spawn(Backend::Mix, EmulatorConfig::new(dir.path()))
+    let emulator = Backend::Mix
+        .spawn_emulator(EmulatorConfig::new(dir.path()))
         .await
         .unwrap();
     assert!(emulator.addr.ip().is_loopback());

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 use sessionfs::backend::Backend;
-use sessionfs::emulator::{self, EmulatorConfig};
+use sessionfs::emulator::EmulatorConfig;
 use sessionfs::remote::{RemoteConfig, UploadSource};
 use tower::ServiceExt;
 
@@ -45,7 +45,7 @@ fn target(backend: Backend, runtime: &tokio::runtime::Runtime) -> Target {
     let mut client = RemoteConfig::new("", None);
     backend.embed(&mut config, &mut client);
     let (container, object) = runtime.block_on(async {
-        let server = emulator::spawn(backend, config.clone()).await.unwrap();
+        let server = backend.spawn_emulator(config.clone()).await.unwrap();
         client.endpoint = server.endpoint();
         let remote = backend.connect(&client).unwrap();
         let container = match remote.capabilities().containers {
@@ -66,7 +66,7 @@ fn target(backend: Backend, runtime: &tokio::runtime::Runtime) -> Target {
         server.shutdown().await;
         (container, object.id)
     });
-    let app = emulator::router(backend, &config).unwrap();
+    let app = backend.emulator_router(&config).unwrap();
     let valid = match backend {
         Backend::Mix => None,
         Backend::Lightfield => client.token.map(|t| format!("Bearer {t}")),

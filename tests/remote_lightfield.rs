@@ -2,7 +2,7 @@
 //! the md5 it computes itself, and what it lists and refuses.
 
 use sessionfs::backend::Backend;
-use sessionfs::emulator::{self, EmulatorConfig};
+use sessionfs::emulator::EmulatorConfig;
 use sessionfs::remote::{ErrorKind, RemoteConfig, UploadSource};
 
 const KEY: &str = "sk_lf_unit";
@@ -30,7 +30,8 @@ async fn statuses(endpoint: &str) -> Vec<String> {
 #[tokio::test]
 async fn failed_uploads_are_cancelled_and_good_ones_listed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = emulator::spawn(Backend::Lightfield, EmulatorConfig::new(dir.path()))
+    let server = Backend::Lightfield
+        .spawn_emulator(EmulatorConfig::new(dir.path()))
         .await
         .unwrap();
     let mut config = RemoteConfig::new(server.endpoint(), Some(KEY.into()));

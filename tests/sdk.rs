@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sessionfs::backend::Backend;
-use sessionfs::emulator::{EmulatorConfig, spawn};
+use sessionfs::emulator::EmulatorConfig;
 
 /// The Lightfield SDK version the contract notes were written against.
 const LIGHTFIELD_SDK: &str = "lightfield==0.20.0a2";
@@ -90,7 +90,7 @@ async fn the_official_python_sdk_works_against_the_emulator() {
     let data = tempfile::tempdir().unwrap();
     let mut config = EmulatorConfig::new(data.path());
     config.token = Some(KEY.to_owned());
-    let server = spawn(Backend::Lightfield, config).await.unwrap();
+    let server = Backend::Lightfield.spawn_emulator(config).await.unwrap();
     let endpoint = server.endpoint();
     let output = tokio::task::spawn_blocking(move || {
         run(
@@ -123,7 +123,7 @@ async fn the_fluxer_py_client_works_against_the_emulator() {
     let mut config = EmulatorConfig::new(data.path());
     config.token = Some("flx_sdk_user".to_owned());
     config.fluxer.bot_token = Some("flx_sdk_bot".to_owned());
-    let server = spawn(Backend::Fluxer, config).await.unwrap();
+    let server = Backend::Fluxer.spawn_emulator(config).await.unwrap();
     let api_url = format!("{}/v1", server.endpoint());
     let output = tokio::task::spawn_blocking(move || {
         run(

@@ -22,8 +22,6 @@ use std::time::Duration;
 
 pub use faults::{FaultCounts, FaultSpec};
 
-use crate::backend::Backend;
-
 /// Everything `serve` needs to start an emulator; also built by the mount command and tests.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
@@ -122,16 +120,15 @@ impl Drop for RunningEmulator {
     }
 }
 
-/// Builds the router for `backend` over the store in `config.data_dir`, wrapped in the fault and
-/// network-simulation layer.
-pub fn router(backend: Backend, config: &EmulatorConfig) -> std::io::Result<axum::Router> {
-    Ok(faults::layer(backend.emulator_router(config)?, config))
+/// Wraps an emulator's router in the fault and network-simulation layer `config` asks for
+/// (`--faults`, `--latency`, `--bandwidth`, ...).
+pub fn with_faults(app: axum::Router, config: &EmulatorConfig) -> axum::Router {
+    faults::layer(app, config)
 }
 
-/// Binds `config.listen` and serves `backend` on the current tokio runtime until the returned
-/// handle is shut down or dropped.
-pub async fn spawn(backend: Backend, config: EmulatorConfig) -> std::io::Result<RunningEmulator> {
-    let app = router(backend, &config)?;
+/// Binds `config.listen` and serves `app` (one emulator's router) on the current tokio runtime
+/// until the returned handle is shut down or dropped.
+pub async fn serve(app: axum::Router, config: &EmulatorConfig) -> std::io::Result<RunningEmulator> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     // Without TCP_NODELAY the body written after the headers waits for a delayed ACK (about

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
 use sessionfs::emulator::appmixer::Login;
-use sessionfs::emulator::{self, EmulatorConfig};
+use sessionfs::emulator::EmulatorConfig;
 use sessionfs::remote::http::RetryConfig;
 use sessionfs::remote::{ErrorKind, Remote, RemoteConfig, UploadSource};
 
@@ -217,7 +217,7 @@ fn a_wrong_password_mounts_nothing_and_says_what_to_fix() {
     let mut config = EmulatorConfig::new(data.path());
     config.users = vec![alice()];
     let server = runtime
-        .block_on(emulator::spawn(Backend::Appmixer, config))
+        .block_on(Backend::Appmixer.spawn_emulator(config))
         .unwrap();
 
     let mut wrong = RemoteConfig::new(server.endpoint(), None);

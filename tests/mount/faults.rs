@@ -61,7 +61,8 @@ fn create_session(dir: &std::path::Path, title: &str) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let server = sessionfs::emulator::spawn(Backend::Mix, EmulatorConfig::new(dir))
+        let server = Backend::Mix
+            .spawn_emulator(EmulatorConfig::new(dir))
             .await
             .unwrap();
         let response = reqwest::Client::new()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionfs::backend::Backend;
 use sessionfs::emulator::fluxer::UploadFlows;
-use sessionfs::emulator::{self, EmulatorConfig};
+use sessionfs::emulator::EmulatorConfig;
 
 use crate::harness::{TestMount, errno, pseudo_random, q, sh, sh_output, wait_until};
 
@@ -325,7 +325,7 @@ fn mount_refuses_a_wrong_token_before_mounting() {
     let mut config = EmulatorConfig::new(data.path());
     config.token = Some(TOKEN.to_owned());
     let server = runtime
-        .block_on(emulator::spawn(Backend::Fluxer, config))
+        .block_on(Backend::Fluxer.spawn_emulator(config))
         .unwrap();
     let mnt = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fuser::BackgroundSession;
 use serde_json::Value;
 use sessionfs::backend::Backend;
-use sessionfs::emulator::{self, EmulatorConfig, RunningEmulator};
+use sessionfs::emulator::{EmulatorConfig, RunningEmulator};
 use sessionfs::fs::{FsConfig, SessionFs};
 use sessionfs::remote::http::RetryConfig;
 use sessionfs::remote::{Remote, RemoteConfig};
@@ -134,7 +134,7 @@ impl TestMount {
         let staging = TempDir::new().unwrap();
         let mountpoint = TempDir::new().unwrap();
         let emulator = runtime
-            .block_on(emulator::spawn(backend, emulator_config.clone()))
+            .block_on(backend.spawn_emulator(emulator_config.clone()))
             .unwrap();
         let endpoint = emulator.endpoint();
         // A restart serves the same data on the same port.
@@ -250,7 +250,7 @@ impl TestMount {
         let (backend, config) = self.restart.clone();
         let server = self
             .runtime
-            .block_on(emulator::spawn(backend, config))
+            .block_on(backend.spawn_emulator(config))
             .unwrap();
         self.emulator = Some(server);
     }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
-use sessionfs::emulator::{self, EmulatorConfig};
+use sessionfs::emulator::EmulatorConfig;
 
 use crate::harness::{TestMount, errno, pseudo_random, q, sh, sh_output};
 
@@ -311,7 +311,7 @@ fn mount_refuses_a_wrong_key_before_mounting() {
     let mut config = EmulatorConfig::new(data.path());
     config.token = Some(KEY.to_owned());
     let server = runtime
-        .block_on(emulator::spawn(Backend::Lightfield, config))
+        .block_on(Backend::Lightfield.spawn_emulator(config))
         .unwrap();
     let mnt = tempfile::tempdir().unwrap();
     let run = |token: Option<&str>| {
