@@ -41,6 +41,7 @@ pub use container_path::container_at;
 pub use dir_rename::{DirRenameLimit, finish_dir_renames};
 pub use error::{Error, Result};
 use handles::Handles;
+pub use pending::{MountView, Usage};
 use scratch::ScratchPatterns;
 use tree::{DirOrigin, Ino, Node, NodeKind, Tree};
 

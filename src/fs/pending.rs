@@ -4,7 +4,29 @@
 use super::SessionFs;
 use super::tree::{Ino, ROOT_INO};
 use crate::remote::{RateLimitState, Remote};
-use crate::status::report::{MountView, Usage};
+
+/// Bytes in use of a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Bytes in use.
+    pub used: u64,
+    /// The limit (`--memory-limit`, `--cache-size`).
+    pub limit: u64,
+}
+
+/// What the core tells `sessionfs status` (implemented by `SessionFs`; the status report reads
+/// it, so the core names no part of the report).
+pub trait MountView: Send + Sync {
+    /// Files with local changes not uploaded yet that no upload is sending right now: path
+    /// inside the mount and staged size. Files busy at the moment of asking may be left out.
+    fn waiting_files(&self) -> Vec<(String, u64)>;
+    /// The memory budget's use.
+    fn memory(&self) -> Usage;
+    /// The disk cache's use, if there is one.
+    fn disk_cache(&self) -> Option<Usage>;
+    /// The client's rate-limit state, where the API has limits it paces itself by.
+    fn rate_limit(&self) -> Option<RateLimitState>;
+}
 
 impl<R: Remote + ?Sized> SessionFs<R> {
     /// The path of `ino` inside the mount, as a user would type it after the mount point.

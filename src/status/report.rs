@@ -7,17 +7,9 @@ use std::time::Instant;
 
 use bytesize::ByteSize;
 
+use crate::fs::{MountView, Usage};
 use crate::remote::RateLimitState;
 use crate::remote::observe::{Failure, RequestCounts, RequestStats, UploadProgress};
-
-/// Bytes in use of a limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    /// Bytes in use.
-    pub used: u64,
-    /// The limit (`--memory-limit`, `--cache-size`).
-    pub limit: u64,
-}
 
 /// A file whose content is not on the server yet.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,19 +66,6 @@ pub struct Report {
     pub requests: RequestCounts,
     /// The rate-limit state, where the API has one (Fluxer).
     pub rate_limit: Option<RateLimitState>,
-}
-
-/// What the filesystem core tells the report (implemented by `SessionFs`).
-pub trait MountView: Send + Sync {
-    /// Files with local changes not uploaded yet that no upload is sending right now: path
-    /// inside the mount and staged size. Files busy at the moment of asking may be left out.
-    fn waiting_files(&self) -> Vec<(String, u64)>;
-    /// The memory budget's use.
-    fn memory(&self) -> Usage;
-    /// The disk cache's use, if there is one.
-    fn disk_cache(&self) -> Option<Usage>;
-    /// The client's rate-limit state, where the API has limits it paces itself by.
-    fn rate_limit(&self) -> Option<RateLimitState>;
 }
 
 /// What a mount knows about itself from its start.

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
-use sessionfs::emulator::appmixer::Login;
 use sessionfs::emulator::EmulatorConfig;
+use sessionfs::emulator::appmixer::Login;
 use sessionfs::remote::http::RetryConfig;
 use sessionfs::remote::{ErrorKind, Remote, RemoteConfig, UploadSource};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sessionfs::backend::Backend;
-use sessionfs::emulator::fluxer::UploadFlows;
 use sessionfs::emulator::EmulatorConfig;
+use sessionfs::emulator::fluxer::UploadFlows;
 
 use crate::harness::{TestMount, errno, pseudo_random, q, sh, sh_output, wait_until};
 
