@@ -14,6 +14,7 @@
 
 pub mod answers;
 pub mod appmixer;
+pub mod budget;
 pub mod faulty;
 pub mod fluxer;
 pub mod http;

@@ -1,0 +1,94 @@
+//! The block cache as the memory uploads are paid from.
+//!
+//! The client layer reserves the buffers of an upload's parts through
+//! [`crate::remote::budget::UploadMemory`] and never names the cache. The mount hands it its
+//! [`BlockCache`], so upload buffers come out of the one memory budget (`--memory-limit`) like
+//! cached blocks do, and the least recently used cached blocks are evicted to make room for them
+//! ([`BlockCache::try_reserve`]). A grant is a plain [`Reservation`]: dropping it gives the bytes
+//! back and wakes readers waiting for memory.
+
+use super::blocks::BlockCache;
+use super::memory::Reservation;
+use crate::remote::budget::{MemoryHold, UploadMemory};
+
+impl UploadMemory for BlockCache {
+    fn try_reserve(&self, bytes: u64) -> Option<Box<dyn MemoryHold>> {
+        BlockCache::try_reserve(self, bytes).map(|held| Box::new(held) as Box<dyn MemoryHold>)
+    }
+}
+
+impl MemoryHold for Reservation {
+    fn bytes(&self) -> u64 {
+        Reservation::bytes(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::cache::{CacheConfig, Fetch, MemoryBudget, ObjectKey, Source};
+    use crate::remote::memory::MemoryRemote;
+    use crate::remote::{ObjectMeta, Remote, RemoteResult};
+
+    const BS: u64 = 1024;
+
+    struct MemoryFetch {
+        remote: Arc<MemoryRemote>,
+        object: ObjectMeta,
+    }
+
+    impl Fetch for MemoryFetch {
+        fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Bytes>> {
+            let remote = self.remote.clone();
+            let object = self.object.clone();
+            Box::pin(async move { remote.read(Some("c"), &object, range).await })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_reservation_evicts_cached_blocks_and_goes_back_on_drop() {
+        let remote = Arc::new(MemoryRemote::new());
+        let object = remote.put("c", "a.bin", &[7u8; 8 * BS as usize]);
+        let config = CacheConfig {
+            block_size: BS,
+            memory_limit: 8 * BS,
+            max_request_bytes: 4 * BS,
+            max_requests: 4,
+            max_window: 8 * BS,
+            random_read_bytes: 0,
+            disk: None,
+        };
+        let budget = MemoryBudget::new(config.memory_limit);
+        let cache = Arc::new(BlockCache::new(config, budget.clone()).unwrap());
+        let source = Source {
+            key: Arc::new(ObjectKey {
+                container: Some("c".into()),
+                id: object.id.clone(),
+                version: object.version.clone(),
+            }),
+            size: object.size,
+            fetch: Arc::new(MemoryFetch { remote, object }),
+            max_request_bytes: 4 * BS,
+        };
+        cache.read(&source, 0, 8 * BS, None).await.unwrap();
+        assert_eq!((cache.cached_blocks(), budget.used()), (8, 8 * BS));
+
+        let memory: &dyn UploadMemory = &*cache;
+        let held = memory.try_reserve(3 * BS).expect("cached blocks make room");
+        assert_eq!(held.bytes(), 3 * BS);
+        assert_eq!(cache.cached_blocks(), 5, "the fewest blocks evicted");
+        assert_eq!(budget.used(), 8 * BS, "never past the limit");
+        drop(held);
+        assert_eq!(budget.used(), 5 * BS, "the upload's bytes went back");
+        assert!(
+            memory.try_reserve(9 * BS).is_none(),
+            "nothing past the limit"
+        );
+    }
+}
