@@ -34,7 +34,8 @@ mod tests {
     use super::*;
     use crate::cache::{CacheConfig, Fetch, MemoryBudget, ObjectKey, Source};
     use crate::remote::memory::MemoryRemote;
-    use crate::remote::{ObjectMeta, Remote, RemoteResult};
+    use crate::remote::multipart::PART_BUFFER_BYTES;
+    use crate::remote::{ObjectMeta, Remote, RemoteResult, UploadSource};
 
     const BS: u64 = 1024;
 
@@ -49,6 +50,28 @@ mod tests {
             let object = self.object.clone();
             Box::pin(async move { remote.read(Some("c"), &object, range).await })
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_beyond_the_first_wait_for_room_in_the_block_caches_budget() {
+        let remote = MemoryRemote::new().with_parts(1000, 1, 4);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staged");
+        let data: Vec<u8> = (0..6000).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut source = UploadSource::new(&path, data.len() as u64);
+        let config = CacheConfig::default();
+        let budget = MemoryBudget::new(2 * PART_BUFFER_BYTES);
+        let cache = Arc::new(BlockCache::new(config, budget.clone()).unwrap());
+        source.memory = Some(cache);
+        remote.upload(Some("c"), "f", &source).await.unwrap();
+        assert_eq!(remote.get("c", "f").unwrap(), data);
+        assert_eq!(
+            remote.part_log().max_in_flight,
+            2,
+            "room for two parts' buffers"
+        );
+        assert_eq!(budget.used(), 0, "every reservation went back");
     }
 
     #[tokio::test]
