@@ -25,32 +25,16 @@ impl MemoryHold for Reservation {
 
 #[cfg(test)]
 mod tests {
-    use std::ops::Range;
     use std::sync::Arc;
 
-    use bytes::Bytes;
-    use futures::future::BoxFuture;
-
     use super::*;
-    use crate::cache::{CacheConfig, Fetch, MemoryBudget, ObjectKey, Source};
+    use crate::cache::blocks::tests::source;
+    use crate::cache::{CacheConfig, MemoryBudget};
     use crate::remote::memory::MemoryRemote;
     use crate::remote::multipart::PART_BUFFER_BYTES;
-    use crate::remote::{ObjectMeta, Remote, RemoteResult, UploadSource};
+    use crate::remote::{Remote, UploadSource};
 
     const BS: u64 = 1024;
-
-    struct MemoryFetch {
-        remote: Arc<MemoryRemote>,
-        object: ObjectMeta,
-    }
-
-    impl Fetch for MemoryFetch {
-        fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, RemoteResult<Bytes>> {
-            let remote = self.remote.clone();
-            let object = self.object.clone();
-            Box::pin(async move { remote.read(Some("c"), &object, range).await })
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parts_beyond_the_first_wait_for_room_in_the_block_caches_budget() {
@@ -89,16 +73,7 @@ mod tests {
         };
         let budget = MemoryBudget::new(config.memory_limit);
         let cache = Arc::new(BlockCache::new(config, budget.clone()).unwrap());
-        let source = Source {
-            key: Arc::new(ObjectKey {
-                container: Some("c".into()),
-                id: object.id.clone(),
-                version: object.version.clone(),
-            }),
-            size: object.size,
-            fetch: Arc::new(MemoryFetch { remote, object }),
-            max_request_bytes: 4 * BS,
-        };
+        let source = source(&remote, object, 4 * BS);
         cache.read(&source, 0, 8 * BS, None).await.unwrap();
         assert_eq!((cache.cached_blocks(), budget.used()), (8, 8 * BS));
 
