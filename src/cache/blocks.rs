@@ -601,7 +601,7 @@ impl BlockCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{Fetch, ObjectKey};
     use super::*;
     use crate::remote::memory::MemoryRemote;
@@ -640,7 +640,12 @@ mod tests {
         Arc::new(BlockCache::new(config, budget).unwrap())
     }
 
-    fn source(remote: &Arc<MemoryRemote>, object: ObjectMeta, max_request_bytes: u64) -> Source {
+    /// A source reading `object` in container `c` of `remote` (also for the cache's other tests).
+    pub(in crate::cache) fn source(
+        remote: &Arc<MemoryRemote>,
+        object: ObjectMeta,
+        max_request_bytes: u64,
+    ) -> Source {
         Source {
             key: Arc::new(ObjectKey {
                 container: Some("c".into()),

@@ -17,6 +17,9 @@
 //!   readers of one file share the request.
 //! - [`prefetch::Prefetcher`] (one per handle) turns a sequential stream into a window that
 //!   doubles up to a cap; random reads fetch only the blocks asked for.
+//! - Uploads reserve their parts' buffers from the same budget through the client layer's
+//!   [`crate::remote::budget::UploadMemory`], which [`BlockCache`] implements (evicting cached
+//!   blocks to make room, never waiting; see `upload_memory`).
 //! - [`disk::DiskCache`] keeps a copy of fetched blocks on local disk under a size cap when
 //!   `--cache-size` is given; a block evicted from memory is read back from there.
 //!
@@ -27,6 +30,7 @@ pub mod blocks;
 pub mod disk;
 pub mod memory;
 pub mod prefetch;
+mod upload_memory;
 
 use std::ops::Range;
 use std::path::PathBuf;

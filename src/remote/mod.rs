@@ -14,6 +14,7 @@
 
 pub mod answers;
 pub mod appmixer;
+pub mod budget;
 pub mod faulty;
 pub mod fluxer;
 pub mod http;
@@ -40,7 +41,7 @@ use futures::StreamExt;
 
 pub use crate::stream::ByteStream;
 
-use crate::cache::BlockCache;
+use budget::UploadMemory;
 use observe::UploadProgress;
 
 /// Which characters a server rewrites in object names, so the core can encode them reversibly.
@@ -142,9 +143,10 @@ pub struct UploadSource {
     pub size: u64,
     /// Lower-case hex md5, for APIs that verify it, when the core computed it while staging.
     pub md5: Option<String>,
-    /// Where the buffers of parts in flight are reserved (the mount's block cache, which
-    /// evicts to make room); `None` sends one part's buffers at a time without a budget.
-    pub memory: Option<Arc<BlockCache>>,
+    /// Where the buffers of parts in flight are reserved (the mount's memory budget, which
+    /// the core may free cached bytes from to make room); `None` sends one part's buffers at
+    /// a time without a budget.
+    pub memory: Option<Arc<dyn UploadMemory>>,
     /// Told the id of the server's upload (a partial file, a session) as soon as the server
     /// has one, so the journal can name it and a later mount can remove it after a crash.
     pub on_started: Option<UploadStarted>,

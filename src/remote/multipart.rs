@@ -7,7 +7,8 @@
 //! - splitting the staged file into parts of the API's size (at least one part, so an empty
 //!   file is one empty part);
 //! - keeping up to [`PartPolicy::max_in_flight`] parts in flight, each streamed from the staged
-//!   copy and each paying for its read buffers from the memory budget (when the core gave one);
+//!   copy and each paying for its read buffers from the memory budget (the
+//!   [`UploadMemory`] in [`UploadSource::memory`], when the core gave one);
 //! - retrying a failed part on its own, with the backend's backoff, while the others go on;
 //! - aborting the upload when a part or the complete step fails for good, so the server is
 //!   left with nothing half-done, and logging (not returning) a failed abort;
@@ -26,9 +27,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
+use super::budget::{MemoryHold, UploadMemory};
 use super::http::RetryConfig;
 use super::{ErrorKind, ObjectMeta, RemoteError, RemoteResult, UploadSource};
-use crate::cache::{BlockCache, Reservation};
 
 /// Memory one part in flight holds: the read-ahead of its streamed body plus the chunk being
 /// sent.
@@ -275,7 +276,10 @@ async fn send_parts<U: PartUploader + ?Sized>(
 /// A part's share of the memory budget: `None` when the budget has no room and the part may
 /// wait; `Some(None)` when there is no budget, or this is the only part in flight (`must`), so
 /// an upload always makes progress.
-fn reserve(memory: Option<&Arc<BlockCache>>, must: bool) -> Option<Option<Reservation>> {
+fn reserve(
+    memory: Option<&Arc<dyn UploadMemory>>,
+    must: bool,
+) -> Option<Option<Box<dyn MemoryHold>>> {
     let Some(memory) = memory else {
         return Some(None);
     };
@@ -293,7 +297,7 @@ async fn send_part<U: PartUploader + ?Sized>(
     policy: &PartPolicy,
     part: &Part,
     source: &UploadSource,
-    _memory: Option<Reservation>,
+    _memory: Option<Box<dyn MemoryHold>>,
 ) -> RemoteResult<U::Sent> {
     policy
         .retry
@@ -304,6 +308,7 @@ async fn send_part<U: PartUploader + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::budget::testing::TestMemory;
     use crate::remote::memory::MemoryRemote;
     use crate::remote::{ErrorKind, Remote};
 
@@ -337,10 +342,8 @@ mod tests {
     async fn parts_beyond_the_first_wait_for_room_in_the_memory_budget() {
         let remote = MemoryRemote::new().with_parts(1000, 1, 4);
         let (_dir, mut source, data) = staged(6000);
-        let config = crate::cache::CacheConfig::default();
-        let budget = crate::cache::MemoryBudget::new(2 * PART_BUFFER_BYTES);
-        let cache = Arc::new(BlockCache::new(config, budget.clone()).unwrap());
-        source.memory = Some(cache);
+        let budget = TestMemory::new(2 * PART_BUFFER_BYTES);
+        source.memory = Some(Arc::new(budget.clone()));
         remote.upload(Some("c"), "f", &source).await.unwrap();
         assert_eq!(remote.get("c", "f").unwrap(), data);
         assert_eq!(
@@ -348,7 +351,20 @@ mod tests {
             2,
             "room for two parts' buffers"
         );
+        assert_eq!(budget.peak(), 2 * PART_BUFFER_BYTES, "each part paid");
         assert_eq!(budget.used(), 0, "every reservation went back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_only_part_in_flight_goes_without_room_in_the_memory_budget() {
+        let remote = MemoryRemote::new().with_parts(1000, 1, 4);
+        let (_dir, mut source, data) = staged(3000);
+        let budget = TestMemory::new(PART_BUFFER_BYTES - 1);
+        source.memory = Some(Arc::new(budget.clone()));
+        remote.upload(Some("c"), "f", &source).await.unwrap();
+        assert_eq!(remote.get("c", "f").unwrap(), data);
+        assert_eq!(remote.part_log().max_in_flight, 1, "one part at a time");
+        assert_eq!(budget.peak(), 0, "nothing reserved past the limit");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

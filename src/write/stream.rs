@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::cache::Reservation;
+use crate::remote::budget::MemoryHold;
 use crate::remote::{ErrorKind, ObjectMeta, Remote, RemoteError, RemoteResult};
 
 /// Writes queued for the body: with writes of at most 1 MiB (the mount's `max_write`), at most
@@ -40,7 +40,8 @@ pub struct StreamingUpload {
     task: Option<tokio::task::JoinHandle<RemoteResult<ObjectMeta>>>,
     /// Bytes handed to the body so far.
     queued: u64,
-    _memory: Reservation,
+    /// The queue's share of the memory budget, given back when the upload is dropped.
+    _memory: Box<dyn MemoryHold>,
     /// Container the upload goes to.
     pub container: Option<String>,
     /// Stored name the upload goes to.
@@ -49,12 +50,12 @@ pub struct StreamingUpload {
 
 impl StreamingUpload {
     /// Starts uploading `name`; its bytes come from [`push`](Self::push). `memory` pays for
-    /// the queue (at least [`QUEUE_BYTES`]).
+    /// the queue (at least [`QUEUE_BYTES`]) until the upload is dropped.
     pub fn start<R: Remote + ?Sized>(
         remote: Arc<R>,
         container: Option<String>,
         name: String,
-        memory: Reservation,
+        memory: impl MemoryHold + 'static,
     ) -> Self {
         let (chunks, mut queue) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
         let finished = Arc::new(AtomicBool::new(false));
@@ -78,7 +79,7 @@ impl StreamingUpload {
             finished,
             task: Some(task),
             queued: 0,
-            _memory: memory,
+            _memory: Box::new(memory),
             container,
             name,
         }
