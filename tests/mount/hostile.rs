@@ -9,6 +9,7 @@
 //! answers that lie about their bytes, download URLs that expire when the test says, the mount
 //! of the binary with its log, and the checks of what the mount shows and logs.
 
+mod appmixer;
 mod lightfield;
 mod mix;
 
@@ -151,10 +152,15 @@ fn errno_of(output: &Output) -> String {
 
 /// `command` fails with EIO.
 fn fails_with_eio(command: &str) {
+    fails_with(command, "Input/output error");
+}
+
+/// `command` fails, and its error message is `errno` (`strerror`'s text, as tools print it).
+fn fails_with(command: &str, errno: &str) {
     let out = run(command);
     assert!(
-        !out.status.success() && errno_of(&out).contains("Input/output error"),
-        "`{command}` fails with EIO: {out:?}"
+        !out.status.success() && errno_of(&out).contains(errno),
+        "`{command}` fails with {errno:?}: {out:?}"
     );
 }
 
@@ -362,5 +368,19 @@ fn check_substitutes_logged_once(log: &str) {
     assert!(
         lines.iter().all(|line| line.contains("Rename it")),
         "{lines:#?}"
+    );
+}
+
+/// What a server's error said reached the log on one line: no line of the log starts with
+/// `marker` (a server's text after a newline it sent).
+fn check_no_injected_lines(log: &str, marker: &str) {
+    assert!(
+        log.contains(marker),
+        "the server's message is logged:\n{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|line| line.trim_start().starts_with(marker)),
+        "a server's newline split a log line:\n{log}"
     );
 }
