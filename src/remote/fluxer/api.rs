@@ -143,10 +143,12 @@ struct Envelope {
     message: String,
 }
 
-/// Reads `{"code", "message"}` as `message (CODE)`, so the log line and [`code_of`] have both.
+/// Reads `{"code", "message"}` as `message (CODE)`, so the log line and [`code_of`] have both;
+/// control characters become spaces, so a newline from the server never starts a log line.
 pub(super) fn error_envelope(body: &[u8]) -> Option<String> {
     let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    Some(format!("{} ({})", envelope.message, envelope.code))
+    let text = format!("{} ({})", envelope.message, envelope.code);
+    Some(text.replace(char::is_control, " "))
 }
 
 /// The Fluxer error code an error's message ends with, if the server sent one.
@@ -272,6 +274,18 @@ mod tests {
         assert_eq!(refine(err).kind, ErrorKind::TooLarge);
         let plain = RemoteError::new(ErrorKind::InvalidInput, "bad (request)");
         assert_eq!(code_of(&plain), None);
+        let forged = br#"{"code":"MISSING_ACCESS","message":"no\nWARN forged"}"#;
+        assert_eq!(
+            error_envelope(forged).as_deref(),
+            Some("no WARN forged (MISSING_ACCESS)")
+        );
+        for not_an_envelope in [
+            &br#"{"code":10003,"message":["Unknown"]}"#[..],
+            br#"{"message":"Missing Access"}"#,
+            b"<html>",
+        ] {
+            assert_eq!(error_envelope(not_an_envelope), None);
+        }
     }
 
     #[test]
