@@ -4,12 +4,15 @@
 //! through the shared cursor pager. Each attachment becomes one object: the one attachment of a
 //! message with a `sessionfs:` line is named by that line, any other by its filename.
 //!
+//! An attachment whose fields cannot be read is left out of the listing, with one log line per
+//! message however often it is listed.
+//!
 //! The index remembers, per channel, each attachment's message, name and how many attachments
 //! its message carries: a delete needs the message id (the object id is the attachment id) and
 //! whether to delete the whole message or only the attachment. A listing replaces a channel's
 //! entries but keeps those of messages newer than everything it saw (posted while it ran).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use reqwest::Method;
@@ -21,6 +24,8 @@ use crate::remote::{ErrorKind, ObjectMeta, RemoteError, RemoteResult};
 
 /// Messages per page: the API's maximum.
 const PAGE_SIZE: usize = 100;
+/// Messages with unreadable attachments logged at most (each once).
+const UNREADABLE_LOGGED: usize = 1024;
 
 /// One attachment as this client last saw it.
 #[derive(Clone, Debug)]
@@ -38,6 +43,8 @@ pub(super) struct Known {
 #[derive(Debug, Default)]
 pub(super) struct Index {
     channels: Mutex<HashMap<String, HashMap<String, Known>>>,
+    /// Messages whose unreadable attachments were logged.
+    said: Mutex<HashSet<String>>,
 }
 
 impl Index {
@@ -89,6 +96,23 @@ impl Index {
                 k.siblings = k.siblings.saturating_sub(1);
             }
         }
+    }
+
+    /// Logs, once per message, the attachments of `message` that could not be read.
+    fn say_unreadable(&self, channel: &str, message: &Message) {
+        if message.unreadable.is_empty() {
+            return;
+        }
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if said.len() >= UNREADABLE_LOGGED || !said.insert(message.id.clone()) {
+            return;
+        }
+        log::warn!(
+            "channel {channel}: message {} has an attachment this client cannot read ({}); it \
+             is not shown",
+            message.id,
+            message.unreadable.join("; ")
+        );
     }
 
     /// Replaces `channel`'s entries with a listing's, keeping entries of messages newer than
@@ -190,6 +214,7 @@ pub(super) async fn list_channel(
     let mut objects = Vec::new();
     let mut listed = HashMap::new();
     for message in &messages {
+        remote.index.say_unreadable(channel, message);
         for attachment in &message.attachments {
             remote.remember_url(attachment);
         }
