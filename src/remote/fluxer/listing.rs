@@ -4,8 +4,10 @@
 //! through the shared cursor pager. Each attachment becomes one object: the one attachment of a
 //! message with a `sessionfs:` line is named by that line, any other by its filename.
 //!
-//! An attachment whose fields cannot be read is left out of the listing, with one log line per
-//! message however often it is listed.
+//! A page whose every message was seen before ends the listing with an error: a server whose
+//! pages come round again (`before` ignored every other page) would otherwise be paged until
+//! the driver's bound. An attachment whose fields cannot be read is left out of the listing,
+//! with one log line per message however often it is listed.
 //!
 //! The index remembers, per channel, each attachment's message, name and how many attachments
 //! its message carries: a delete needs the message id (the object id is the attachment id) and
@@ -192,18 +194,43 @@ pub(super) async fn messages_page(
         .await
 }
 
+/// Adds `page`'s message ids to `seen`; a page that holds messages but no new one is an error.
+fn advanced(seen: &mut HashSet<String>, page: &[Message], what: &str) -> RemoteResult<()> {
+    let mut new = false;
+    for message in page {
+        new |= seen.insert(message.id.clone());
+    }
+    if page.is_empty() || new {
+        return Ok(());
+    }
+    Err(RemoteError::protocol(format!(
+        "{what}: the listing did not advance: a page held only messages already seen (the \
+         server's pages come round again)"
+    )))
+}
+
 /// Every attachment in `channel`, newest message first; refreshes the channel's index.
 pub(super) async fn list_channel(
     remote: &FluxerRemote,
     channel: &str,
 ) -> RemoteResult<Vec<ObjectMeta>> {
     let what = format!("list channel {channel}");
+    let seen = Mutex::new(HashSet::new());
     let messages = collect_cursor_pages(
         PAGE_SIZE,
         |m: &Message| m.id.clone(),
         |before| {
-            let what = &what;
-            async move { messages_page(remote, what, channel, PAGE_SIZE, before.as_deref()).await }
+            let (what, seen) = (&what, &seen);
+            async move {
+                let page = messages_page(remote, what, channel, PAGE_SIZE, before.as_deref());
+                let page = page.await?;
+                advanced(
+                    &mut seen.lock().unwrap_or_else(|p| p.into_inner()),
+                    &page,
+                    what,
+                )?;
+                Ok(page)
+            }
         },
     )
     .await?;
@@ -227,4 +254,26 @@ pub(super) async fn list_channel(
     }
     remote.index.replace(channel, listed, newest);
     Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: std::ops::Range<u32>) -> Vec<Message> {
+        ids.rev()
+            .map(|id| serde_json::from_value(serde_json::json!({ "id": id.to_string() })).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_that_come_round_again_end_the_listing() {
+        let mut seen = HashSet::new();
+        advanced(&mut seen, &page(200..300), "list").unwrap();
+        advanced(&mut seen, &page(100..200), "list").unwrap();
+        advanced(&mut seen, &page(250..350), "list").expect("some rows are new");
+        advanced(&mut seen, &[], "list").expect("an empty page ends the listing itself");
+        let err = advanced(&mut seen, &page(200..300), "list").unwrap_err();
+        assert!(err.message.contains("did not advance"), "{}", err.message);
+    }
 }
