@@ -353,34 +353,25 @@ mod tests {
             pacer.observe(&permit, StatusCode::TOO_MANY_REQUESTS, &map);
             drop(permit);
             let held = pacer.lock().held_until.expect("a global 429 holds");
-            assert!(
-                held <= Instant::now() + MAX_SERVER_WAIT + RESET_MARGIN,
-                "{value}"
-            );
+            // A number no clock holds is no time: the hold of a 429 that gives none.
+            let longest = match value.parse::<f64>() {
+                Ok(number) if number.is_finite() => MAX_SERVER_WAIT + RESET_MARGIN,
+                _ => Duration::from_secs(1),
+            };
+            assert!(held <= Instant::now() + longest, "{value}");
         }
     }
 
     #[tokio::test]
-    async fn numbers_no_clock_holds_are_no_numbers() {
+    async fn a_reset_no_clock_holds_is_no_reset() {
         for value in ["inf", "1e400", "NaN", "-inf"] {
             let pacer = Pacer::new();
-            let permit = pacer.acquire("default", "").await;
-            let mut map = HeaderMap::new();
-            map.insert("x-ratelimit-remaining", HeaderValue::from(0));
+            let permit = pacer.acquire("message_list", "1").await;
+            let mut map = headers(0, 0);
             map.insert("x-ratelimit-reset", HeaderValue::from_str(value).unwrap());
             pacer.observe(&permit, StatusCode::OK, &map);
             drop(permit);
             assert_eq!(pacer.state().exhausted, 0, "{value}: no reset, so no wait");
-            let permit = pacer.acquire("default", "").await;
-            map.insert("retry-after", HeaderValue::from_str(value).unwrap());
-            map.insert("x-ratelimit-global", HeaderValue::from_static("true"));
-            pacer.observe(&permit, StatusCode::TOO_MANY_REQUESTS, &map);
-            drop(permit);
-            let held = pacer.lock().held_until.expect("a global 429 holds");
-            assert!(
-                held <= Instant::now() + Duration::from_secs(1),
-                "{value}: a global 429 without a time holds a second"
-            );
         }
     }
 
