@@ -22,6 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::Value;
 
 use crate::harness::{Mounted, q, sessionfs_command, sh_output};
 
@@ -54,6 +55,24 @@ fn substituted_names() -> Vec<String> {
     ["nul\u{0}name", "..", ".", "", &"x".repeat(300)]
         .map(str::to_string)
         .to_vec()
+}
+
+/// One listing row per name of [`bad_names`]: `row` makes it from an id (`prefix` and the
+/// name's index) and the name.
+fn bad_name_rows(prefix: &str, row: impl Fn(&str, &str) -> Value) -> Vec<Value> {
+    bad_names()
+        .iter()
+        .enumerate()
+        .map(|(i, name)| row(&format!("{prefix}{i}"), name))
+        .collect()
+}
+
+/// The number a request's query gives `key`, if it gives one.
+fn query_number(query: &[(String, String)], key: &str) -> Option<u64> {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// A listing that is not the JSON asked for, as a server behind a broken proxy sends it.
@@ -253,10 +272,7 @@ impl Expiry {
 
     /// Whether the `token` of a storage GET's query is still valid (a refusal is counted).
     fn allows(&self, query: &[(String, String)]) -> bool {
-        let token = query
-            .iter()
-            .find(|(k, _)| k == "token")
-            .and_then(|(_, v)| v.parse::<u64>().ok());
+        let token = query_number(query, "token");
         let valid = token.is_some_and(|t| t >= self.valid_from.load(Ordering::SeqCst));
         if !valid {
             self.refused.fetch_add(1, Ordering::SeqCst);
@@ -286,8 +302,8 @@ impl Expiry {
 }
 
 /// A `sessionfs mount` of a hostile server run as the binary (a panic ends it and fails the
-/// test), logging at info into a file the test reads; listings are never cached and retries
-/// give up after 3 s, so every step meets the server and none waits long.
+/// test), logging at info into a file the test reads; retries give up after 3 s, so no step
+/// waits long.
 struct BinaryMount {
     mounted: Mounted,
     home: tempfile::TempDir,
@@ -310,8 +326,6 @@ impl BinaryMount {
             backend,
             "--endpoint",
             endpoint,
-            "--metadata-ttl",
-            "0s",
             "--retry-deadline",
             "3s",
         ]
@@ -350,15 +364,19 @@ impl BinaryMount {
     }
 }
 
-/// One log line per name of [`substituted_names`], however many listings showed it, each
-/// saying what to do.
-fn check_substitutes_logged_once(log: &str) {
+/// One log line per name of [`substituted_names`] and of `also` (names of the server's own,
+/// such as a directory's), however many listings showed it, each saying what to do.
+fn check_substitutes_logged_once(log: &str, also: &[&str]) {
     let lines: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("which a local file name cannot be"))
         .collect();
-    assert_eq!(lines.len(), substituted_names().len(), "{lines:#?}");
-    for name in substituted_names() {
+    let names = substituted_names()
+        .into_iter()
+        .chain(also.iter().map(|name| name.to_string()));
+    let names: Vec<String> = names.collect();
+    assert_eq!(lines.len(), names.len(), "{lines:#?}");
+    for name in names {
         let quoted = format!("{name:?}");
         assert!(
             lines.iter().any(|line| line.contains(&quoted)),

@@ -17,9 +17,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{
-    BinaryMount, CONTENT, LIED_SIZE, bad_names, check_names, check_no_injected_lines,
-    check_substitutes_logged_once, fails_with, fails_with_eio, html, names_in, ranged, runtime,
-    serve, stored_bytes, works,
+    BinaryMount, CONTENT, LIED_SIZE, bad_name_rows, check_names, check_no_injected_lines,
+    check_substitutes_logged_once, fails_with, fails_with_eio, html, names_in, query_number,
+    ranged, runtime, serve, stored_bytes, works,
 };
 use crate::harness::{pseudo_random, q};
 
@@ -93,11 +93,7 @@ fn row(id: &str, name: &str, length: Value) -> Value {
 
 fn rows(server: &Server) -> Vec<Value> {
     let small = json!(CONTENT.len());
-    let mut rows: Vec<Value> = bad_names()
-        .iter()
-        .enumerate()
-        .map(|(i, name)| row(&format!("name{i}"), name, small.clone()))
-        .collect();
+    let mut rows = bad_name_rows("name", |id, name| row(id, name, small.clone()));
     rows.extend([
         row("ok", "ok.txt", small.clone()),
         // Listed larger than the server holds, and smaller.
@@ -140,12 +136,7 @@ async fn list(
     if let Some(storm) = server.storm() {
         return storm;
     }
-    let param = |key: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-    };
+    let param = |key: &str| query_number(&query, key).map(|n| n as usize);
     let (offset, limit) = (param("offset").unwrap_or(0), param("limit").unwrap_or(100));
     let page: Vec<Value> = rows(&server).into_iter().skip(offset).take(limit).collect();
     match LISTINGS[server.listing.load(Ordering::SeqCst)] {
@@ -255,7 +246,7 @@ fn hostile_appmixer_answers_get_clear_errors_and_storms_lose_nothing() {
     let mount = BinaryMount::start(
         "appmixer",
         &endpoint,
-        &["--user", "hostile@example.com"],
+        &["--user", "hostile@example.com", "--metadata-ttl", "0s"],
         &[("SESSIONFS_PASSWORD", "hostile-password")],
     );
     let m = |rest: &str| mount.at(rest);
@@ -338,7 +329,7 @@ fn hostile_appmixer_answers_get_clear_errors_and_storms_lose_nothing() {
         2,
         "signed in once per client"
     );
-    check_substitutes_logged_once(&log);
+    check_substitutes_logged_once(&log, &[]);
     check_no_injected_lines(&log, INJECTED);
     let stale = log.matches("showing the last listing").count();
     assert!(

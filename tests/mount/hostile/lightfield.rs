@@ -18,8 +18,9 @@ use axum::{Json, body::Bytes};
 use serde_json::{Value, json};
 
 use super::{
-    BinaryMount, CONTENT, Expiry, LIED_SIZE, bad_names, check_names, check_substitutes_logged_once,
-    expired, fails_with_eio, html, names_in, ranged, runtime, serve, stored_bytes, works,
+    BinaryMount, CONTENT, Expiry, LIED_SIZE, bad_name_rows, check_names,
+    check_substitutes_logged_once, expired, fails_with_eio, html, names_in, query_number, ranged,
+    runtime, serve, stored_bytes, works,
 };
 use crate::harness::{pseudo_random, q, user_command};
 
@@ -79,11 +80,7 @@ fn row(id: &str, name: &str, size: Value) -> Value {
 
 fn rows(expiring: usize) -> Vec<Value> {
     let small = json!(CONTENT.len());
-    let mut rows: Vec<Value> = bad_names()
-        .iter()
-        .enumerate()
-        .map(|(i, name)| row(&format!("fil_name{i}"), name, small.clone()))
-        .collect();
+    let mut rows = bad_name_rows("fil_name", |id, name| row(id, name, small.clone()));
     rows.extend([
         row("fil_ok", "ok.txt", small.clone()),
         // The same id twice: the first row counts.
@@ -116,12 +113,7 @@ async fn list(
     State(server): State<Server>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let param = |key: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-    };
+    let param = |key: &str| query_number(&query, key).map(|n| n as usize);
     let (offset, limit) = (param("offset").unwrap_or(0), param("limit").unwrap_or(25));
     let page: Vec<Value> = rows(server.expiring.len())
         .into_iter()
@@ -269,7 +261,12 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         })
     });
 
-    let mount = BinaryMount::start("lightfield", &endpoint, &["--token", "sk_lf_hostile"], &[]);
+    let mount = BinaryMount::start(
+        "lightfield",
+        &endpoint,
+        &["--token", "sk_lf_hostile", "--metadata-ttl", "0s"],
+        &[],
+    );
     let m = |rest: &str| mount.at(rest);
 
     // Bad names are shown under substitutes; everything listed reads back.
@@ -365,7 +362,7 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         "the bytes arrived whole"
     );
     let log = mount.unmount();
-    check_substitutes_logged_once(&log);
+    check_substitutes_logged_once(&log, &[]);
     let stale = log.matches("showing the last listing").count();
     assert!(stale >= 4, "{stale} stale listings logged:\n{log}");
     assert!(
