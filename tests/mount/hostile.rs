@@ -10,6 +10,7 @@
 //! of the binary with its log, and the checks of what the mount shows and logs.
 
 mod appmixer;
+mod fluxer;
 mod lightfield;
 mod mix;
 
@@ -355,6 +356,11 @@ impl BinaryMount {
     /// `rest` below the mount point, quoted for the shell.
     fn at(&self, rest: &str) -> String {
         q(&self.mnt.path().join(rest))
+    }
+
+    /// The log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Unmounts (the process must exit with success); the whole log.
