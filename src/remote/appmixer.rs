@@ -106,7 +106,8 @@ struct Count {
 }
 
 /// Reads a Hapi/Boom error body `{"statusCode","error","message"}` (the status is in the log
-/// line already, so only the message is kept).
+/// line already, so only the message is kept), its control characters as spaces: the message
+/// ends up in one log line, and a newline from the server must not start a line of its own.
 pub fn boom_message(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -118,7 +119,7 @@ pub fn boom_message(body: &[u8]) -> Option<String> {
     }
     serde_json::from_slice::<Boom>(body)
         .ok()
-        .map(|boom| boom.message)
+        .map(|boom| boom.message.replace(char::is_control, " "))
 }
 
 fn parse_time(text: &str) -> Option<SystemTime> {
@@ -536,6 +537,13 @@ mod tests {
         let body = br#"{"statusCode":401,"error":"Unauthorized","message":"Token expired"}"#;
         assert_eq!(boom_message(body).as_deref(), Some("Token expired"));
         assert_eq!(boom_message(b"<html>"), None);
+        let body = br#"{"statusCode":400,"error":"Bad Request","message":"no\nWARN forged\r"}"#;
+        assert_eq!(boom_message(body).as_deref(), Some("no WARN forged "));
+        assert_eq!(
+            boom_message(br#"{"error":"gone","code":404}"#),
+            None,
+            "not a Boom"
+        );
     }
 
     #[test]

@@ -49,31 +49,88 @@ pub(super) const GUILD_TEXT: u8 = 0;
 pub(super) const DM: u8 = 1;
 pub(super) const GROUP_DM: u8 = 3;
 
+/// A message, with the attachments whose fields this client can read; the others are left
+/// out (one unreadable attachment, posted by another client, must not hide a channel's files)
+/// and said in [`Message::unreadable`].
 #[derive(Clone, Deserialize)]
+#[serde(from = "RawMessage")]
 pub(super) struct Message {
     pub id: String,
-    #[serde(default)]
     pub content: String,
-    #[serde(default)]
     pub timestamp: Option<String>,
-    #[serde(default)]
     pub attachments: Vec<Attachment>,
     /// What the poster sent as `nonce`, echoed back (a string or a number).
-    #[serde(default)]
     pub nonce: Option<serde_json::Value>,
+    /// Why each attachment left out could not be read.
+    pub unreadable: Vec<String>,
 }
 
+/// A message as sent, its attachments not read yet.
+#[derive(Deserialize)]
+struct RawMessage {
+    id: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    attachments: serde_json::Value,
+    #[serde(default)]
+    nonce: Option<serde_json::Value>,
+}
+
+impl From<RawMessage> for Message {
+    fn from(raw: RawMessage) -> Self {
+        let mut unreadable = Vec::new();
+        let attachments = match raw.attachments {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::Array(list) => list
+                .into_iter()
+                .filter_map(|value| {
+                    serde_json::from_value(value)
+                        .map_err(|err| unreadable.push(err.to_string()))
+                        .ok()
+                })
+                .collect(),
+            other => {
+                unreadable.push(format!("attachments is not a list but {other}"));
+                Vec::new()
+            }
+        };
+        Message {
+            id: raw.id,
+            content: raw.content,
+            timestamp: raw.timestamp,
+            attachments,
+            nonce: raw.nonce,
+            unreadable,
+        }
+    }
+}
+
+/// An attachment: `id`, `filename` and `size` must be what the API says; an optional field of
+/// the wrong type reads as absent.
 #[derive(Clone, Deserialize)]
 pub(super) struct Attachment {
     pub id: String,
     pub filename: String,
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub expires_at: Option<String>,
+}
+
+/// An optional field: its value when it has the type asked for, else `None`.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 #[derive(Deserialize)]
@@ -143,10 +200,12 @@ struct Envelope {
     message: String,
 }
 
-/// Reads `{"code", "message"}` as `message (CODE)`, so the log line and [`code_of`] have both.
+/// Reads `{"code", "message"}` as `message (CODE)`, so the log line and [`code_of`] have both;
+/// control characters become spaces, so a newline from the server never starts a log line.
 pub(super) fn error_envelope(body: &[u8]) -> Option<String> {
     let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    Some(format!("{} ({})", envelope.message, envelope.code))
+    let text = format!("{} ({})", envelope.message, envelope.code);
+    Some(text.replace(char::is_control, " "))
 }
 
 /// The Fluxer error code an error's message ends with, if the server sent one.
@@ -272,6 +331,46 @@ mod tests {
         assert_eq!(refine(err).kind, ErrorKind::TooLarge);
         let plain = RemoteError::new(ErrorKind::InvalidInput, "bad (request)");
         assert_eq!(code_of(&plain), None);
+        let forged = br#"{"code":"MISSING_ACCESS","message":"no\nWARN forged"}"#;
+        assert_eq!(
+            error_envelope(forged).as_deref(),
+            Some("no WARN forged (MISSING_ACCESS)")
+        );
+        for not_an_envelope in [
+            &br#"{"code":10003,"message":["Unknown"]}"#[..],
+            br#"{"message":"Missing Access"}"#,
+            b"<html>",
+        ] {
+            assert_eq!(error_envelope(not_an_envelope), None);
+        }
+    }
+
+    #[test]
+    fn attachments_that_cannot_be_read_are_left_out_and_said() {
+        let message: Message = serde_json::from_str(
+            r#"{"id":"9","attachments":[
+                {"id":"1","filename":"ok.txt","size":3,"url":5,"expires_at":"soon",
+                 "content_type":7},
+                {"id":"2","filename":"text.txt","size":"3"},
+                {"id":"3","filename":"negative.txt","size":-1},
+                {"id":4,"filename":"number.txt","size":3},
+                {"id":"5","filename":null,"size":3}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = message.attachments.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["1"]);
+        let ok = &message.attachments[0];
+        assert_eq!(
+            (ok.url.as_deref(), ok.content_type.as_deref()),
+            (None, None)
+        );
+        assert_eq!(ok.expires_at.as_deref(), Some("soon"));
+        assert_eq!(message.unreadable.len(), 4, "{:?}", message.unreadable);
+        let odd: Message = serde_json::from_str(r#"{"id":"9","attachments":{"0":"x"}}"#).unwrap();
+        assert!(odd.attachments.is_empty());
+        assert_eq!(odd.unreadable.len(), 1);
+        let none: Message = serde_json::from_str(r#"{"id":"9"}"#).unwrap();
+        assert!(none.attachments.is_empty() && none.unreadable.is_empty());
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! through the shared cursor pager. Each attachment becomes one object: the one attachment of a
 //! message with a `sessionfs:` line is named by that line, any other by its filename.
 //!
+//! A page whose every message was seen before ends the listing with an error: a server whose
+//! pages come round again (`before` ignored every other page) would otherwise be paged until
+//! the driver's bound. An attachment whose fields cannot be read is left out of the listing,
+//! with one log line per message however often it is listed.
+//!
 //! The index remembers, per channel, each attachment's message, name and how many attachments
 //! its message carries: a delete needs the message id (the object id is the attachment id) and
 //! whether to delete the whole message or only the attachment. A listing replaces a channel's
 //! entries but keeps those of messages newer than everything it saw (posted while it ran).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use reqwest::Method;
@@ -21,6 +26,8 @@ use crate::remote::{ErrorKind, ObjectMeta, RemoteError, RemoteResult};
 
 /// Messages per page: the API's maximum.
 const PAGE_SIZE: usize = 100;
+/// Messages with unreadable attachments logged at most (each once).
+const UNREADABLE_LOGGED: usize = 1024;
 
 /// One attachment as this client last saw it.
 #[derive(Clone, Debug)]
@@ -38,6 +45,8 @@ pub(super) struct Known {
 #[derive(Debug, Default)]
 pub(super) struct Index {
     channels: Mutex<HashMap<String, HashMap<String, Known>>>,
+    /// Messages whose unreadable attachments were logged.
+    said: Mutex<HashSet<String>>,
 }
 
 impl Index {
@@ -89,6 +98,23 @@ impl Index {
                 k.siblings = k.siblings.saturating_sub(1);
             }
         }
+    }
+
+    /// Logs, once per message, the attachments of `message` that could not be read.
+    fn say_unreadable(&self, channel: &str, message: &Message) {
+        if message.unreadable.is_empty() {
+            return;
+        }
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if said.len() >= UNREADABLE_LOGGED || !said.insert(message.id.clone()) {
+            return;
+        }
+        log::warn!(
+            "channel {channel}: message {} has an attachment this client cannot read ({}); it \
+             is not shown",
+            message.id,
+            message.unreadable.join("; ")
+        );
     }
 
     /// Replaces `channel`'s entries with a listing's, keeping entries of messages newer than
@@ -168,18 +194,43 @@ pub(super) async fn messages_page(
         .await
 }
 
+/// Adds `page`'s message ids to `seen`; a page that holds messages but no new one is an error.
+fn advanced(seen: &mut HashSet<String>, page: &[Message], what: &str) -> RemoteResult<()> {
+    let mut new = false;
+    for message in page {
+        new |= seen.insert(message.id.clone());
+    }
+    if page.is_empty() || new {
+        return Ok(());
+    }
+    Err(RemoteError::protocol(format!(
+        "{what}: the listing did not advance: a page held only messages already seen (the \
+         server's pages come round again)"
+    )))
+}
+
 /// Every attachment in `channel`, newest message first; refreshes the channel's index.
 pub(super) async fn list_channel(
     remote: &FluxerRemote,
     channel: &str,
 ) -> RemoteResult<Vec<ObjectMeta>> {
     let what = format!("list channel {channel}");
+    let seen = Mutex::new(HashSet::new());
     let messages = collect_cursor_pages(
         PAGE_SIZE,
         |m: &Message| m.id.clone(),
         |before| {
-            let what = &what;
-            async move { messages_page(remote, what, channel, PAGE_SIZE, before.as_deref()).await }
+            let (what, seen) = (&what, &seen);
+            async move {
+                let page = messages_page(remote, what, channel, PAGE_SIZE, before.as_deref());
+                let page = page.await?;
+                advanced(
+                    &mut seen.lock().unwrap_or_else(|p| p.into_inner()),
+                    &page,
+                    what,
+                )?;
+                Ok(page)
+            }
         },
     )
     .await?;
@@ -190,6 +241,7 @@ pub(super) async fn list_channel(
     let mut objects = Vec::new();
     let mut listed = HashMap::new();
     for message in &messages {
+        remote.index.say_unreadable(channel, message);
         for attachment in &message.attachments {
             remote.remember_url(attachment);
         }
@@ -202,4 +254,26 @@ pub(super) async fn list_channel(
     }
     remote.index.replace(channel, listed, newest);
     Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: std::ops::Range<u32>) -> Vec<Message> {
+        ids.rev()
+            .map(|id| serde_json::from_value(serde_json::json!({ "id": id.to_string() })).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_that_come_round_again_end_the_listing() {
+        let mut seen = HashSet::new();
+        advanced(&mut seen, &page(200..300), "list").unwrap();
+        advanced(&mut seen, &page(100..200), "list").unwrap();
+        advanced(&mut seen, &page(250..350), "list").expect("some rows are new");
+        advanced(&mut seen, &[], "list").expect("an empty page ends the listing itself");
+        let err = advanced(&mut seen, &page(200..300), "list").unwrap_err();
+        assert!(err.message.contains("did not advance"), "{}", err.message);
+    }
 }

@@ -30,8 +30,8 @@ pub(super) const BURST: u32 = 10;
 const RESET_MARGIN: Duration = Duration::from_millis(50);
 /// Longest wait for a probing request's answer before looking again.
 const PROBE_WAIT: Duration = Duration::from_millis(200);
-/// The longest wait a server's header can impose: a reset or `retry-after` further off (or
-/// `inf`, `1e400`) is read as this, and the next answer says again.
+/// The longest wait a server's header can impose: a reset or `retry-after` further off is read
+/// as this, and the next answer says again (`inf`, `1e400` and `NaN` are read as no header).
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(300);
 
 /// A bucket: the server's route name and the channel it counts per.
@@ -142,7 +142,11 @@ impl Pacer {
 
     /// Learns the bucket's state from an answer to a request sent with `permit`.
     pub(super) fn observe(&self, permit: &Permit<'_>, status: StatusCode, headers: &HeaderMap) {
-        let number = |name: &str| -> Option<f64> { headers.get(name)?.to_str().ok()?.parse().ok() };
+        // `inf`, `1e400` and `NaN` parse as f64 but say nothing: such a header is no header.
+        let number = |name: &str| -> Option<f64> {
+            let value: f64 = headers.get(name)?.to_str().ok()?.parse().ok()?;
+            value.is_finite().then_some(value)
+        };
         let now = Instant::now();
         let reset = number("x-ratelimit-reset").map(|unix| instant_of_unix(unix, now));
         let retry_after = number("retry-after").map(|s| now + server_wait(s));
@@ -349,10 +353,25 @@ mod tests {
             pacer.observe(&permit, StatusCode::TOO_MANY_REQUESTS, &map);
             drop(permit);
             let held = pacer.lock().held_until.expect("a global 429 holds");
-            assert!(
-                held <= Instant::now() + MAX_SERVER_WAIT + RESET_MARGIN,
-                "{value}"
-            );
+            // A number no clock holds is no time: the hold of a 429 that gives none.
+            let longest = match value.parse::<f64>() {
+                Ok(number) if number.is_finite() => MAX_SERVER_WAIT + RESET_MARGIN,
+                _ => Duration::from_secs(1),
+            };
+            assert!(held <= Instant::now() + longest, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_no_clock_holds_is_no_reset() {
+        for value in ["inf", "1e400", "NaN", "-inf"] {
+            let pacer = Pacer::new();
+            let permit = pacer.acquire("message_list", "1").await;
+            let mut map = headers(0, 0);
+            map.insert("x-ratelimit-reset", HeaderValue::from_str(value).unwrap());
+            pacer.observe(&permit, StatusCode::OK, &map);
+            drop(permit);
+            assert_eq!(pacer.state().exhausted, 0, "{value}: no reset, so no wait");
         }
     }
 

@@ -6,12 +6,10 @@
 //! out with, answering 403 `AccessDenied` "Request has expired" as S3 does; likewise the upload
 //! URL of the first upload session. The mount runs as the binary, so its log can be read.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,10 +18,11 @@ use axum::{Json, body::Bytes};
 use serde_json::{Value, json};
 
 use super::{
-    CONTENT, LIED_SIZE, bad_names, check_names, fails_with_eio, html, range_of, runtime, serve,
-    stored_bytes, substituted_names, works,
+    BinaryMount, CONTENT, Expiry, LIED_SIZE, bad_name_rows, check_names,
+    check_substitutes_logged_once, expired, fails_with_eio, html, names_in, query_number, ranged,
+    runtime, serve, stored_bytes, works,
 };
-use crate::harness::{Mounted, pseudo_random, q, sessionfs_command, user_command};
+use crate::harness::{pseudo_random, q, user_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionfs");
 
@@ -57,12 +56,8 @@ struct Server {
     /// Index into [`LISTINGS`], set by the test.
     listing: Arc<AtomicUsize>,
     expiring: Arc<Vec<u8>>,
-    /// Download URL tokens below this one have expired (set by the test).
-    valid_from: Arc<AtomicU64>,
-    next_token: Arc<AtomicU64>,
-    /// Download URLs handed out for `expiring.bin`, and storage GETs refused as expired.
-    expiring_urls: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
+    /// The download URLs of every file; those of `expiring.bin` are counted.
+    expiry: Expiry,
     /// Upload sessions in creation order: filename, status, the bytes PUT.
     uploads: Arc<Mutex<Vec<Upload>>>,
 }
@@ -85,11 +80,7 @@ fn row(id: &str, name: &str, size: Value) -> Value {
 
 fn rows(expiring: usize) -> Vec<Value> {
     let small = json!(CONTENT.len());
-    let mut rows: Vec<Value> = bad_names()
-        .iter()
-        .enumerate()
-        .map(|(i, name)| row(&format!("fil_name{i}"), name, small.clone()))
-        .collect();
+    let mut rows = bad_name_rows("fil_name", |id, name| row(id, name, small.clone()));
     rows.extend([
         row("fil_ok", "ok.txt", small.clone()),
         // The same id twice: the first row counts.
@@ -122,12 +113,7 @@ async fn list(
     State(server): State<Server>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let param = |key: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-    };
+    let param = |key: &str| query_number(&query, key).map(|n| n as usize);
     let (offset, limit) = (param("offset").unwrap_or(0), param("limit").unwrap_or(25));
     let page: Vec<Value> = rows(server.expiring.len())
         .into_iter()
@@ -165,12 +151,9 @@ async fn url(State(server): State<Server>, UrlPath(id): UrlPath<String>) -> Resp
     match id.as_str() {
         "fil_htmlurl" => return html(),
         "fil_badurl" => return axum::Json(json!({ "url": 5, "expiresAt": [] })).into_response(),
-        "fil_expiring" => {
-            server.expiring_urls.fetch_add(1, Ordering::SeqCst);
-        }
         _ => {}
     }
-    let token = server.next_token.fetch_add(1, Ordering::SeqCst);
+    let token = server.expiry.token(id == "fil_expiring");
     // A URL that claims to live an hour, so the client keeps it.
     let expires = chrono::Utc::now() + chrono::Duration::hours(1);
     axum::Json(json!({
@@ -179,17 +162,6 @@ async fn url(State(server): State<Server>, UrlPath(id): UrlPath<String>) -> Resp
         "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     }))
     .into_response()
-}
-
-fn expired() -> Response {
-    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
-                <Message>Request has expired</Message></Error>";
-    (
-        StatusCode::FORBIDDEN,
-        [(header::CONTENT_TYPE, "application/xml")],
-        body,
-    )
-        .into_response()
 }
 
 async fn storage(
@@ -202,25 +174,10 @@ async fn storage(
     if kind != "expiring" {
         return stored_bytes(kind, &headers);
     }
-    let token = query
-        .iter()
-        .find(|(k, _)| k == "token")
-        .and_then(|(_, v)| v.parse::<u64>().ok());
-    if token.is_none_or(|t| t < server.valid_from.load(Ordering::SeqCst)) {
-        server.refused.fetch_add(1, Ordering::SeqCst);
+    if !server.expiry.allows(&query) {
         return expired();
     }
-    let bytes = &server.expiring;
-    let range = range_of(&headers, bytes.len() as u64);
-    let (start, end) = (range.start as usize, range.end as usize);
-    Response::builder()
-        .status(StatusCode::PARTIAL_CONTENT)
-        .header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{}", end.max(1) - 1, bytes.len()),
-        )
-        .body(Body::from(bytes[start..end].to_vec()))
-        .unwrap()
+    ranged(&server.expiring, &headers)
 }
 
 /// The upload session number of a `fil_upN` id.
@@ -292,52 +249,32 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
     let runtime = runtime();
     let listing = Arc::new(AtomicUsize::new(0));
     let expiring = Arc::new(pseudo_random(EXPIRING_BYTES, 13));
-    let (expiring_urls, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (valid_from, next_token) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let expiry = Expiry::default();
     let uploads: Arc<Mutex<Vec<Upload>>> = Arc::default();
     let endpoint = serve(&runtime, |endpoint| {
         router(Server {
             endpoint: endpoint.to_string(),
             listing: listing.clone(),
             expiring: expiring.clone(),
-            valid_from: valid_from.clone(),
-            next_token: next_token.clone(),
-            expiring_urls: expiring_urls.clone(),
-            refused: refused.clone(),
+            expiry: expiry.clone(),
             uploads: uploads.clone(),
         })
     });
 
-    let home = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let log = home.path().join("mount.log");
-    let args = [
-        "mount",
-        mnt.path().to_str().unwrap(),
-        "--backend",
+    let mount = BinaryMount::start(
         "lightfield",
-        "--endpoint",
         &endpoint,
-        "--token",
-        "sk_lf_hostile",
-        "--metadata-ttl",
-        "0s",
-        "--retry-deadline",
-        "3s",
-        "--log-file",
-        log.to_str().unwrap(),
-    ];
-    let mut command = sessionfs_command(home.path(), &args);
-    command.env("RUST_LOG", "info");
-    let (mounted, _) = Mounted::start(command, mnt.path());
-    let m = |rest: &str| q(&mnt.path().join(rest));
+        &["--token", "sk_lf_hostile", "--metadata-ttl", "0s"],
+        &[],
+    );
+    let m = |rest: &str| mount.at(rest);
 
     // Bad names are shown under substitutes; everything listed reads back.
     for _ in 0..3 {
         works(&format!("ls -a {}", m("")));
     }
-    check_names(mnt.path());
-    let listed = names_in(mnt.path());
+    check_names(mount.dir());
+    let listed = names_in(mount.dir());
     let shows = |name: &str| listed.iter().any(|listed| listed == name);
     for name in [
         "ok.txt",
@@ -352,7 +289,7 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         assert!(!shows(name), "{name} not in {listed:?}");
     }
     for name in listed.iter().filter(|name| {
-        let path = mnt.path().join(name);
+        let path = mount.dir().join(name);
         path.is_file() && std::fs::metadata(&path).unwrap().len() == CONTENT.len() as u64
     }) {
         if !name.ends_with("-url.txt") {
@@ -371,26 +308,13 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
     fails_with_eio(&format!("head -c 64 {}", m("far.bin")));
 
     // The URL the client keeps expires after its first read; the next read meets 403
-    // "Request has expired", fetches a fresh URL and gets every byte, none of them garbage.
-    works(&format!("head -c 100 {}", m("expiring.bin")));
-    valid_from.store(next_token.load(Ordering::SeqCst), Ordering::SeqCst);
-    let read = works(&format!("cat {}", m("expiring.bin")));
-    assert!(read.stdout == *expiring, "expiring.bin reads back whole");
-    let (urls, refusals) = (
-        expiring_urls.load(Ordering::SeqCst),
-        refused.load(Ordering::SeqCst),
-    );
-    eprintln!("expiring.bin: {urls} download URLs, {refusals} refused as expired");
-    assert!(refusals >= 1, "the read met an expired URL");
-    assert!(
-        urls > refusals,
-        "each refusal got a fresh URL ({urls} urls)"
-    );
+    // "Request has expired", fetches a fresh URL and gets every byte.
+    expiry.check_read_after_expiry(&m("expiring.bin"), &expiring);
 
     // Listings that are not the JSON asked for: the mount shows the last good listing (and
     // logs why); a new mount refuses to start, saying what the server sent. A name that is not
     // UTF-8 does not spoil the listing it is in.
-    let good = names_in(mnt.path());
+    let good = names_in(mount.dir());
     for (index, kind) in LISTINGS.iter().enumerate().skip(1) {
         listing.store(index, Ordering::SeqCst);
         works(&format!("ls {}", m("")));
@@ -400,21 +324,19 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
             let mut expected = good.clone();
             expected.push(name.to_string());
             expected.sort();
-            let mut shown = names_in(mnt.path());
-            shown.sort();
-            assert_eq!(shown, expected, "{kind:?}");
+            assert_eq!(names_in(mount.dir()), expected, "{kind:?}");
             assert_eq!(works(&format!("cat {}", m(name))).stdout, CONTENT);
             continue;
         }
-        assert_eq!(names_in(mnt.path()), good, "{kind:?}: the last listing");
+        assert_eq!(names_in(mount.dir()), good, "{kind:?}: the last listing");
         if *kind == Listing::Html {
             let other = tempfile::tempdir().unwrap();
             let other_mnt = other.path().join("mnt");
             std::fs::create_dir(&other_mnt).unwrap();
-            let mut args = args.to_vec();
-            args[1] = other_mnt.to_str().unwrap();
+            let mut args = mount.args.clone();
+            args[1] = other_mnt.to_str().unwrap().to_string();
             let mut command = user_command("timeout", other.path(), &["30", BIN]);
-            let refused = command.args(&args[..args.len() - 2]).output().unwrap();
+            let refused = command.args(&args).output().unwrap();
             let said = String::from_utf8_lossy(&refused.stderr);
             assert!(
                 !refused.status.success() && said.contains("malformed JSON"),
@@ -428,7 +350,7 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
     // An upload whose presigned URL storage refuses as expired starts over with a new
     // session: the copy succeeds, the refused session is cancelled, nothing is left PENDING.
     let data = pseudo_random(100_000, 7);
-    let local = home.path().join("upload.bin");
+    let local = mount.home.path().join("upload.bin");
     std::fs::write(&local, &data).unwrap();
     works(&format!("cp {} {}", q(&local), m("upload.bin")));
     let uploads = uploads.lock().unwrap().clone();
@@ -439,26 +361,8 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         uploads[1].bytes.as_deref() == Some(&data[..]),
         "the bytes arrived whole"
     );
-    mounted.unmount();
-
-    // One log line per substituted name, however many listings showed it.
-    let log = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("which a local file name cannot be"))
-        .collect();
-    assert_eq!(lines.len(), substituted_names().len(), "{lines:#?}");
-    for name in substituted_names() {
-        let quoted = format!("{name:?}");
-        assert!(
-            lines.iter().any(|line| line.contains(&quoted)),
-            "{quoted} logged: {lines:#?}"
-        );
-    }
-    assert!(
-        lines.iter().all(|line| line.contains("Rename it")),
-        "{lines:#?}"
-    );
+    let log = mount.unmount();
+    check_substitutes_logged_once(&log, &[]);
     let stale = log.matches("showing the last listing").count();
     assert!(stale >= 4, "{stale} stale listings logged:\n{log}");
     assert!(
@@ -466,11 +370,4 @@ fn hostile_lightfield_answers_get_clear_errors_and_expired_urls_are_fetched_agai
         "an endless listing is cut short:\n{log}"
     );
     assert_eq!(log.matches("not UTF-8").count(), 1, "logged once:\n{log}");
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
 }
