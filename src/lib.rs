@@ -1,21 +1,19 @@
 //! sessionfs: mount remote file APIs as a local drive with FUSE.
 //!
-//! Module map (see `DEVELOPMENT.md`): `cli` parses the command line, `run` owns the mount
-//! lifecycle, `fs` is the filesystem core and its thin fuser adapter, `cache` keeps blocks of
-//! remote objects under the one memory budget, `remote` speaks to the APIs, `write` stages and
-//! uploads, and `emulator` serves faithful copies of the APIs for tests and for the zero-setup
-//! mount.
+//! This package is the binary's layer: `cli` parses the command line, `run` owns the mount
+//! lifecycle, `status` answers `sessionfs status`, and `backend` is the one place that joins
+//! each API's client to its emulator. The layers below are crates of their own (see
+//! `DEVELOPMENT.md`, "Crates"), re-exported here under the module names they had, so tests and
+//! tools keep one path: `fs`, `cache` and `write` (`sessionfs-core`), `remote`
+//! (`sessionfs-remote`), `emulator` (`sessionfs-emulator`), and the shared byte plumbing
+//! (`sessionfs-io`).
 
 pub mod backend;
-pub mod cache;
-pub mod checksum;
 pub mod cli;
-pub mod direct;
-pub mod emulator;
-pub mod fs;
-pub mod mime;
-pub mod remote;
 pub mod run;
 pub mod status;
-pub mod stream;
-pub mod write;
+
+pub use sessionfs_core::{cache, fs, write};
+pub use sessionfs_emulator as emulator;
+pub use sessionfs_io::{checksum, direct, mime, stream};
+pub use sessionfs_remote as remote;
