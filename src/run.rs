@@ -6,6 +6,7 @@ mod mount_helper;
 mod mountinfo;
 mod mountpoint;
 mod readahead;
+mod setup;
 mod staging;
 mod stop;
 mod systemd;
@@ -16,16 +17,10 @@ use std::time::Duration;
 use crate::cli::config::{ConfigFile, read_secret_file};
 use crate::cli::{self, MountArgs, ServeArgs};
 use crate::emulator::EmulatorConfig;
-use crate::fs::attrs::MetaStore;
-use crate::fs::scratch::ScratchPatterns;
-use crate::fs::{FsConfig, SessionFs, container_at, finish_dir_renames};
+use crate::fs::SessionFs;
 use crate::remote::RemoteConfig;
 use crate::remote::observe::{RequestStats, UploadProgress};
-use crate::remote::scoped::OneContainer;
 use crate::status::report::{MountInfo, redact_endpoint};
-use crate::status::server::StatusServer;
-use crate::write::StagingArea;
-use crate::write::journal::{self, Journal};
 pub use daemon::daemonize;
 pub use mount_helper::{HELPER_NAMES, run as mount_helper};
 pub use mountpoint::{
@@ -102,137 +97,33 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     crate::cache::memory::limit_allocator_arenas();
     mountpoint::raise_open_file_limit();
     let runtime = runtime()?;
-    let mut client = remote_config(&args)?;
     // This mount's counters: the client and the core count into them, the status report
     // reads them.
     let requests = RequestStats::default();
     let uploads = UploadProgress::default();
-    client.retry.requests = requests.clone();
-    // `identity` names the remote for its staging directory: the embedded emulator's port
-    // changes every run, so its data directory names it instead.
-    let (emulator, data_note, identity) = match &args.endpoint {
-        Some(endpoint) => (None, String::new(), endpoint.clone()),
-        None => {
-            let data_dir = args
-                .data
-                .clone()
-                .unwrap_or_else(|| cli::default_data_dir(args.backend));
-            let mut config = EmulatorConfig::new(&data_dir);
-            args.backend.embed(&mut config, &mut client);
-            let server = runtime
-                .block_on(args.backend.spawn_emulator(config))
-                .map_err(|err| format!("cannot start the embedded emulator: {err}"))?;
-            client.endpoint = server.endpoint();
-            let note = format!(", embedded emulator data in {}", data_dir.display());
-            let identity = format!("embedded:{}", data_dir.display());
-            (Some(server), note, identity)
-        }
-    };
-    // A wrong endpoint or key should fail the mount at once, not after the retry deadline
-    // that rides out outages of a running mount: the first call retries briefly.
-    let mut probe = client.clone();
-    probe.retry.deadline = probe.retry.deadline.min(MOUNT_CHECK_DEADLINE);
-    let probe = args.backend.connect(&probe).map_err(|err| err.message)?;
-    let mut remote = args.backend.connect(&client).map_err(|err| err.message)?;
-    let nothing = |err: crate::remote::RemoteError| format!("{}; nothing was mounted", err.message);
-    match &args.container {
-        // Finding the container is the probe.
-        Some(path) => {
-            let container = runtime
-                .block_on(container_at(&*probe, path))
-                .map_err(nothing)?;
-            remote = Arc::new(OneContainer::new(remote, container, path));
-        }
-        None => {
-            runtime.block_on(probe.list_containers()).map_err(nothing)?;
-        }
-    }
-    // One container's pending files are its own: their journal names no container.
-    let identity = match &args.container {
-        Some(path) => format!("{identity}:{path}"),
-        None => identity,
-    };
-
+    let connected = setup::connect(&args, &runtime, &requests)?;
     let cache_dir = args
         .cache_dir
         .clone()
         .unwrap_or_else(cli::default_cache_dir);
-    let staging = StagingDir::claim(&cache_dir, args.backend, &identity)?;
-    let staging_dir = staging.path.clone();
-    // Next to the staging directory, named like it; a second mount of the same remote (private
-    // staging) keeps attributes in memory only, since the store is one process's at a time.
-    let meta_store = staging.replay.then(|| {
-        cache_dir
-            .join("metadata")
-            .join(staging_dir.file_name().unwrap_or_default())
-            .with_extension("redb")
-    });
-    if let Some(path) = &meta_store {
-        // Before the pending uploads: their records then name the paths the renames gave them.
-        let store = MetaStore::open(path)
-            .inspect_err(|err| log::warn!("{err}"))
-            .ok();
-        runtime.block_on(finish_dir_renames(&*remote, &staging_dir, store.as_ref()))?;
-    }
-    // Named like the staging directory: the backend and the remote.
-    let recovery = cache_dir
-        .join("recovery")
-        .join(staging_dir.file_name().unwrap_or_default());
-    if staging.replay {
-        let journal = Journal::open(&staging_dir).map_err(|err| err.to_string())?;
-        let area = StagingArea::new(&staging_dir).map_err(|err| err.to_string())?;
-        match runtime.block_on(journal::replay(&journal, &area, &*remote, &recovery)) {
-            Ok(done) if done == journal::Replayed::default() => {}
-            Ok(done) => log::info!(
-                "files left by an earlier mount: {} uploaded, {} still pending, {} never \
-                 committed and kept in {}",
-                done.uploaded,
-                done.failed,
-                done.recovered,
-                recovery.display()
-            ),
-            Err(err) => log::error!(
-                "cannot read the journal in {}: {err}",
-                staging_dir.display()
-            ),
-        }
-    }
-    let mut config = FsConfig::new(&staging_dir);
-    config.metadata_ttl = args.metadata_ttl;
-    config.read_only = args.read_only;
-    config.xattrs = args.xattrs;
-    config.file_mode = args.file_mode;
-    config.dir_mode = args.dir_mode;
-    config.uid = args.uid.unwrap_or(config.uid);
-    config.gid = args.gid.unwrap_or(config.gid);
-    config.force_uid = args.uid;
-    config.force_gid = args.gid;
-    config.meta_store = meta_store;
-    config.max_dir_rename = args.max_dir_rename;
-    config.cache.memory_limit = args.memory_limit.as_u64();
-    config.write_back = args.write_back;
-    config.max_staged = args.max_staged.map(|size| size.as_u64());
+    let staging = StagingDir::claim(&cache_dir, args.backend, &connected.identity)?;
+    let recovered = setup::recover(&runtime, &*connected.remote, &staging, &cache_dir)?;
+    let mut config = setup::core_config(&args, &staging.path, &cache_dir, recovered.meta_store);
     config.uploads = uploads.clone();
-    if args.cache_size.as_u64() > 0 {
-        let blocks_dir = cache_dir.join(format!("blocks-{}", std::process::id()));
-        config.cache.disk = Some((blocks_dir, args.cache_size.as_u64()));
-    }
-    if let Some(patterns) = &args.local_only {
-        config.scratch =
-            ScratchPatterns::new(patterns.iter().filter(|p| !p.is_empty()).cloned().collect());
-    }
-    let fs = Arc::new(SessionFs::new(remote.clone(), config).map_err(|err| {
-        format!(
-            "cannot set up staging in {} and the block cache: {err}",
-            cache_dir.display()
-        )
-    })?);
+    let fs = Arc::new(
+        SessionFs::new(connected.remote.clone(), config).map_err(|err| {
+            format!(
+                "cannot set up staging in {} and the block cache: {err}",
+                cache_dir.display()
+            )
+        })?,
+    );
     fs.start_delayed_uploads(runtime.handle());
     let mount_options = MountOptions::new(
         args.read_only,
         args.allow_other,
         &args.options,
-        &mount_source(&args, emulator.is_some()),
+        &mount_source(&args, connected.emulator.is_some()),
     );
     let mounted = mountpoint::mount(
         fs.clone(),
@@ -242,9 +133,10 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
     )
     .map_err(|err| format!("cannot mount on {}: {err}", mountpoint.display()))?;
     println!(
-        "mounted {} on {}{data_note}\nunmount with `umount {}` (or Ctrl-C here)",
-        remote.describe(),
+        "mounted {} on {}{}\nunmount with `umount {}` (or Ctrl-C here)",
+        connected.remote.describe(),
         mountpoint.display(),
+        connected.data_note,
         mountpoint.display()
     );
     let info = MountInfo {
@@ -254,54 +146,32 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             .as_ref()
             .map(|name| format!("{name}:{}", args.container.as_deref().unwrap_or_default())),
         backend: args.backend.name().to_string(),
-        endpoint: match &emulator {
-            Some(_) => format!("{} (embedded emulator)", redact_endpoint(&client.endpoint)),
-            None => redact_endpoint(&client.endpoint),
+        endpoint: match &connected.emulator {
+            Some(_) => format!(
+                "{} (embedded emulator)",
+                redact_endpoint(&connected.client.endpoint)
+            ),
+            None => redact_endpoint(&connected.client.endpoint),
         },
         started: std::time::Instant::now(),
-        recovery_dir: recovery,
+        recovery_dir: recovered.recovery_dir,
         requests,
         uploads,
     };
-    let status = {
-        let _runtime = runtime.enter();
-        StatusServer::start(info, fs.clone())
-            .inspect_err(|err| {
-                log::warn!(
-                    "cannot serve the status socket in {} ({err}); `sessionfs status` will not \
-                     see this mount",
-                    crate::status::server::socket_dir().display()
-                )
-            })
-            .ok()
-    };
+    let status = setup::serve_status(&runtime, info, fs.clone());
     daemon::notify_ready();
     systemd::ready();
-
-    let stopped = runtime.block_on(stop::wait_for_stop(&mounted, status.as_ref()));
-    systemd::stopping();
-    if let Some(status) = &status {
-        status.set_draining();
-    }
-    // A failed unmount is reported once what is pending is kept for the next mount.
-    let unmounted = if let stop::Stop::Drain(timeout) = stopped {
-        log::info!("unmounting: uploading pending files first");
-        runtime.block_on(stop::drain(&*fs, status.as_ref(), timeout, &staging_dir));
-        mounted.unmount()
-    } else {
-        // Unmounted from outside: the path is left alone, a new mount may be there already.
-        mounted.finish_unmounted();
-        Ok(())
-    };
+    let unmounted =
+        stop::serve_until_stopped(&runtime, &fs, mounted, status.as_ref(), &staging.path);
     let kept = runtime.block_on(fs.keep_pending());
     if kept > 0 {
         log::error!(
             "{kept} file(s) could not be uploaded; they stay in {} and the next mount of this \
              remote uploads them",
-            staging_dir.display()
+            staging.path.display()
         );
     }
-    if let Some(server) = emulator {
+    if let Some(server) = connected.emulator {
         runtime.block_on(server.shutdown());
     }
     staging.release(kept);

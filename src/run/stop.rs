@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
+use super::RunError;
 use super::mountpoint::Mounted;
 use crate::fs::SessionFs;
 use crate::remote::Remote;
@@ -99,5 +100,34 @@ pub async fn drain<R: Remote + ?Sized>(
             humantime::format_duration(timeout.unwrap_or_default()),
             staging_dir.display()
         ),
+    }
+}
+
+/// Waits for what ends the mount, then: on a signal or `sessionfs unmount`, uploads what is
+/// pending (bounded by its `--timeout`) and unmounts our mount; after an unmount from outside,
+/// leaves the path alone (a new mount may be there already). A failed unmount is returned for
+/// the caller to report once what is pending is kept for the next mount.
+pub fn serve_until_stopped<R: Remote + ?Sized>(
+    runtime: &tokio::runtime::Runtime,
+    fs: &SessionFs<R>,
+    mounted: Mounted,
+    status: Option<&StatusServer>,
+    staging_dir: &Path,
+) -> Result<(), RunError> {
+    let stopped = runtime.block_on(wait_for_stop(&mounted, status));
+    super::systemd::stopping();
+    if let Some(status) = status {
+        status.set_draining();
+    }
+    match stopped {
+        Stop::Drain(timeout) => {
+            log::info!("unmounting: uploading pending files first");
+            runtime.block_on(drain(fs, status, timeout, staging_dir));
+            mounted.unmount()
+        }
+        Stop::Unmounted => {
+            mounted.finish_unmounted();
+            Ok(())
+        }
     }
 }
