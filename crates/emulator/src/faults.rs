@@ -13,6 +13,7 @@
 //! request. The bandwidth cap is per request body and per response body, which on HTTP/1.1 is per
 //! connection and direction at a time.
 
+use sessionfs_io::lock::Locked;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -165,21 +166,12 @@ pub struct FaultCounts {
 impl FaultCounts {
     /// Faults of `kind` (as spelled in `--faults`) injected so far.
     pub fn of(&self, kind: &str) -> u64 {
-        self.counts
-            .lock()
-            .expect("fault counts lock")
-            .get(kind)
-            .copied()
-            .unwrap_or(0)
+        self.counts.locked().get(kind).copied().unwrap_or(0)
     }
 
     /// Faults of every kind injected so far.
     pub fn total(&self) -> u64 {
-        self.counts
-            .lock()
-            .expect("fault counts lock")
-            .values()
-            .sum()
+        self.counts.locked().values().sum()
     }
 
     /// Faults injected so far for every kind `--faults` knows, in its order (zeros included),
@@ -193,7 +185,7 @@ impl FaultCounts {
 
     /// Counts one injected fault and returns how many of its kind there were.
     fn record(&self, kind: FaultKind) -> u64 {
-        let mut counts = self.counts.lock().expect("fault counts lock");
+        let mut counts = self.counts.locked();
         let count = counts.entry(kind.name()).or_default();
         *count += 1;
         *count
@@ -249,7 +241,7 @@ impl Simulator {
         if self.faults.is_empty() {
             return None;
         }
-        let draw: f64 = self.rng.lock().expect("fault rng lock").r#gen();
+        let draw: f64 = self.rng.locked().r#gen();
         self.faults.pick(draw)
     }
 }

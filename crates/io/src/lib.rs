@@ -5,5 +5,6 @@
 
 pub mod checksum;
 pub mod direct;
+pub mod lock;
 pub mod mime;
 pub mod stream;

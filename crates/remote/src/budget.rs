@@ -35,6 +35,8 @@ pub(crate) mod testing {
 
     use std::sync::{Arc, Mutex};
 
+    use sessionfs_io::lock::Locked;
+
     use super::{MemoryHold, UploadMemory};
 
     /// A fixed budget that counts what is held.
@@ -56,18 +58,18 @@ pub(crate) mod testing {
 
         /// Bytes held right now.
         pub(crate) fn used(&self) -> u64 {
-            self.held.lock().unwrap().0
+            self.held.locked().0
         }
 
         /// The most bytes ever held at once.
         pub(crate) fn peak(&self) -> u64 {
-            self.held.lock().unwrap().1
+            self.held.locked().1
         }
     }
 
     impl UploadMemory for TestMemory {
         fn try_reserve(&self, bytes: u64) -> Option<Box<dyn MemoryHold>> {
-            let mut held = self.held.lock().unwrap();
+            let mut held = self.held.locked();
             if held.0 + bytes > self.limit {
                 return None;
             }
@@ -94,7 +96,7 @@ pub(crate) mod testing {
 
     impl Drop for TestHold {
         fn drop(&mut self) {
-            self.memory.held.lock().unwrap().0 -= self.bytes;
+            self.memory.held.locked().0 -= self.bytes;
         }
     }
 

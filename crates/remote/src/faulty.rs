@@ -1,6 +1,7 @@
 //! A [`Remote`] wrapper that fails by plan, so every fault test is reproducible: "the 2nd
 //! `upload` answers 503", "every `list` is refused". No randomness.
 
+use sessionfs_io::lock::Locked;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -45,15 +46,11 @@ impl FaultyRemote {
 
     /// Makes `operation` (a trait method name) fail with `kind` as `when` says.
     pub fn fail(&self, operation: &'static str, when: When, kind: ErrorKind) {
-        self.state
-            .lock()
-            .unwrap()
-            .faults
-            .insert(operation, (when, kind));
+        self.state.locked().faults.insert(operation, (when, kind));
     }
 
     fn check(&self, operation: &'static str) -> RemoteResult<()> {
-        let mut plan = self.state.lock().unwrap();
+        let mut plan = self.state.locked();
         let count = {
             let calls = plan.calls.entry(operation).or_default();
             *calls += 1;

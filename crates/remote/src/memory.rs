@@ -8,6 +8,7 @@
 //! [`MemoryRemote::with_parts`] it takes uploads in parts through the shared chunked driver,
 //! counting parts in flight and failing chosen parts by plan.
 
+use sessionfs_io::lock::Locked;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -140,19 +141,19 @@ impl MemoryRemote {
     /// Makes the next `times` attempts to send part `number` fail, temporarily (a retry may
     /// help) or for good.
     pub fn fail_part(&self, number: u64, times: u32, temporary: bool) {
-        let mut log = self.part_log.lock().unwrap();
+        let mut log = self.part_log.locked();
         log.failures.insert(number, (times, temporary));
     }
 
     /// Refuses part `number` with permission denied (as storage refuses an expired presigned
     /// URL) the next `times` attempts.
     pub fn deny_part(&self, number: u64, times: u32) {
-        self.part_log.lock().unwrap().denials.insert(number, times);
+        self.part_log.locked().denials.insert(number, times);
     }
 
     /// What the chunked uploads did so far.
     pub fn part_log(&self) -> PartLog {
-        self.part_log.lock().unwrap().clone()
+        self.part_log.locked().clone()
     }
 
     /// The same remote, taking streamed uploads.
@@ -163,7 +164,7 @@ impl MemoryRemote {
 
     /// How many times `operation` (a trait method name) was called.
     pub fn calls(&self, operation: &str) -> u64 {
-        let state = self.state.lock().unwrap();
+        let state = self.state.locked();
         state.calls.get(operation).copied().unwrap_or(0)
     }
 
@@ -185,7 +186,7 @@ impl MemoryRemote {
             content_type: None,
             md5: None,
         };
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         state
             .objects
             .entry(container.to_string())
@@ -197,7 +198,7 @@ impl MemoryRemote {
     /// The bytes of the newest object named `name` in container `container` (`""` for the
     /// flat root), if any.
     pub fn get(&self, container: &str, name: &str) -> Option<Bytes> {
-        let state = self.state.lock().unwrap();
+        let state = self.state.locked();
         state
             .objects
             .get(container)?
@@ -208,7 +209,7 @@ impl MemoryRemote {
     }
 
     fn count(&self, operation: &'static str) -> std::sync::MutexGuard<'_, State> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         *state.calls.entry(operation).or_default() += 1;
         state
     }
@@ -366,7 +367,7 @@ enum Injected {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.lock().unwrap().in_flight -= 1;
+        self.0.locked().in_flight -= 1;
     }
 }
 
@@ -412,7 +413,7 @@ impl PartUploader for Uploads<'_> {
         source: &UploadSource,
     ) -> RemoteResult<u64> {
         let failure = {
-            let mut log = self.remote.part_log.lock().unwrap();
+            let mut log = self.remote.part_log.locked();
             log.attempts.push(part.number);
             log.in_flight += 1;
             log.max_in_flight = log.max_in_flight.max(log.in_flight);
@@ -455,13 +456,13 @@ impl PartUploader for Uploads<'_> {
             let chunk = chunk.map_err(|err| RemoteError::protocol(err.to_string()))?;
             data.extend_from_slice(&chunk);
         }
-        let mut received = session.received.lock().unwrap();
+        let mut received = session.received.locked();
         received.insert(part.number, Bytes::from(data));
         Ok(part.number)
     }
 
     async fn complete(&self, session: &PartSession, parts: Vec<u64>) -> RemoteResult<Vec<u8>> {
-        let received = session.received.lock().unwrap();
+        let received = session.received.locked();
         // The object is the parts in the order the driver lists them.
         Ok(parts
             .iter()
@@ -470,7 +471,7 @@ impl PartUploader for Uploads<'_> {
     }
 
     async fn abort(&self, _session: &PartSession) -> RemoteResult<()> {
-        self.remote.part_log.lock().unwrap().aborts += 1;
+        self.remote.part_log.locked().aborts += 1;
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 //! Invariants: a clone shares its original's counts (an `Arc` inside), while `Default` makes a
 //! fresh, unshared instance, so a client or a source built without one counts only for itself.
 
+use sessionfs_io::lock::Locked;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -56,8 +57,7 @@ impl RequestStats {
         *self
             .0
             .errors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .entry(format!("{kind:?}"))
             .or_default() += 1;
         if retried {
@@ -69,12 +69,7 @@ impl RequestStats {
     pub fn snapshot(&self) -> RequestCounts {
         RequestCounts {
             requests: self.0.attempts.load(Ordering::Relaxed),
-            errors: self
-                .0
-                .errors
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone(),
+            errors: self.0.errors.locked().clone(),
             retries: self.0.retries.load(Ordering::Relaxed),
         }
     }
@@ -157,9 +152,7 @@ impl Drop for UploadInFlight {
 
 impl UploadProgress {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.locked()
     }
 
     /// `path` (inside the mount) starts uploading its staged copy at `staged`, `total` bytes.

@@ -99,6 +99,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use sessionfs_io::lock::Locked;
+
     use super::*;
     use std::sync::Mutex;
 
@@ -110,7 +112,7 @@ mod tests {
             25,
             |row| *row,
             |offset| {
-                offsets.lock().unwrap().push(offset);
+                offsets.locked().push(offset);
                 let page: Vec<u32> = all.iter().copied().skip(offset as usize).take(25).collect();
                 async move { Ok(page) }
             },
@@ -118,7 +120,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows, all);
-        assert_eq!(*offsets.lock().unwrap(), [0, 25, 50]);
+        assert_eq!(*offsets.locked(), [0, 25, 50]);
     }
 
     #[tokio::test]
@@ -128,7 +130,7 @@ mod tests {
             2,
             |row| *row,
             |offset| {
-                *calls.lock().unwrap() += 1;
+                *calls.locked() += 1;
                 async move {
                     Ok(if offset < 4 {
                         vec![offset, offset + 1]
@@ -141,7 +143,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows, [0, 1, 2, 3]);
-        assert_eq!(*calls.lock().unwrap(), 3);
+        assert_eq!(*calls.locked(), 3);
     }
 
     #[tokio::test]
@@ -151,14 +153,14 @@ mod tests {
             3,
             |row| *row,
             |_offset| {
-                *calls.lock().unwrap() += 1;
+                *calls.locked() += 1;
                 async { Ok(vec![1, 2, 3]) }
             },
         )
         .await
         .unwrap_err();
         assert!(err.message.contains("did not advance"), "{}", err.message);
-        assert_eq!(*calls.lock().unwrap(), 2);
+        assert_eq!(*calls.locked(), 2);
     }
 
     #[tokio::test]
@@ -170,7 +172,7 @@ mod tests {
             100,
             |id: &u64| *id,
             |before| {
-                cursors.lock().unwrap().push(before);
+                cursors.locked().push(before);
                 let page: Vec<u64> = all
                     .iter()
                     .copied()
@@ -183,7 +185,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows, all);
-        assert_eq!(*cursors.lock().unwrap(), [None, Some(151), Some(51)]);
+        assert_eq!(*cursors.locked(), [None, Some(151), Some(51)]);
     }
 
     #[tokio::test]

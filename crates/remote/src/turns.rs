@@ -12,6 +12,7 @@
 //! ([`Turn::continue_at`]); a read at exactly that offset goes at once, any other waits up to
 //! [`GRACE`] for that read to arrive.
 
+use sessionfs_io::lock::Locked;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,7 +82,7 @@ impl OrderedTurns {
                 .clone()
         };
         let me = (offset, self.tickets.fetch_add(1, Ordering::Relaxed));
-        line.queue.lock().unwrap().waiting.insert(me);
+        line.queue.locked().waiting.insert(me);
         // A reader dropped while it waits leaves the queue, so it never blocks the others.
         let waiting = Waiting { line, me };
         let patience = Instant::now() + GRACE;
@@ -92,7 +93,7 @@ impl OrderedTurns {
             changed.as_mut().enable();
             let patient = Instant::now() < patience;
             {
-                let mut queue = waiting.line.queue.lock().unwrap();
+                let mut queue = waiting.line.queue.locked();
                 let expected = queue.next.is_none_or(|next| next == offset);
                 if !queue.busy && queue.waiting.first() == Some(&me) && (expected || !patient) {
                     queue.waiting.remove(&me);
@@ -124,7 +125,7 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let left = self.line.queue.lock().unwrap().waiting.remove(&self.me);
+        let left = self.line.queue.locked().waiting.remove(&self.me);
         if left {
             self.line.changed.notify_waiters();
         }
@@ -140,7 +141,7 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let mut queue = self.line.queue.lock().unwrap();
+        let mut queue = self.line.queue.locked();
         queue.busy = false;
         queue.next = self.next;
         drop(queue);
@@ -176,13 +177,13 @@ mod tests {
             let (turns, order) = (turns.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
                 let _turn = turns.take("k", offset).await;
-                order.lock().unwrap().push(offset);
+                order.locked().push(offset);
             }));
         }
         // Everyone is queued behind the first reader before it lets go.
-        let line = turns.lines.lock().unwrap().get("k").unwrap().clone();
+        let line = turns.lines.locked().get("k").unwrap().clone();
         yield_until("four queued readers", || {
-            line.queue.lock().unwrap().waiting.len() == 4
+            line.queue.locked().waiting.len() == 4
         })
         .await;
         let other_key = turns.take("other", 99).await;
@@ -191,7 +192,7 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), vec![10, 10, 20, 30]);
+        assert_eq!(*order.locked(), vec![10, 10, 20, 30]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,17 +205,17 @@ mod tests {
         let (t, o) = (turns.clone(), order.clone());
         let ahead = tokio::spawn(async move {
             let mut turn = t.take("k", 30).await;
-            o.lock().unwrap().push(30);
+            o.locked().push(30);
             turn.continue_at(40);
         });
         tokio::time::sleep(GRACE / 3).await;
         {
             let mut turn = turns.take("k", 10).await;
-            order.lock().unwrap().push(10);
+            order.locked().push(10);
             turn.continue_at(20);
         }
         ahead.await.unwrap();
-        assert_eq!(*order.lock().unwrap(), vec![10, 30]);
+        assert_eq!(*order.locked(), vec![10, 30]);
         // Nobody continues at 40: a read elsewhere waits out the grace period, then goes.
         let acquired = Arc::new(AtomicBool::new(false));
         let (t, a) = (turns.clone(), acquired.clone());
@@ -239,14 +240,14 @@ mod tests {
         let held = turns.take("k", 0).await;
         let t = turns.clone();
         let low = tokio::spawn(async move { drop(t.take("k", 5).await) });
-        let line = turns.lines.lock().unwrap().get("k").unwrap().clone();
+        let line = turns.lines.locked().get("k").unwrap().clone();
         yield_until("a queued reader", || {
-            !line.queue.lock().unwrap().waiting.is_empty()
+            !line.queue.locked().waiting.is_empty()
         })
         .await;
         low.abort();
         assert!(low.await.unwrap_err().is_cancelled());
-        assert!(line.queue.lock().unwrap().waiting.is_empty());
+        assert!(line.queue.locked().waiting.is_empty());
         drop(held);
         drop(turns.take("k", 50).await);
     }

@@ -1,6 +1,7 @@
 //! The one cache of expiring download URLs (Lightfield's presigned URLs, Fluxer's attachment
 //! URLs): a URL is reused until shortly before it expires, then fetched again.
 
+use sessionfs_io::lock::Locked;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::ops::Range;
@@ -36,7 +37,7 @@ impl UrlCache {
 
     /// The URL for `id` if one is cached that does not expire within [`EXPIRY_MARGIN`].
     pub fn get(&self, id: &str) -> Option<String> {
-        let mut urls = self.urls.lock().expect("url cache lock");
+        let mut urls = self.urls.locked();
         match urls.get(id) {
             Some((url, expires)) if *expires > SystemTime::now() + EXPIRY_MARGIN => {
                 Some(url.clone())
@@ -47,15 +48,12 @@ impl UrlCache {
 
     /// Remembers `url` for `id` until `expires`.
     pub fn put(&self, id: &str, url: String, expires: SystemTime) {
-        self.urls
-            .lock()
-            .expect("url cache lock")
-            .put(id.to_owned(), (url, expires));
+        self.urls.locked().put(id.to_owned(), (url, expires));
     }
 
     /// Forgets `id`'s URL (refused by the server before its expiry).
     pub fn forget(&self, id: &str) {
-        self.urls.lock().expect("url cache lock").pop(id);
+        self.urls.locked().pop(id);
     }
 }
 

@@ -19,6 +19,7 @@
 //! when its request ends, however it ends (the task's guard removes it even on panic or
 //! cancellation, and waiters then retry); the state lock is never held across an await.
 
+use sessionfs_io::lock::Locked;
 use std::collections::HashMap;
 use std::ops::{Range, RangeInclusive};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,9 +212,7 @@ impl BlockCache {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.locked()
     }
 
     fn block_key(source: &Source, index: u64, unit: u64) -> BlockKey {

@@ -11,6 +11,7 @@
 //! pending writes would defeat the memory budget). A block whose file vanished or cannot be
 //! read is a miss, never an error.
 
+use sessionfs_io::lock::Locked;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -78,12 +79,12 @@ impl DiskCache {
 
     /// Whether `key` is on disk (and marks it recently used).
     pub fn contains(&self, key: &BlockKey) -> bool {
-        self.index.lock().unwrap().files.get(key).is_some()
+        self.index.locked().files.get(key).is_some()
     }
 
     /// Reads `key` back, or `None` if it is not (or no longer) on disk.
     pub async fn load(&self, key: &BlockKey) -> Option<Bytes> {
-        let expected = *self.index.lock().unwrap().files.get(key)?;
+        let expected = *self.index.locked().files.get(key)?;
         let path = self.path_of(key);
         let data = tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
@@ -96,7 +97,7 @@ impl DiskCache {
     /// under the cap.
     pub fn store(self: &Arc<Self>, key: BlockKey, data: Bytes) {
         let len = data.len() as u64;
-        if len > self.capacity_bytes || self.index.lock().unwrap().files.contains(&key) {
+        if len > self.capacity_bytes || self.index.locked().files.contains(&key) {
             return;
         }
         let Ok(permit) = self.writers.clone().try_acquire_owned() else {
@@ -114,7 +115,7 @@ impl DiskCache {
                 return;
             }
             let victims = {
-                let mut index = tier.index.lock().unwrap();
+                let mut index = tier.index.locked();
                 index.bytes += len;
                 if let Some(old) = index.files.put(key, len) {
                     index.bytes -= old;
@@ -138,7 +139,7 @@ impl DiskCache {
     /// Removes every block `matches` selects.
     pub fn forget(&self, matches: impl Fn(&BlockKey) -> bool) {
         let victims: Vec<(BlockKey, u64)> = {
-            let mut index = self.index.lock().unwrap();
+            let mut index = self.index.locked();
             let keys: Vec<(BlockKey, u64)> = index
                 .files
                 .iter()
@@ -158,7 +159,7 @@ impl DiskCache {
 
     /// Bytes on disk right now.
     pub fn bytes(&self) -> u64 {
-        self.index.lock().unwrap().bytes
+        self.index.locked().bytes
     }
 }
 

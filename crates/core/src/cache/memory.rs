@@ -8,6 +8,7 @@
 //!
 //! Invariant: the sum of live reservations never exceeds the limit.
 
+use sessionfs_io::lock::Locked;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -46,12 +47,12 @@ impl MemoryBudget {
 
     /// Bytes reserved right now.
     pub fn used(&self) -> u64 {
-        *self.inner.used.lock().unwrap()
+        *self.inner.used.locked()
     }
 
     /// Reserves `bytes` if they fit now; never waits.
     pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
-        let mut used = self.inner.used.lock().unwrap();
+        let mut used = self.inner.used.locked();
         if *used + bytes > self.inner.limit {
             return None;
         }
@@ -72,7 +73,7 @@ impl MemoryBudget {
         if bytes == 0 {
             return;
         }
-        *self.inner.used.lock().unwrap() -= bytes;
+        *self.inner.used.locked() -= bytes;
         self.inner.released.notify_waiters();
     }
 }

@@ -13,6 +13,7 @@
 //! by the files with staged copies; at most [`UPLOADS_IN_FLIGHT`] delayed uploads run at once;
 //! the worker holds the filesystem only weakly, so it ends when the filesystem is dropped.
 
+use sessionfs_io::lock::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -51,9 +52,7 @@ impl Delayed {
     }
 
     fn due(&self) -> std::sync::MutexGuard<'_, HashMap<Ino, Instant>> {
-        self.due
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.due.locked()
     }
 
     /// `ino` was closed: its upload is due `delay` from now (later than any earlier schedule).

@@ -6,6 +6,7 @@
 //! holds the snapshot of entries taken at `opendir`, so paging through a large directory with
 //! `readdir` offsets is consistent even while the listing is refreshed.
 
+use sessionfs_io::lock::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,28 +65,24 @@ impl Handles {
     /// Registers `handle` and returns its number.
     pub fn insert(&self, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open
-            .lock()
-            .unwrap()
-            .insert(fh, std::sync::Arc::new(handle));
+        self.open.locked().insert(fh, std::sync::Arc::new(handle));
         fh
     }
 
     /// The handle `fh`, if open.
     pub fn get(&self, fh: u64) -> Option<std::sync::Arc<Handle>> {
-        self.open.lock().unwrap().get(&fh).cloned()
+        self.open.locked().get(&fh).cloned()
     }
 
     /// Closes `fh`.
     pub fn remove(&self, fh: u64) -> Option<std::sync::Arc<Handle>> {
-        self.open.lock().unwrap().remove(&fh)
+        self.open.locked().remove(&fh)
     }
 
     /// Whether any file handle refers to `ino`.
     pub fn is_open(&self, ino: Ino) -> bool {
         self.open
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .any(|h| matches!(**h, Handle::File { ino: open, .. } if open == ino))
     }
@@ -93,8 +90,7 @@ impl Handles {
     /// Every inode with an open file handle, for checks over many files at once.
     pub fn open_files(&self) -> HashSet<Ino> {
         self.open
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .filter_map(|h| match **h {
                 Handle::File { ino, .. } => Some(ino),

@@ -20,6 +20,7 @@ pub mod error;
 mod files;
 pub mod fuse;
 pub mod handles;
+use sessionfs_io::lock::Locked;
 use sessionfs_remote::names;
 mod namespace;
 mod pending;
@@ -335,9 +336,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
-        self.tree
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tree.locked()
     }
 
     fn entry(&self, attr: Attr) -> Entry {
@@ -428,8 +427,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// so no listing shows the rename half done).
     fn refresh_lock(&self, scope: Ino) -> Arc<tokio::sync::Mutex<()>> {
         self.refresh_locks
-            .lock()
-            .unwrap()
+            .locked()
             .entry(scope)
             .or_default()
             .clone()

@@ -3,6 +3,7 @@
 //! allow, changes the inode tree, and asks the write-back engine (`writeback`) for any upload
 //! or delete it needs.
 
+use sessionfs_io::lock::Locked;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -735,9 +736,9 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         };
         if started.swap(true, Ordering::AcqRel) && offset == 0 {
             let again = self.dir_entries(*ino)?;
-            *entries.lock().unwrap() = again;
+            *entries.locked() = again;
         }
-        let entries = entries.lock().unwrap();
+        let entries = entries.locked();
         Ok(entries
             .iter()
             .enumerate()

@@ -8,6 +8,7 @@
 //! (the server only has the new bytes, and one handle must never return a mix). Reopening the
 //! file reads the new version. A new version that came from our own upload is simply adopted.
 
+use sessionfs_io::lock::Locked;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -71,7 +72,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         };
         let ours = self.is_own_version(ino, &current);
         let (object, ahead, consumed, random) = {
-            let mut state = readahead.lock().unwrap();
+            let mut state = readahead.locked();
             let pinned = state.pinned.get_or_insert_with(|| current.clone());
             if pinned.version != current.version && ours {
                 *pinned = current.clone();

@@ -4,6 +4,7 @@
 //! its token already replaced uses the new one instead of signing in again; the password and
 //! the token never reach a log line (no `Debug` on [`Credentials`], only the e-mail is logged).
 
+use sessionfs_io::lock::ReadWriteLocked;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -73,7 +74,7 @@ fn expiry_of(jwt: &str) -> Option<SystemTime> {
 
 impl Auth {
     fn current(&self) -> Option<Token> {
-        self.token.read().expect("token lock").clone()
+        self.token.read_locked().clone()
     }
 
     /// The token to send: the current one, or a new sign-in when there is none or it expired
@@ -125,7 +126,7 @@ impl Auth {
         let signed: SignedIn = http.json(&what, response).await?;
         let token = Token::new(&signed.token);
         log::debug!("signed in to appmixer as {}", login.email);
-        *self.token.write().expect("token lock") = Some(token.clone());
+        *self.token.write_locked() = Some(token.clone());
         Ok(token.jwt)
     }
 }
