@@ -2,21 +2,22 @@
 //! `docs/api/appmixer.md` and seed 002 (and the emulator's documented choices), driven through
 //! the router with `oneshot`, plus one real-TCP round trip through `spawn`.
 
+mod support;
+
+use support::{Reply, md5_hex, send};
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use futures::StreamExt;
-use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
 use sessionfs::emulator::EmulatorConfig;
 use sessionfs::emulator::appmixer::{self, AppmixerState, ChunkStats, Login};
 use sessionfs::emulator::store::Store;
-use tower::ServiceExt;
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
@@ -36,13 +37,6 @@ fn logins() -> Vec<Login> {
         .collect()
 }
 
-fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Deterministic content of `len` bytes, different for each `seed`.
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -50,17 +44,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     fn json(&self) -> Value {
         assert_eq!(
             self.headers[header::CONTENT_TYPE],
@@ -287,16 +271,6 @@ fn config_for(dir: &std::path::Path) -> EmulatorConfig {
     let mut config = EmulatorConfig::new(dir);
     config.users = logins();
     config
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let (parts, body) = res.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
 }
 
 fn post_files(token: &str, headers: &[(String, String)], body: Body) -> Request<Body> {

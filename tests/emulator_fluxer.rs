@@ -2,12 +2,15 @@
 //! `docs/api/fluxer.md` that the emulator serves (and its documented choices), driven through
 //! `Backend::Fluxer.emulator_router(..)` with `oneshot`.
 
+mod support;
+
+use support::{Reply, send};
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::{Method, Request, StatusCode, header};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
@@ -22,17 +25,7 @@ const BOT: &str = "flx_bot_token";
 const FLUXER_EPOCH_MS: u64 = 1_420_070_400_000;
 const MIB: usize = 1024 * 1024;
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     fn json(&self) -> Value {
         assert_eq!(
             self.headers[header::CONTENT_TYPE],
@@ -65,23 +58,6 @@ impl Reply {
         let body = self.error(StatusCode::BAD_REQUEST, "INVALID_FORM_BODY");
         assert_eq!(body["errors"][0]["code"], code, "{body}");
         assert!(body["errors"][0]["path"].is_string(), "{body}");
-    }
-
-    fn storage_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        assert!(
-            self.text().contains(&format!("<Code>{code}</Code>")),
-            "{}",
-            self.text()
-        );
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header"))
-            .to_str()
-            .unwrap()
     }
 }
 
@@ -126,13 +102,7 @@ impl Emu {
     }
 
     async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let (parts, body) = res.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
+        send(&self.app, req).await
     }
 
     /// A call with `Authorization: auth` (none when `None`); `body` is sent as JSON.

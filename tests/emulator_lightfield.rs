@@ -2,37 +2,28 @@
 //! `docs/api/lightfield.md` (and the emulator's documented choices), driven through the router
 //! with `oneshot`, plus one real-TCP round trip through `spawn`.
 
+mod support;
+
+use support::{Reply, md5_hex, send};
+
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use md5::{Digest, Md5};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use sessionfs::backend::Backend;
 use sessionfs::emulator::EmulatorConfig;
 use sessionfs::emulator::lightfield::{self, LightfieldState};
-use tower::ServiceExt;
 
 const HOST: &str = "lf.test:9000";
 const KEY: &str = "sk_lf_test_key";
 const VERSION: &str = "2026-03-01";
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 impl Reply {
     fn json(&self) -> Value {
         assert_eq!(self.headers[header::CONTENT_TYPE], "application/json");
         serde_json::from_slice(&self.body).expect("JSON body")
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     fn ok(&self) -> Value {
@@ -58,16 +49,6 @@ impl Reply {
         if let Some(param) = param {
             assert_eq!(error["param"], param, "{error}");
         }
-    }
-
-    /// Asserts an S3-style XML error from the storage URLs.
-    fn storage_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        assert!(
-            self.text().contains(&format!("<Code>{code}</Code>")),
-            "{}",
-            self.text()
-        );
     }
 }
 
@@ -106,13 +87,7 @@ impl Emu {
     }
 
     async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let (parts, body) = res.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
+        send(&self.app, req).await
     }
 
     /// An API call with the right key and version; `body` is sent as JSON.
@@ -212,13 +187,6 @@ fn path_of(url: &str) -> String {
         .strip_prefix(&format!("http://{HOST}"))
         .unwrap_or_else(|| panic!("{url} does not point at the emulator"));
     rest.to_owned()
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Every `File` key is present with the spec's JSON type.

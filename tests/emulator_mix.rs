@@ -2,8 +2,12 @@
 //! `docs/api/mix.md` documents, driven through `Backend::Mix.emulator_router(..)` with `oneshot`, plus
 //! one real-TCP round trip through `spawn`.
 
+mod support;
+
+use support::{Reply, send};
+
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -14,12 +18,6 @@ use tower::ServiceExt;
 const HOST: &str = "emu.test:8088";
 const BOUNDARY: &str = "----sessionfs-test-boundary";
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 impl Reply {
     fn json(&self) -> Value {
         assert_eq!(self.headers[header::CONTENT_TYPE], "application/json");
@@ -28,10 +26,6 @@ impl Reply {
             "Go's json.Encoder ends with a newline"
         );
         serde_json::from_slice(&self.body).expect("JSON body")
-    }
-
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap()
     }
 
     /// Asserts the Mix error envelope and returns its message.
@@ -76,13 +70,7 @@ impl Emu {
     }
 
     async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let (parts, body) = res.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
+        send(&self.app, req).await
     }
 
     async fn call(&self, method: Method, uri: &str) -> Reply {
