@@ -24,7 +24,7 @@ use crate::status::report::{MountInfo, redact_endpoint};
 pub use daemon::daemonize;
 pub use mount_helper::{HELPER_NAMES, run as mount_helper};
 pub use mountpoint::{
-    MountOptions, lazy_unmount, mount_config, mount_session, prepare_mountpoint, unmount,
+    MountOptions, Mounted, lazy_unmount, mount as mount_core, prepare_mountpoint, unmount,
 };
 use staging::StagingDir;
 
@@ -118,7 +118,6 @@ pub fn mount(args: MountArgs) -> Result<(), RunError> {
             )
         })?,
     );
-    fs.start_delayed_uploads(runtime.handle());
     let mount_options = MountOptions::new(
         args.read_only,
         args.allow_other,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use fuser::{BackgroundSession, MountOption};
 
 use super::{RunError, mountinfo};
-use crate::backend::Backend;
 use crate::fs::SessionFs;
 use crate::fs::fuse::FuseAdapter;
 use crate::remote::Remote;
@@ -217,17 +216,6 @@ impl MountOptions {
     }
 }
 
-/// fuser's options for a sessionfs mount named `sessionfs`, for [`mount_session`] (the
-/// in-process mounts of the tests). Every backend has the type [`FS_TYPE`].
-pub fn mount_config(
-    _backend: Backend,
-    read_only: bool,
-    allow_other: bool,
-    extra: &[String],
-) -> fuser::Config {
-    MountOptions::new(read_only, allow_other, extra, "sessionfs").fuser_config()
-}
-
 /// Raises this process's soft limit of open descriptors to its hard limit: the mount holds up
 /// to 512 for staging files (256 open at once, two each), plus connections, the metadata
 /// store and the FUSE device, which a 1024 soft limit leaves little room for.
@@ -260,19 +248,6 @@ pub fn raise_open_file_limit() {
 /// background threads, with the kernel's readahead widened to whole 1 MiB reads. `init` has
 /// run when this returns. The session unmounts the mount point's path when it is dropped or
 /// `umount_and_join`ed: for the tests' in-process mounts, which unmount only mounts still
-/// theirs; `sessionfs mount` uses [`mount`] instead.
-pub fn mount_session<R: Remote + ?Sized>(
-    fs: Arc<SessionFs<R>>,
-    runtime: tokio::runtime::Handle,
-    mountpoint: &Path,
-    config: &fuser::Config,
-) -> std::io::Result<BackgroundSession> {
-    let adapter = FuseAdapter::new(fs, runtime);
-    let session = fuser::Session::new(adapter, mountpoint, config)?.spawn()?;
-    super::readahead::widen(mountpoint);
-    Ok(session)
-}
-
 /// A mount of ours being served: what is needed to tell it from a mount made later on the same
 /// path, so that the end of this one never unmounts the next (`umount MNT` followed at once by
 /// a new mount there, as `systemctl restart` and fstab remounts do, used to lose the new mount
@@ -398,8 +373,10 @@ fn connected(device: &OwnedFd) -> bool {
     }
 }
 
-/// Mounts `fs` at `mountpoint` with `options` and serves it from background threads, with the
-/// kernel's readahead widened to whole 1 MiB reads. `init` has run when this returns.
+/// Starts `fs`'s background uploads, mounts it at `mountpoint` with `options` and serves it
+/// from background threads, with the kernel's readahead widened to whole 1 MiB reads. `init`
+/// has run when this returns. `sessionfs mount` and the tests' in-process mounts both mount
+/// through here.
 ///
 /// As root this is our own mount(2) over a /dev/fuse descriptor, so no part of fuser ever
 /// unmounts by path; without the right to mount (EPERM) fuser mounts through fusermount.
@@ -409,6 +386,7 @@ pub fn mount<R: Remote + ?Sized>(
     mountpoint: &Path,
     options: &MountOptions,
 ) -> std::io::Result<Mounted> {
+    fs.start_delayed_uploads(&runtime);
     let config = options.fuser_config();
     let adapter = FuseAdapter::new(fs, runtime);
     let mounted = match mount_fuse(mountpoint, options) {

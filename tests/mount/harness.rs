@@ -6,7 +6,6 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fuser::BackgroundSession;
 use serde_json::Value;
 use sessionfs::backend::Backend;
 use sessionfs::emulator::{EmulatorConfig, RunningEmulator};
@@ -26,7 +25,7 @@ pub struct TestMount {
     pub other: Arc<dyn Remote>,
     /// How to start the emulator again after [`TestMount::stop_server`].
     restart: (Backend, EmulatorConfig),
-    session: Option<BackgroundSession>,
+    session: Option<run::Mounted>,
     mountpoint: TempDir,
     _data: TempDir,
     _staging: TempDir,
@@ -159,7 +158,7 @@ impl TestMount {
         config.meta_store = Some(staging.path().join("metadata.redb"));
         tweak(&mut config);
         let fs = Arc::new(SessionFs::new(remote, config.clone()).unwrap());
-        let session = mount(&fs, &runtime, backend, mountpoint.path(), false);
+        let session = mount(&fs, &runtime, mountpoint.path(), false);
         Self {
             runtime,
             emulator: Some(emulator),
@@ -209,7 +208,6 @@ impl TestMount {
         self.session = Some(mount(
             &self.fs,
             &self.runtime,
-            self.backend,
             self.mountpoint.path(),
             allow_other,
         ));
@@ -265,12 +263,7 @@ impl TestMount {
 
     fn finish(&mut self) {
         if let Some(session) = self.session.take() {
-            unmount(
-                self.runtime.handle(),
-                &self.fs,
-                session,
-                self.mountpoint.path(),
-            );
+            unmount(self.runtime.handle(), &self.fs, session);
         }
     }
 
@@ -283,7 +276,7 @@ impl TestMount {
         let mut config = FsConfig::new(staging.path());
         config.metadata_ttl = ttl;
         let fs = Arc::new(SessionFs::new(remote, config).unwrap());
-        let session = mount(&fs, &self.runtime, self.backend, mountpoint.path(), false);
+        let session = mount(&fs, &self.runtime, mountpoint.path(), false);
         SecondMount {
             handle: self.runtime.handle().clone(),
             fs,
@@ -413,7 +406,7 @@ impl TestMount {
 pub struct SecondMount {
     handle: tokio::runtime::Handle,
     fs: Arc<SessionFs<dyn Remote>>,
-    session: Option<BackgroundSession>,
+    session: Option<run::Mounted>,
     mountpoint: TempDir,
     _staging: TempDir,
 }
@@ -428,7 +421,7 @@ impl SecondMount {
 impl Drop for SecondMount {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            unmount(&self.handle, &self.fs, session, self.mountpoint.path());
+            unmount(&self.handle, &self.fs, session);
         }
     }
 }
@@ -437,26 +430,23 @@ impl Drop for SecondMount {
 fn unmount(
     handle: &tokio::runtime::Handle,
     fs: &SessionFs<dyn Remote>,
-    session: BackgroundSession,
-    mountpoint: &Path,
+    session: run::Mounted,
 ) {
     let _ = handle.block_on(fs.drain());
-    if session.umount_and_join().is_err() {
-        let _ = run::lazy_unmount(mountpoint);
+    if let Err(err) = session.unmount() {
+        panic!("unmount at the end of a test: {err}");
     }
 }
 
-/// Mounts `fs` on `mountpoint` through /dev/fuse.
+/// Mounts `fs` on `mountpoint` through /dev/fuse, as `sessionfs mount` does.
 pub fn mount(
     fs: &Arc<SessionFs<dyn Remote>>,
     runtime: &tokio::runtime::Runtime,
-    backend: Backend,
     mountpoint: &Path,
     allow_other: bool,
-) -> BackgroundSession {
-    let options = run::mount_config(backend, false, allow_other, &[]);
-    fs.start_delayed_uploads(runtime.handle());
-    run::mount_session(fs.clone(), runtime.handle().clone(), mountpoint, &options)
+) -> run::Mounted {
+    let options = run::MountOptions::new(false, allow_other, &[], "sessionfs");
+    run::mount_core(fs.clone(), runtime.handle().clone(), mountpoint, &options)
         .expect("mount through /dev/fuse (are we root with fuse available?)")
 }
 

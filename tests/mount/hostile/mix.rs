@@ -99,7 +99,7 @@ fn hostile_answers_get_clear_errors_and_the_mount_stays_alive() {
     let staging = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
     let fs = Arc::new(SessionFs::new(remote, FsConfig::new(staging.path())).unwrap());
-    let session = mount(&fs, &runtime, Backend::Mix, mnt.path(), false);
+    let session = mount(&fs, &runtime, mnt.path(), false);
     let m = |rest: &str| format!("'{}/{rest}'", mnt.path().display());
 
     // The root lists every session it can show, under names a directory can have.
@@ -134,5 +134,5 @@ fn hostile_answers_get_clear_errors_and_the_mount_stays_alive() {
     // The mount is alive and answers as before.
     let again = run(&format!("cat {}", m("names/ok.txt")));
     assert_eq!(again.stdout, CONTENT, "{again:?}");
-    drop(session);
+    session.unmount().unwrap();
 }
