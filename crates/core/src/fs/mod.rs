@@ -17,6 +17,7 @@ mod container_path;
 mod delayed;
 mod dir_rename;
 pub mod error;
+mod file_rename;
 mod files;
 pub mod fuse;
 pub mod handles;
