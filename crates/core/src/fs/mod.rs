@@ -29,6 +29,7 @@ pub mod scratch;
 #[cfg(test)]
 mod tests;
 pub mod tree;
+mod upload_plan;
 mod writeback;
 mod xattr;
 
