@@ -17,6 +17,7 @@ mod container_path;
 mod delayed;
 mod dir_rename;
 pub mod error;
+mod file_rename;
 mod files;
 pub mod fuse;
 pub mod handles;
@@ -29,6 +30,7 @@ pub mod scratch;
 #[cfg(test)]
 mod tests;
 pub mod tree;
+mod upload_plan;
 mod writeback;
 mod xattr;
 

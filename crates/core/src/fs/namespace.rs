@@ -527,8 +527,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         Ok(())
     }
 
-    /// Renames a file (by re-uploading it under the new name, then deleting the old object), or
-    /// a directory (`dir_rename`: every object below it moves the same way).
+    /// Renames a file (`file_rename`: by re-uploading it under the new name, then deleting the
+    /// old object), or a directory (`dir_rename`: every object below it moves the same way).
     pub async fn rename(
         &self,
         parent: Ino,
@@ -570,121 +570,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 "{new_name}: files live inside a session directory"
             )));
         }
-        let content = self.content_of(ino)?;
-        // The file being replaced may be uploading right now (a flush from another process):
-        // its upload must land before ours, or it would overwrite the renamed file. Both locks
-        // are taken in inode order so that crossing renames cannot deadlock.
-        let target_content = target.and_then(|t| self.content_of(t).ok().map(|c| (t, c)));
-        let (mut state, target_state) = match &target_content {
-            Some((t, target_content)) if *t < ino => {
-                let target_state = target_content.lock().await;
-                (content.lock().await, Some(target_state))
-            }
-            Some((_, target_content)) => {
-                let state = content.lock().await;
-                (state, Some(target_content.lock().await))
-            }
-            None => (content.lock().await, None),
-        };
-        let (old_container, old_remote, was_local) = {
-            let tree = self.tree();
-            let node = tree.get(ino).ok_or_else(|| Error::not_found(name))?;
-            let file = node.file().expect("checked above");
-            (node.container.clone(), file.remote.clone(), file.local_only)
-        };
-        let overwrite_by_name = self.remote.capabilities().overwrite_by_name;
-        let to_local = self.config.scratch.matches(new_name);
-        if old_remote.is_some() && !was_local && !self.remote.capabilities().delete {
-            // A rename would leave the old object behind for good: refuse before copying.
-            return Err(Error::not_permitted(format!(
-                "rename {name}: {} has no delete, so a stored file cannot be renamed; \
-                     copy it instead",
-                self.remote.describe()
-            )));
-        }
-        // The API has no move: the bytes go up again under the new name, so stage them first.
-        self.ensure_staged(ino, &mut state, false).await?;
-        let displaced = {
-            let mut tree = self.tree();
-            let displaced = target.and_then(|t| {
-                tree.get(t)
-                    .and_then(Node::file)
-                    .and_then(|f| f.remote.clone())
-            });
-            tree.move_node(ino, new_parent, new_name);
-            let node = tree.get_mut(ino).expect("moved file");
-            node.meta.ctime = Some(SystemTime::now());
-            let file = node.file_mut().expect("moved file");
-            file.local_only = to_local;
-            // Uploading over the displaced object keeps the target name present throughout.
-            file.remote = displaced.clone().filter(|_| overwrite_by_name);
-            displaced
-        };
-        // The replaced file's bytes are gone, as on a local disk: nothing of it stays pending.
-        if let Some(mut target_state) = target_state {
-            self.mark_clean(&mut target_state);
-        }
-        // The journal's record must name the new path.
-        state.journaled = false;
-        if to_local {
-            self.mark_clean(&mut state);
-        } else {
-            self.mark_dirty(ino, &mut state);
-        }
-        // With --write-back, a file the server has never seen (nor a file it replaces) just
-        // moves: its upload, under the new name, waits for its delay like any other.
-        // (Nothing is then deleted below: there is no old object and no displaced one.)
-        let delayed = (self.delayed.as_ref())
-            .filter(|_| old_remote.is_none() && displaced.is_none() && !to_local);
-        if let Some(delayed) = delayed {
-            if state.committed {
-                delayed.schedule(ino);
-            }
-        } else if let Err(err) = self.upload_locked(ino, &mut state).await {
-            // Put the file back under its old name so nothing looks lost.
-            let mut tree = self.tree();
-            tree.move_node(ino, parent, name);
-            let file = tree
-                .get_mut(ino)
-                .and_then(Node::file_mut)
-                .expect("moved file");
-            file.remote = old_remote;
-            file.local_only = was_local;
-            drop(tree);
-            state.journaled = false;
-            self.mark_dirty(ino, &mut state);
-            return Err(err.context(format!("rename {name} to {new_name}")));
-        }
-        let (new_container, new_remote) = {
-            let tree = self.tree();
-            let node = tree.get(ino).expect("moved file");
-            (
-                node.container.clone(),
-                node.file().and_then(|f| f.remote.clone()),
-            )
-        };
-        if let Some(old) = old_remote.filter(|_| !was_local) {
-            let same_object =
-                new_container == old_container && new_remote.is_some_and(|n| n.name == old.name);
-            if !same_object {
-                self.delete_remote(old_container.as_deref(), &old, name)
-                    .await?;
-            }
-        }
-        // Without delete (Lightfield) the displaced object stays, older than ours, as after
-        // an overwrite by a write: the plain name shows ours and it shows with its `~id`.
-        let deletes = self.remote.capabilities().delete;
-        if let Some(displaced) = displaced.filter(|_| !overwrite_by_name && deletes) {
-            self.delete_remote(new_container.as_deref(), &displaced, new_name)
-                .await?;
-        }
-        if !self.handles.is_open(ino) {
-            self.drop_staged_if_unused(ino, &mut state);
-        }
-        drop(state);
-        self.touch_dir(parent);
-        self.touch_dir(new_parent);
-        Ok(())
+        self.rename_file(ino, target, (parent, name), (new_parent, new_name))
+            .await
     }
 
     /// Opens a directory: lists it (if the listing is stale) and snapshots its entries.

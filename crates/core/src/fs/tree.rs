@@ -520,7 +520,6 @@ impl Tree {
         let mut objects = objects;
         objects.retain(plausible_size);
         let mut stale: Vec<String> = Vec::new();
-        let mut known_versions: HashMap<String, String> = HashMap::new();
         for object in &objects {
             if let Some(entry) = stored.get(&object.id)
                 && entry.version != object.version
@@ -528,15 +527,31 @@ impl Tree {
                 stale.push(object.id.clone());
             }
         }
-        let matching = |meta: &ObjectMeta| {
-            stored
-                .get(&meta.id)
-                .filter(|entry| entry.version == meta.version)
-                .map(Stored::local_meta)
-        };
-        let (files, markers) = arrange(objects, &mut self.substitutes);
-        let mut files = files;
-        let mut markers = markers;
+        let (mut files, mut markers) = arrange(objects, &mut self.substitutes);
+        let known_versions = self.merge_known(scope, &mut files, &mut markers, busy, stored);
+        self.add_markers(scope, markers, stored);
+        self.add_files(scope, files, stored);
+        self.prune_implicit_dirs(scope);
+        if let Some(dir) = self.get_mut(scope).and_then(Node::dir_mut) {
+            dir.listed_at = Some(now);
+        }
+        // An entry for the version the tree knew (our own upload, not yet listed) stays.
+        stale.retain(|id| known_versions.get(id) != stored.get(id).map(|e| &e.version));
+        stale
+    }
+
+    /// The nodes already below `scope` follow the listing: each takes its listed object (and
+    /// leaves `files` and `markers`), or loses it. Returns the version the tree knew of each
+    /// object id it held.
+    fn merge_known(
+        &mut self,
+        scope: Ino,
+        files: &mut HashMap<String, Listed>,
+        markers: &mut HashMap<String, ObjectMeta>,
+        busy: &dyn Fn(Ino) -> bool,
+        stored: &HashMap<String, Stored>,
+    ) -> HashMap<String, String> {
+        let mut known_versions: HashMap<String, String> = HashMap::new();
         for (path, ino) in self.descendants(scope) {
             let Some(node) = self.get_mut(ino) else {
                 continue;
@@ -565,7 +580,7 @@ impl Tree {
                             known_versions.insert(old.id.clone(), old.version.clone());
                         }
                         if changed_on_server {
-                            node.meta = matching(&meta).unwrap_or_default();
+                            node.meta = matching(stored, &meta).unwrap_or_default();
                         }
                         file.remote = Some(meta);
                     }
@@ -588,9 +603,19 @@ impl Tree {
                 },
             }
         }
+        known_versions
+    }
+
+    /// Directories for the listed markers no node held yet, with their stored attributes.
+    fn add_markers(
+        &mut self,
+        scope: Ino,
+        markers: HashMap<String, ObjectMeta>,
+        stored: &HashMap<String, Stored>,
+    ) {
         for (path, meta) in markers {
             let dir = self.ensure_dirs(scope, &path);
-            let local = matching(&meta);
+            let local = matching(stored, &meta);
             if let Some(node) = self.get_mut(dir)
                 && let NodeKind::Dir(dir) = &mut node.kind
             {
@@ -600,6 +625,15 @@ impl Tree {
                 dir.origin = DirOrigin::Marker(meta);
             }
         }
+    }
+
+    /// File nodes for the listed objects no node held yet, with their stored attributes.
+    fn add_files(
+        &mut self,
+        scope: Ino,
+        files: HashMap<String, Listed>,
+        stored: &HashMap<String, Stored>,
+    ) {
         for (path, Listed { meta, symlink }) in files {
             let (parent_path, name) = match path.rfind('/') {
                 Some(slash) => (&path[..slash], &path[slash + 1..]),
@@ -614,7 +648,7 @@ impl Tree {
                 );
                 continue;
             }
-            let local = matching(&meta).unwrap_or_default();
+            let local = matching(stored, &meta).unwrap_or_default();
             let file = NodeKind::File(FileNode {
                 size: meta.size,
                 remote: Some(meta),
@@ -625,13 +659,6 @@ impl Tree {
             });
             self.insert(parent, name, file, local);
         }
-        self.prune_implicit_dirs(scope);
-        if let Some(dir) = self.get_mut(scope).and_then(Node::dir_mut) {
-            dir.listed_at = Some(now);
-        }
-        // An entry for the version the tree knew (our own upload, not yet listed) stays.
-        stale.retain(|id| known_versions.get(id) != stored.get(id).map(|e| &e.version));
-        stale
     }
 
     /// The directory at `path` under `scope`, created as implicit directories where missing.
@@ -783,6 +810,14 @@ fn valid_path(path: &str) -> bool {
 
 /// Whether a listed object's size is one a file can have (the kernel refuses attributes over
 /// `i64::MAX` bytes with EIO and no word); an absurd one is left out with one log line.
+/// The stored attributes of `meta`'s object, if the store describes this very version.
+fn matching(stored: &HashMap<String, Stored>, meta: &ObjectMeta) -> Option<LocalMeta> {
+    stored
+        .get(&meta.id)
+        .filter(|entry| entry.version == meta.version)
+        .map(Stored::local_meta)
+}
+
 fn plausible_size(object: &ObjectMeta) -> bool {
     let plausible = i64::try_from(object.size).is_ok();
     if !plausible {

@@ -1,7 +1,8 @@
 //! The write-back engine of [`SessionFs`]: staged copies, the journal of pending uploads, and
-//! the upload of a file's staged copy (streamed or whole) under its content lock. A failed
-//! upload leaves the file dirty and staged, so a later flush, fsync or the unmount drain tries
-//! again; the drain and `keep_pending` are what the mount lifecycle calls at the end.
+//! the upload of a file's staged copy (streamed or whole) under its content lock, planned by
+//! `upload_plan` and carried out here (commit, send, then what follows a stored upload). A
+//! failed upload leaves the file dirty and staged, so a later flush, fsync or the unmount drain
+//! tries again; the drain and `keep_pending` are what the mount lifecycle calls at the end.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use futures::StreamExt;
 
 use super::names;
 use super::tree::{Content, DirOrigin, FileNode, Ino, Node, NodeKind, ROOT_INO};
+use super::upload_plan::{self, NodeFacts, SendFrom, SendPlan, UploadFacts, UploadPlan};
 use super::{Error, Result, SessionFs};
 use crate::write::{PendingUpload, StagingFile};
 use sessionfs_remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
@@ -17,6 +19,7 @@ use sessionfs_remote::{ErrorKind, ObjectMeta, Remote, UploadSource};
 const COPY_CHUNK_BYTES: u64 = 8 << 20;
 
 /// Where a file's bytes go on the remote.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Target {
     pub(super) container: Option<String>,
     pub(super) name: String,
@@ -216,8 +219,15 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// The application committed the file (close, fsync, or a clean unmount): its record now
     /// says so, and a snapshot of an earlier commit is no longer needed.
     pub(super) fn commit(&self, ino: Ino, state: &mut Content) {
-        if let Some(record) = self.record_of(ino, state, true) {
-            state.journaled = self.write_record(&record);
+        let record = self.record_of(ino, state, true);
+        self.commit_record(state, record.as_ref());
+    }
+
+    /// [`Self::commit`] with the committed record already made (`None`: the file is never
+    /// recorded).
+    fn commit_record(&self, state: &mut Content, record: Option<&PendingUpload>) {
+        if let Some(record) = record {
+            state.journaled = self.write_record(record);
             state.committed = state.journaled;
         }
         self.drop_snapshot(state);
@@ -303,53 +313,65 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     /// Uploads the staged copy of `ino` while its content lock is held. On failure the file
     /// stays dirty and staged, so a later flush, fsync or the unmount drain tries again.
     pub(super) async fn upload_locked(&self, ino: Ino, state: &mut Content) -> Result<()> {
-        if !state.dirty {
-            return Ok(());
+        let facts = self.upload_facts(ino, state);
+        match upload_plan::plan(ino, &facts, self.remote.capabilities())? {
+            UploadPlan::Nothing => Ok(()),
+            UploadPlan::TooShort { name, len, min } => {
+                // Stays dirty, so the upload happens once the file has grown and is flushed again.
+                log::info!(
+                    "{name:?} has {len} bytes and {} stores files of at least {min}; it stays \
+                     local until it has content",
+                    self.remote.describe()
+                );
+                Ok(())
+            }
+            UploadPlan::Send(plan) => self.send(ino, state, plan).await,
         }
-        let (target, local_only, linked) = {
-            let tree = self.tree();
-            let node = tree
-                .get(ino)
-                .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+    }
+
+    /// Reads what [`upload_plan::plan`] needs from the content and the inode table.
+    fn upload_facts(&self, ino: Ino, state: &Content) -> UploadFacts {
+        let record = self.record_of(ino, state, true);
+        let tree = self.tree();
+        let node = tree.get(ino).map(|node| {
             let file = node.file().expect("content belongs to a file");
-            (
-                self.target_of(&tree, node, file),
-                file.local_only,
-                node.linked,
-            )
-        };
-        if local_only || !linked {
-            return Ok(());
+            NodeFacts {
+                target: self.target_of(&tree, node, file),
+                local_only: file.local_only,
+                linked: node.linked,
+                record,
+            }
+        });
+        UploadFacts {
+            dirty: state.dirty,
+            node,
+            staged_len: state.staged.as_ref().map_or(0, StagingFile::len),
+            refused: (state.staged.as_ref())
+                .and_then(StagingFile::refused)
+                .map(str::to_owned),
+            stream_to: state.stream.as_ref().map(|stream| Target {
+                container: stream.container.clone(),
+                name: stream.name.clone(),
+            }),
         }
-        let min = self.remote.capabilities().min_object_bytes;
-        let len = state.staged.as_ref().map_or(0, StagingFile::len);
-        if len < min {
-            // Stays dirty, so the upload happens once the file has grown and is flushed again.
-            log::info!(
-                "{:?} has {len} bytes and {} stores files of at least {min}; it stays local \
-                 until it has content",
-                target.name,
-                self.remote.describe()
-            );
-            return Ok(());
-        }
-        if let Some(why) = state.staged.as_ref().and_then(StagingFile::refused) {
-            // The server refused these bytes for good; only a change can help.
-            return Err(Error::refused_before(why));
-        }
-        self.commit(ino, state);
+    }
+
+    /// Carries out `plan`: commits (the record says "committed" before any byte is sent),
+    /// sends from the planned copy, and on success hands the stored object to [`Self::stored`].
+    async fn send(&self, ino: Ino, state: &mut Content, plan: SendPlan) -> Result<()> {
+        self.commit_record(state, plan.record.as_ref());
         let staged = state.staged.as_ref().expect("a dirty file is staged");
         let source = UploadSource {
             path: staged.path().to_path_buf(),
             size: staged.len(),
-            md5: match self.remote.capabilities().upload_md5 {
+            md5: match plan.md5 {
                 true => Some(staged.md5()?),
                 false => None,
             },
             memory: Some(self.blocks.clone()),
             // Only a journaled file's record may be rewritten (its upload removes it).
             on_started: (state.journaled)
-                .then(|| self.record_of(ino, state, true))
+                .then(|| plan.record.clone())
                 .flatten()
                 .map(|record| self.journal.started_hook(record)),
             progress: self.config.uploads.clone(),
@@ -357,19 +379,18 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         let path = self.mount_path(ino);
         let uploads = &self.config.uploads;
         let _progress = uploads.start(&path, &source.path, source.size);
-        let streamed = match state.stream.take() {
-            Some(stream) if stream.name == target.name && stream.container == target.container => {
-                match stream.finish(source.size).await {
-                    Ok(object) => Some(object),
-                    Err(err) => {
-                        log::info!("{}; uploading the staged copy instead", err.message);
-                        None
-                    }
+        let target = &plan.target;
+        let streamed = match (state.stream.take(), plan.from) {
+            (Some(stream), SendFrom::Stream) => match stream.finish(source.size).await {
+                Ok(object) => Some(object),
+                Err(err) => {
+                    log::info!("{}; uploading the staged copy instead", err.message);
+                    None
                 }
-            }
+            },
             _ => None,
         };
-        let mut object = match streamed {
+        let object = match streamed {
             Some(object) => object,
             None => match self
                 .remote
@@ -398,6 +419,22 @@ impl<R: Remote + ?Sized> SessionFs<R> {
             },
         };
         uploads.succeeded(&path);
+        self.stored(ino, state, &plan, object, &source).await;
+        Ok(())
+    }
+
+    /// What follows a stored upload: the file is clean (its record goes), the tree holds the
+    /// new object and its attributes move to it, and on an id-keyed API with delete the object
+    /// it supersedes goes last, so the name never shows two files.
+    async fn stored(
+        &self,
+        ino: Ino,
+        state: &mut Content,
+        plan: &SendPlan,
+        mut object: ObjectMeta,
+        source: &UploadSource,
+    ) {
+        let target = &plan.target;
         object.md5 = object.md5.or(source.md5.clone());
         log::debug!(
             "uploaded inode {ino} as {:?}: {} bytes, md5 {}",
@@ -433,10 +470,8 @@ impl<R: Remote + ?Sized> SessionFs<R> {
         }
         // On an id-keyed API the new content is a new object: once it is stored, the one it
         // replaces goes (where the API can delete), so the name never shows two files.
-        let caps = self.remote.capabilities();
         if let Some(old) = superseded.filter(|old| old.id != new_id)
-            && !caps.overwrite_by_name
-            && caps.delete
+            && plan.delete_superseded
             && let Err(err) = self
                 .delete_remote(target.container.as_deref(), &old, &target.name)
                 .await
@@ -447,7 +482,6 @@ impl<R: Remote + ?Sized> SessionFs<R> {
                 target.name
             );
         }
-        Ok(())
     }
 
     /// Where the bytes of `node` go: its existing object's name on APIs that overwrite by name,

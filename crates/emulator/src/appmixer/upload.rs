@@ -22,10 +22,10 @@ use futures::StreamExt;
 use md5::Digest;
 
 use super::auth::Caller;
-use super::files::{Assembly, FileRecord, namespace};
+use super::files::{Assembly, FileRecord, Files, namespace};
 use super::query::Projection;
-use super::{AppmixerState, reply};
-use crate::store::Store;
+use super::{AppmixerState, Loaded, reply};
+use crate::store::{BlobWriter, Store};
 
 /// The most chunks one file may have (*choice*: 100 000 chunks of 8 MiB is 780 GiB).
 const MAX_CHUNKS: u32 = 100_000;
@@ -149,37 +149,72 @@ pub(super) async fn upload(
         Ok(loaded) => loaded,
         Err(res) => return res,
     };
-    if let Some(id) = &chunk.file_id {
-        match loaded.files.owned(id, &caller.user_id).await {
-            None => return reply::file_not_found(),
-            Some(record) if record.chunks_total != chunk.total => {
-                return *invalid_header(
-                    "uploader-chunks-total",
-                    &format!(
-                        "must be {} as for the file's first chunk",
-                        record.chunks_total
-                    ),
-                );
-            }
-            Some(_) => {}
-        }
+    if let Some(id) = &chunk.file_id
+        && let Err(res) = check_continues(&loaded.files, id, &caller, &chunk).await
+    {
+        return res;
     }
-    let Ok(mut multipart) = multipart else {
+    let Ok(multipart) = multipart else {
         return bad_multipart();
     };
     let file_id = chunk
         .file_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let received = match receive(&st, &chunk, &file_id, multipart).await {
+        Ok(received) => received,
+        Err(res) => return res,
+    };
+    if let Some(declared) = chunk.size.filter(|&d| d != received.writer.written()) {
+        return wrong_size(
+            declared,
+            &format!("holds {} bytes", received.writer.written()),
+        );
+    }
+    commit_chunk(&st, loaded, &caller, &chunk, file_id, received).await
+}
 
-    // Stream the first `file` part to a temporary blob; read the rest of the form so that a
-    // body cut anywhere stores nothing.
+/// A later chunk of `id`: the caller owns the file (404) and names the same total (400).
+async fn check_continues(
+    files: &Files,
+    id: &str,
+    caller: &Caller,
+    chunk: &ChunkHeaders,
+) -> Result<(), Response> {
+    match files.owned(id, &caller.user_id).await {
+        None => Err(reply::file_not_found()),
+        Some(record) if record.chunks_total != chunk.total => Err(*invalid_header(
+            "uploader-chunks-total",
+            &format!(
+                "must be {} as for the file's first chunk",
+                record.chunks_total
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The `file` part of a request, streamed to a blob not yet committed.
+struct Received {
+    writer: BlobWriter,
+    name: Option<String>,
+    content_type: Option<String>,
+}
+
+/// Streams the first `file` part to a temporary blob; reads the rest of the form so that a
+/// body cut anywhere stores nothing.
+async fn receive(
+    st: &AppmixerState,
+    chunk: &ChunkHeaders,
+    file_id: &str,
+    mut multipart: Multipart,
+) -> Result<Received, Response> {
     let mut received = None;
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(_) => return bad_multipart(),
+            Err(_) => return Err(bad_multipart()),
         };
         if received.is_some() || field.name() != Some("file") {
             continue;
@@ -190,40 +225,50 @@ pub(super) async fn upload(
             .map(str::to_owned);
         let name = chunk.file_name.clone().or(part_name);
         if chunk.file_id.is_none() && name.is_none() {
-            return *invalid_header("uploader-file-name", "is required");
+            return Err(*invalid_header("uploader-file-name", "is required"));
         }
         let content_type = field.content_type().map(str::to_owned);
         let key = chunk.number.to_string();
-        let mut writer = match st.inner.store.create_blob(&namespace(&file_id), &key).await {
+        let mut writer = match st.inner.store.create_blob(&namespace(file_id), &key).await {
             Ok(writer) => writer,
-            Err(err) => return reply::internal_error("uploading", &err),
+            Err(err) => return Err(reply::internal_error("uploading", &err)),
         };
         loop {
             let bytes = match field.chunk().await {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => break,
-                Err(_) => return bad_multipart(),
+                Err(_) => return Err(bad_multipart()),
             };
             let after = writer.written() + bytes.len() as u64;
             if let Some(limit) = st.inner.max_upload_bytes.filter(|&l| after > l) {
-                return too_large(limit);
+                return Err(too_large(limit));
             }
             if let Some(declared) = chunk.size.filter(|&d| after > d) {
-                return wrong_size(declared, "is longer");
+                return Err(wrong_size(declared, "is longer"));
             }
             if let Err(err) = writer.write(&bytes).await {
-                return reply::internal_error("uploading", &err);
+                return Err(reply::internal_error("uploading", &err));
             }
         }
-        received = Some((writer, name, content_type));
+        received = Some(Received {
+            writer,
+            name,
+            content_type,
+        });
     }
-    let Some((writer, name, content_type)) = received else {
-        return reply::invalid("payload", "file", "\"file\" is required");
-    };
-    if let Some(declared) = chunk.size.filter(|&d| d != writer.written()) {
-        return wrong_size(declared, &format!("holds {} bytes", writer.written()));
-    }
+    received.ok_or_else(|| reply::invalid("payload", "file", "\"file\" is required"))
+}
 
+/// Under the file's assembly lock: commits the chunk, advances the digest, saves the record
+/// and answers with the File object as it now stands.
+async fn commit_chunk(
+    st: &AppmixerState,
+    loaded: &Loaded,
+    caller: &Caller,
+    chunk: &ChunkHeaders,
+    file_id: String,
+    received: Received,
+) -> Response {
     let assembly = loaded.files.assembly(&file_id);
     let mut assembly = assembly.lock().await;
     let mut record = if chunk.file_id.is_some() {
@@ -236,8 +281,9 @@ pub(super) async fn upload(
         FileRecord {
             file_id: file_id.clone(),
             user_id: caller.user_id.clone(),
-            filename: name.unwrap_or_default(),
-            content_type: content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+            filename: received.name.unwrap_or_default(),
+            content_type: (received.content_type)
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
             upload_date_ms: chrono::Utc::now().timestamp_millis(),
             seq: loaded.files.next_seq(),
             chunks_total: chunk.total,
@@ -245,7 +291,7 @@ pub(super) async fn upload(
             md5: String::new(),
         }
     };
-    let stored = match writer.commit().await {
+    let stored = match received.writer.commit().await {
         Ok(info) => info.size,
         Err(err) => return reply::internal_error("storing a chunk", &err),
     };
