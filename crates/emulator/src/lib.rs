@@ -14,6 +14,7 @@ pub mod fluxer;
 pub mod lightfield;
 pub mod mix;
 pub mod ranged;
+mod s3_error;
 pub mod store;
 
 use std::net::SocketAddr;

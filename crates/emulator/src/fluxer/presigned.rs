@@ -36,6 +36,7 @@ use super::reply::{self, FieldError, Refused};
 use super::{
     FluxerState, InFlight, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, ms, now_ms,
 };
+use crate::s3_error;
 use crate::store::Store;
 
 /// The store table holding one record per planned upload.
@@ -284,10 +285,6 @@ pub(super) async fn plan(
     reply::json(StatusCode::OK, &json!({ "attachments": answer }))
 }
 
-fn denied(code: &str, message: &str) -> Response {
-    reply::storage_error(StatusCode::FORBIDDEN, code, message)
-}
-
 /// Checks a storage URL's query against the plan it names: signature, then expiry.
 fn refusal(
     secret: &str,
@@ -298,7 +295,7 @@ fn refusal(
     let sent = query.get("signature");
     let expires = query.get("expires").and_then(|e| e.parse::<i64>().ok());
     if sent.is_none() || expires.is_none() {
-        return Some(denied(
+        return Some(s3_error::denied(
             "AccessDenied",
             "Query-string authentication requires the expires and signature parameters.",
         ));
@@ -308,7 +305,7 @@ fn refusal(
         || !upload_id_ok
         || sent != Some(&signature(secret, upload, part))
     {
-        return Some(denied(
+        return Some(s3_error::denied(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
         ));
@@ -317,7 +314,7 @@ fn refusal(
 }
 
 fn no_such_upload() -> Response {
-    reply::storage_error(
+    s3_error::error(
         StatusCode::NOT_FOUND,
         "NoSuchUpload",
         "The specified upload does not exist.",
@@ -325,7 +322,7 @@ fn no_such_upload() -> Response {
 }
 
 fn incomplete_body() -> Response {
-    reply::storage_error(
+    s3_error::error(
         StatusCode::BAD_REQUEST,
         "IncompleteBody",
         "You did not provide the number of bytes specified by the Content-Length HTTP header.",
@@ -369,13 +366,13 @@ pub(super) async fn put_single(
         return res.into_response();
     }
     if now_ms() >= upload.expires_ms {
-        return denied("AccessDenied", "Request has expired.");
+        return s3_error::denied("AccessDenied", "Request has expired.");
     }
     if headers
         .get(header::CONTENT_TYPE)
         .is_none_or(|v| v != upload.content_type.as_str())
     {
-        return denied(
+        return s3_error::denied(
             "SignatureDoesNotMatch",
             "The signed Content-Type is missing or has another value.",
         );
@@ -384,14 +381,14 @@ pub(super) async fn put_single(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     else {
-        return reply::storage_error(
+        return s3_error::error(
             StatusCode::LENGTH_REQUIRED,
             "MissingContentLength",
             "You must provide the Content-Length HTTP header.",
         );
     };
     if length != upload.file_size {
-        return denied(
+        return s3_error::denied(
             "SignatureDoesNotMatch",
             &format!(
                 "The URL is signed for a body of exactly {} bytes.",
@@ -419,7 +416,7 @@ pub(super) async fn put_single(
     // cannot interleave with one.
     let messages = loaded.messages.lock().await;
     if messages.is_claimed(&name) {
-        return denied("AccessDenied", "This upload already belongs to a message.");
+        return s3_error::denied("AccessDenied", "This upload already belongs to a message.");
     }
     let etag = received.etag();
     if let Err(err) = received.writer.commit().await {
@@ -438,7 +435,7 @@ pub(super) async fn put_part(
 ) -> Response {
     // Parsed here, so a part number that is no number gets S3's XML error, not axum's text.
     let Ok(part) = part.parse::<u32>() else {
-        return reply::storage_error(
+        return s3_error::error(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "Part number must be an integer between 1 and 10000, inclusive.",
@@ -454,10 +451,10 @@ pub(super) async fn put_part(
         return res.into_response();
     }
     if now_ms() >= upload.expires_ms {
-        return denied("AccessDenied", "Request has expired.");
+        return s3_error::denied("AccessDenied", "Request has expired.");
     }
     if !(1..=upload.part_count).contains(&part) {
-        return reply::storage_error(
+        return s3_error::error(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "Part number is out of range.",
@@ -477,7 +474,7 @@ pub(super) async fn put_part(
     let received = match received {
         Ok(received) => received,
         Err(ReceiveError::TooLarge) => {
-            return reply::storage_error(
+            return s3_error::error(
                 StatusCode::BAD_REQUEST,
                 "EntityTooLarge",
                 "Your proposed upload exceeds the part size of this plan.",

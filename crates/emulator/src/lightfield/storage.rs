@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::ranged;
+use crate::{ranged, s3_error};
 use axum::response::Response;
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -63,27 +63,23 @@ pub(super) fn presign(base: &str, secret: &str, op: Op, id: &str, expires: i64) 
     )
 }
 
-fn denied(code: &str, message: &str) -> Response {
-    reply::storage_error(StatusCode::FORBIDDEN, code, message)
-}
-
 /// Why a storage request's signature or expiry does not hold, if it does not.
 fn refusal(secret: &str, op: Op, id: &str, query: &HashMap<String, String>) -> Option<Response> {
     let expires = query.get("expires").and_then(|e| e.parse::<i64>().ok());
     let (Some(expires), Some(sent)) = (expires, query.get("signature")) else {
-        return Some(denied(
+        return Some(s3_error::denied(
             "AccessDenied",
             "Query-string authentication requires the expires and signature parameters.",
         ));
     };
     if *sent != signature(secret, op, id, expires) {
-        return Some(denied(
+        return Some(s3_error::denied(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
         ));
     }
     if now_ms() >= expires {
-        return Some(denied("AccessDenied", "Request has expired."));
+        return Some(s3_error::denied("AccessDenied", "Request has expired."));
     }
     None
 }
@@ -105,9 +101,11 @@ pub(super) async fn upload(
     }
     let record = match loaded.files.lock().await.get(&id) {
         Some(record) if record.status_at(now_ms()) == Status::Pending => record.clone(),
-        Some(_) => return denied("AccessDenied", "The upload session is no longer open."),
+        Some(_) => {
+            return s3_error::denied("AccessDenied", "The upload session is no longer open.");
+        }
         None => {
-            return reply::storage_error(StatusCode::NOT_FOUND, "NoSuchUpload", "No such upload.");
+            return s3_error::error(StatusCode::NOT_FOUND, "NoSuchUpload", "No such upload.");
         }
     };
     for (name, value) in &record.upload_headers {
@@ -115,7 +113,7 @@ pub(super) async fn upload(
             .get(name.as_str())
             .is_none_or(|sent| sent != value.as_str())
         {
-            return denied(
+            return s3_error::denied(
                 "SignatureDoesNotMatch",
                 &format!("The signed header '{name}' is missing or has another value."),
             );
@@ -140,7 +138,7 @@ pub(super) async fn upload(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else {
-            return reply::storage_error(
+            return s3_error::error(
                 StatusCode::BAD_REQUEST,
                 "IncompleteBody",
                 "The request body ended early.",
@@ -166,7 +164,7 @@ pub(super) async fn upload(
     let mut files = loaded.files.lock().await;
     let mut record = match files.get(&id) {
         Some(record) if record.status_at(now_ms()) == Status::Pending => record.clone(),
-        _ => return denied("AccessDenied", "The upload session is no longer open."),
+        _ => return s3_error::denied("AccessDenied", "The upload session is no longer open."),
     };
     if conditional && body_exists(&st, &id).await {
         return precondition_failed();
@@ -192,14 +190,14 @@ async fn body_exists(st: &LightfieldState, id: &str) -> bool {
 }
 
 fn wrong_length(size: u64) -> Response {
-    denied(
+    s3_error::denied(
         "SignatureDoesNotMatch",
         &format!("The URL is signed for a body of exactly {size} bytes."),
     )
 }
 
 fn precondition_failed() -> Response {
-    reply::storage_error(
+    s3_error::error(
         StatusCode::PRECONDITION_FAILED,
         "PreconditionFailed",
         "At least one of the pre-conditions you specified did not hold.",
@@ -222,17 +220,17 @@ pub(super) async fn download(
     }
     let mime_type = match loaded.files.lock().await.get(&id) {
         Some(record) if record.status == Status::Completed => record.mime_type.clone(),
-        _ => return reply::storage_error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key."),
+        _ => return s3_error::error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key."),
     };
     let blob = match st.inner.store.open_blob(BLOB_NS, &id).await {
         Ok(Some(blob)) => blob,
         Ok(None) => {
-            return reply::storage_error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key.");
+            return s3_error::error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key.");
         }
         Err(err) => return reply::internal_error("downloading", &err),
     };
     ranged::blob_response(blob, &headers, true, &mime_type, || {
-        reply::storage_error(
+        s3_error::error(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "InvalidRange",
             "The requested range is not satisfiable.",
