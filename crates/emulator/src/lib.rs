@@ -13,6 +13,7 @@ pub mod faults;
 pub mod fluxer;
 pub mod lightfield;
 pub mod mix;
+mod presign;
 pub mod ranged;
 mod s3_error;
 pub mod store;
@@ -86,6 +87,11 @@ pub fn iso_millis(ms: i64) -> String {
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
+}
+
+/// `bytes` (a digest) as lower-case hex, the form every API here writes md5s and signatures in.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A running emulator. Dropping it stops the server.

@@ -1,6 +1,6 @@
 //! The presigned storage URLs: `PUT /_storage/upload/{id}` and `GET /_storage/download/{id}`,
 //! both with `?expires=<unix ms>&signature=<hex>`, where the signature is the md5 of the
-//! emulator's secret, the operation, the id and the expiry. They stand in for the S3/GCS URLs the
+//! emulator's secret, the operation, the id and the expiry (`crate::presign`). They stand in for the S3/GCS URLs the
 //! real service hands out, so they take no Lightfield headers and answer S3-style XML errors.
 //!
 //! Upload rules: the signature and expiry must hold (403 `SignatureDoesNotMatch` /
@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::{ranged, s3_error};
+use crate::{presign, ranged, s3_error};
 use axum::response::Response;
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -42,46 +42,27 @@ impl Op {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn signature(secret: &str, op: Op, id: &str, expires: i64) -> String {
-    hex(&Md5::digest(
-        format!("{secret}\n{}\n{id}\n{expires}", op.path()).as_bytes(),
-    ))
-}
-
 /// The URL under `base` that allows `op` on `id` until `expires` (unix ms).
 pub(super) fn presign(base: &str, secret: &str, op: Op, id: &str, expires: i64) -> String {
     let path_id: String =
         percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string();
     format!(
-        "{base}/_storage/{}/{path_id}?expires={expires}&signature={}",
+        "{base}/_storage/{}/{path_id}?{}",
         op.path(),
-        signature(secret, op, id, expires)
+        presign::query(expires, &signature(secret, op, id, expires))
     )
+}
+
+/// What a URL for `op` on `id` until `expires` is signed with.
+fn signature(secret: &str, op: Op, id: &str, expires: i64) -> String {
+    presign::signature(secret, &[&op.path(), &id, &expires])
 }
 
 /// Why a storage request's signature or expiry does not hold, if it does not.
 fn refusal(secret: &str, op: Op, id: &str, query: &HashMap<String, String>) -> Option<Response> {
-    let expires = query.get("expires").and_then(|e| e.parse::<i64>().ok());
-    let (Some(expires), Some(sent)) = (expires, query.get("signature")) else {
-        return Some(s3_error::denied(
-            "AccessDenied",
-            "Query-string authentication requires the expires and signature parameters.",
-        ));
-    };
-    if *sent != signature(secret, op, id, expires) {
-        return Some(s3_error::denied(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        ));
-    }
-    if now_ms() >= expires {
-        return Some(s3_error::denied("AccessDenied", "Request has expired."));
-    }
-    None
+    presign::refusal(query, now_ms(), |expires| {
+        Some(signature(secret, op, id, expires))
+    })
 }
 
 /// `PUT` of the raw bytes to an `uploadUrl`.
@@ -157,7 +138,7 @@ pub(super) async fn upload(
     }
     let uploaded = Uploaded {
         size: writer.written(),
-        md5: hex(&md5.finalize()),
+        md5: crate::hex(&md5.finalize()),
     };
 
     // Commit and record under the files lock, re-checking that the session is still open.
