@@ -9,6 +9,7 @@
 //! runs one inside the mount process, so the README's first command needs nothing else.
 
 pub mod appmixer;
+mod body;
 pub mod faults;
 pub mod fluxer;
 pub mod lightfield;

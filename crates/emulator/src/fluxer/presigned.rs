@@ -28,13 +28,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::attachments::{self, ReceiveError};
+use super::attachments;
 use super::auth::{Identity, Login};
 use super::names;
 use super::reply::{self, FieldError, Refused};
 use super::{
     FluxerState, InFlight, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, ms, now_ms,
 };
+use crate::body::{self, ReceiveError};
 use crate::store::Store;
 use crate::{presign, s3_error};
 
@@ -382,7 +383,7 @@ pub(super) async fn put_single(
         );
     }
     let store = &st.inner.store;
-    let received = attachments::receive(
+    let received = body::receive(
         store,
         OBJECTS_NS,
         &name,
@@ -392,7 +393,7 @@ pub(super) async fn put_single(
     .await;
     let received = match received {
         Ok(received) if received.size() == upload.file_size => received,
-        Ok(_) | Err(ReceiveError::TooLarge | ReceiveError::Interrupted) => {
+        Ok(_) | Err(ReceiveError::TooLarge | ReceiveError::Body(_)) => {
             return incomplete_body();
         }
         Err(ReceiveError::Io(err)) => return reply::internal_error("uploading", &err),
@@ -444,7 +445,7 @@ pub(super) async fn put_part(
     }
     let store = &st.inner.store;
     let in_flight = InFlight::start(&st.inner.counters);
-    let received = attachments::receive(
+    let received = body::receive(
         store,
         &parts_ns(&name),
         &part.to_string(),
@@ -462,7 +463,7 @@ pub(super) async fn put_part(
                 "Your proposed upload exceeds the part size of this plan.",
             );
         }
-        Err(ReceiveError::Interrupted) => return incomplete_body(),
+        Err(ReceiveError::Body(_)) => return incomplete_body(),
         Err(ReceiveError::Io(err)) => return reply::internal_error("uploading a part", &err),
     };
     let mut uploads = loaded.presigned.lock().await;
