@@ -19,10 +19,9 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::body::{self, ReceiveError};
 use crate::{presign, ranged, s3_error};
 use axum::response::Response;
-use futures::StreamExt;
-use md5::{Digest, Md5};
 
 use super::{BLOB_NS, LightfieldState, Status, Uploaded, now_ms, reply};
 
@@ -111,34 +110,23 @@ pub(super) async fn upload(
         return precondition_failed();
     }
 
-    let mut writer = match st.inner.store.create_blob(BLOB_NS, &id).await {
-        Ok(writer) => writer,
-        Err(err) => return reply::internal_error("uploading", &err),
-    };
-    let mut md5 = Md5::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
+    let stream = body.into_data_stream();
+    let limit = Some(record.size_bytes);
+    let received = match body::receive(&st.inner.store, BLOB_NS, &id, stream, limit).await {
+        Ok(received) if received.size() == record.size_bytes => received,
+        Ok(_) | Err(ReceiveError::TooLarge) => return wrong_length(record.size_bytes),
+        Err(ReceiveError::Body(_)) => {
             return s3_error::error(
                 StatusCode::BAD_REQUEST,
                 "IncompleteBody",
                 "The request body ended early.",
             );
-        };
-        if writer.written() + chunk.len() as u64 > record.size_bytes {
-            return wrong_length(record.size_bytes);
         }
-        md5.update(&chunk);
-        if let Err(err) = writer.write(&chunk).await {
-            return reply::internal_error("uploading", &err);
-        }
-    }
-    if writer.written() != record.size_bytes {
-        return wrong_length(record.size_bytes);
-    }
+        Err(ReceiveError::Io(err)) => return reply::internal_error("uploading", &err),
+    };
     let uploaded = Uploaded {
-        size: writer.written(),
-        md5: crate::hex(&md5.finalize()),
+        size: received.size(),
+        md5: received.md5,
     };
 
     // Commit and record under the files lock, re-checking that the session is still open.
@@ -150,7 +138,7 @@ pub(super) async fn upload(
     if conditional && body_exists(&st, &id).await {
         return precondition_failed();
     }
-    if let Err(err) = writer.commit().await {
+    if let Err(err) = received.writer.commit().await {
         return reply::internal_error("uploading", &err);
     }
     let etag = format!("\"{}\"", uploaded.md5);
