@@ -107,39 +107,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn check_accepts_a_live_url_and_refuses_in_s3s_order() {
+    async fn refusal_accepts_a_live_url_and_refuses_in_s3s_order() {
         let sig = signature("s", &[&"x", &100]);
-        let expect = |e: i64| Some(signature("s", &[&"x", &e]));
         let missing = "AccessDenied Query-string authentication requires the expires and \
                        signature parameters.";
         let mismatch = "SignatureDoesNotMatch The request signature we calculated does not \
                         match the signature you provided.";
-        assert_eq!(code(refusal(&params("100", &sig), 99, expect)).await, "OK");
-        assert_eq!(code(refusal(&HashMap::new(), 99, expect)).await, missing);
-        assert_eq!(
-            code(refusal(&params("soon", &sig), 99, expect)).await,
-            missing
-        );
-        assert_eq!(
-            code(refusal(&params("100", "00"), 99, expect)).await,
-            mismatch
-        );
-        assert_eq!(
-            code(refusal(&params("200", &sig), 99, expect)).await,
-            mismatch
-        );
-        assert_eq!(
-            code(refusal(&params("100", &sig), 99, |_| None)).await,
-            mismatch
-        );
-        // A bad signature on an expired URL is still a bad signature.
-        assert_eq!(
-            code(refusal(&params("100", "00"), 100, expect)).await,
-            mismatch
-        );
-        assert_eq!(
-            code(refusal(&params("100", &sig), 100, expect)).await,
-            "AccessDenied Request has expired."
-        );
+        let expired = "AccessDenied Request has expired.";
+        // (query, now, whether the query names a URL that was signed, the answer)
+        let cases = [
+            (params("100", &sig), 99, true, "OK"),
+            (HashMap::new(), 99, true, missing),
+            (params("soon", &sig), 99, true, missing),
+            (params("100", "00"), 99, true, mismatch),
+            (params("200", &sig), 99, true, mismatch),
+            (params("100", &sig), 99, false, mismatch),
+            // A bad signature on an expired URL is still a bad signature.
+            (params("100", "00"), 100, true, mismatch),
+            (params("100", &sig), 100, true, expired),
+        ];
+        for (query, now, signed, answer) in cases {
+            let expected = |e: i64| signed.then(|| signature("s", &[&"x", &e]));
+            assert_eq!(
+                code(refusal(&query, now, expected)).await,
+                answer,
+                "{query:?} at {now}"
+            );
+        }
     }
 }
