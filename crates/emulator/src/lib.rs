@@ -2,8 +2,11 @@
 //!
 //! Each API has one router file (`mix.rs`, ...) that owns its paths, JSON shapes, status codes and
 //! error envelopes. What every API shares lives beside them: the on-disk object store
-//! (`store.rs`), the fault-injection and network-simulation layer (`faults.rs`), and [`spawn`],
-//! which binds a listener and serves a router until the returned handle is shut down.
+//! (`store.rs`), the fault-injection and network-simulation layer (`faults.rs`), single-range
+//! downloads (`ranged.rs`), receiving an upload body under a limit (`body.rs`), and, for the
+//! S3-style storage URLs Lightfield and Fluxer hand out, their signing (`presign.rs`) and XML
+//! errors (`s3_error.rs`); and [`serve`], which binds a listener and serves a router until the
+//! returned handle is shut down.
 //!
 //! `sessionfs serve` runs one emulator in the foreground; `sessionfs mount` without `--endpoint`
 //! runs one inside the mount process, so the README's first command needs nothing else.
