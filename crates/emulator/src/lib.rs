@@ -2,18 +2,24 @@
 //!
 //! Each API has one router file (`mix.rs`, ...) that owns its paths, JSON shapes, status codes and
 //! error envelopes. What every API shares lives beside them: the on-disk object store
-//! (`store.rs`), the fault-injection and network-simulation layer (`faults.rs`), and [`spawn`],
-//! which binds a listener and serves a router until the returned handle is shut down.
+//! (`store.rs`), the fault-injection and network-simulation layer (`faults.rs`), single-range
+//! downloads (`ranged.rs`), receiving an upload body under a limit (`body.rs`), and, for the
+//! S3-style storage URLs Lightfield and Fluxer hand out, their signing (`presign.rs`) and XML
+//! errors (`s3_error.rs`); and [`serve`], which binds a listener and serves a router until the
+//! returned handle is shut down.
 //!
 //! `sessionfs serve` runs one emulator in the foreground; `sessionfs mount` without `--endpoint`
 //! runs one inside the mount process, so the README's first command needs nothing else.
 
 pub mod appmixer;
+mod body;
 pub mod faults;
 pub mod fluxer;
 pub mod lightfield;
 pub mod mix;
+mod presign;
 pub mod ranged;
+mod s3_error;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -85,6 +91,11 @@ pub fn iso_millis(ms: i64) -> String {
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
+}
+
+/// `bytes` (a digest) as lower-case hex, the form every API here writes md5s and signatures in.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A running emulator. Dropping it stops the server.

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::EmulatorConfig;
+use super::body::{self, ReceiveError};
 use super::store::{BlobInfo, Store};
 
 /// The store table holding one record per session.
@@ -441,7 +442,7 @@ async fn upload_file(
     };
     let mut upload = None;
     loop {
-        let mut field = match multipart.next_field().await {
+        let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(err) => return form_error(err),
@@ -456,25 +457,14 @@ async fn upload_file(
         };
         let original = original.to_owned();
         let name = names::sanitize_filename(&original);
-        let mut writer = match st.store.create_blob(&id, &name).await {
-            Ok(writer) => writer,
-            Err(err) => return reply::internal_error("uploading file", &err),
+        let limit = st.max_upload_bytes;
+        let writer = match body::receive(&st.store, &id, &name, field, limit).await {
+            Ok(received) => received.writer,
+            // Only a limit makes a body too large.
+            Err(ReceiveError::TooLarge) => return too_large(limit.unwrap_or_default()),
+            Err(ReceiveError::Body(err)) => return form_error(err),
+            Err(ReceiveError::Io(err)) => return reply::internal_error("uploading file", &err),
         };
-        loop {
-            let chunk = match field.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(err) => return form_error(err),
-            };
-            if let Some(limit) = st.max_upload_bytes
-                && writer.written() + chunk.len() as u64 > limit
-            {
-                return too_large(limit);
-            }
-            if let Err(err) = writer.write(&chunk).await {
-                return reply::internal_error("uploading file", &err);
-            }
-        }
         upload = Some((original, name, writer));
     }
     let Some((original, name, writer)) = upload else {

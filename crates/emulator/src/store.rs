@@ -382,8 +382,7 @@ impl Blob {
 
 /// Lower-case hex MD5 of `s`: a fixed-shape file name that no input can turn into a path.
 fn hash(s: &str) -> String {
-    let digest = Md5::digest(s.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&Md5::digest(s.as_bytes()))
 }
 
 /// Reads and parses a JSON file; `None` when it does not exist.

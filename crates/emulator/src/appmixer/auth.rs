@@ -72,7 +72,7 @@ impl Accounts {
 /// the same in every run.
 fn user_id(email: &str) -> String {
     let digest = Md5::digest(format!("appmixer-user\n{}", email.to_ascii_lowercase()).as_bytes());
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&digest[..12])
 }
 
 /// The signing and verifying keys made from the stored secret.

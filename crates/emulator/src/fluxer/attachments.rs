@@ -1,8 +1,7 @@
-//! Object bodies: receiving a request body into a blob while its md5 is computed, joining
-//! chunks or parts into one object, and the media route attachments are downloaded from.
+//! Object bodies: joining chunks or parts into one object, and the media route attachments are
+//! downloaded from. Request bodies are received by `crate::body`.
 //!
-//! Bodies stream: nothing here holds more than one network chunk in memory. A body that breaks
-//! off leaves nothing behind (the uncommitted blob is discarded when its writer drops).
+//! Bodies stream: nothing here holds more than one network chunk in memory.
 //!
 //! Download: `GET /attachments/{channel_id}/{attachment_id}/{filename}` needs no token (a
 //! plain CDN GET, as in the February server); the filename must be the attachment's. One byte
@@ -16,65 +15,11 @@ use axum::http::{HeaderMap, StatusCode};
 
 use crate::ranged;
 use axum::response::Response;
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use md5::{Digest, Md5};
+use futures::StreamExt;
 
 use super::guilds::parse_id;
 use super::{FluxerState, OBJECTS_NS, reply};
-use crate::store::{BlobWriter, Store};
-
-/// Why a body could not be received.
-#[derive(Debug)]
-pub(super) enum ReceiveError {
-    /// It grew past the limit the caller gave.
-    TooLarge,
-    /// The client's body broke off.
-    Interrupted,
-    /// The store failed.
-    Io(io::Error),
-}
-
-/// A body written to an uncommitted blob: commit it once the caller's checks still hold.
-pub(super) struct Received {
-    pub writer: BlobWriter,
-    /// Lower-case hex md5 of the bytes.
-    pub md5: String,
-}
-
-impl Received {
-    pub(super) fn size(&self) -> u64 {
-        self.writer.written()
-    }
-
-    /// The S3-style ETag of the bytes: the quoted md5.
-    pub(super) fn etag(&self) -> String {
-        format!("\"{}\"", self.md5)
-    }
-}
-
-/// Streams `body` into a new blob `key` of `ns`, refusing more than `limit` bytes.
-pub(super) async fn receive<E>(
-    store: &Store,
-    ns: &str,
-    key: &str,
-    body: impl Stream<Item = Result<Bytes, E>>,
-    limit: Option<u64>,
-) -> Result<Received, ReceiveError> {
-    let mut writer = store.create_blob(ns, key).await.map_err(ReceiveError::Io)?;
-    let mut md5 = Md5::new();
-    let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|_| ReceiveError::Interrupted)?;
-        if limit.is_some_and(|limit| writer.written() + chunk.len() as u64 > limit) {
-            return Err(ReceiveError::TooLarge);
-        }
-        md5.update(&chunk);
-        writer.write(&chunk).await.map_err(ReceiveError::Io)?;
-    }
-    let md5 = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Received { writer, md5 })
-}
+use crate::store::Store;
 
 /// Writes the blobs `parts` (in order, each `(namespace, key)`) as one object `key` and
 /// returns its size. A missing part is an error, so no partial object appears.

@@ -28,11 +28,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::attachments::{self, ReceiveError};
+use super::attachments;
 use super::auth::Identity;
 use super::names;
 use super::reply::{self, FieldError, Refused};
 use super::{FluxerState, InFlight, ms, now_ms};
+use crate::body::{self, ReceiveError};
 use crate::store::Store;
 
 /// The store table holding one record per open session.
@@ -293,7 +294,7 @@ pub(super) async fn upload_chunk(
     let in_flight = InFlight::start(&st.inner.counters);
     let ns = chunks_ns(&upload_id);
     let key = index.to_string();
-    let received = attachments::receive(store, &ns, &key, body.into_data_stream(), None).await;
+    let received = body::receive(store, &ns, &key, body.into_data_stream(), None).await;
     drop(in_flight);
     let received = match received {
         Ok(received) => received,

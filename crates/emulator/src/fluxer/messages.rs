@@ -31,13 +31,14 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::attachments::{self, ReceiveError};
+use super::attachments;
 use super::auth::{Identity, Login};
 use super::guilds::{World, parse_id};
 use super::names;
 use super::reply::{self, FieldError, Refused};
 use super::snowflake::timestamp_ms;
 use super::{FluxerState, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, now_ms};
+use crate::body::{self, ReceiveError};
 use crate::iso_millis;
 use crate::store::Store;
 
@@ -601,11 +602,11 @@ async fn read_multipart(
         let filename = field.file_name().unwrap_or("unnamed").to_owned();
         let object = uuid::Uuid::new_v4().to_string();
         let store = &st.inner.store;
-        let received = attachments::receive(store, OBJECTS_NS, &object, field, Some(max_file))
+        let received = body::receive(store, OBJECTS_NS, &object, field, Some(max_file))
             .await
             .map_err(|err| match err {
                 ReceiveError::TooLarge => reply::file_too_large(max_file),
-                ReceiveError::Interrupted => bad_form(),
+                ReceiveError::Body(_) => bad_form(),
                 ReceiveError::Io(err) => reply::internal_error("storing a file", &err),
             })?;
         let size = received.size();

@@ -4,12 +4,12 @@
 //! signed URLs point at `/_storage/presigned/…` on the emulator itself, standing in for S3, so
 //! they take no token and answer S3-style XML errors.
 //!
-//! Signing: `?expires=<unix ms>&signature=<hex>`, the md5 of the emulator's secret, the upload
-//! name, the part number (0 for singlepart), the content type, the size and the expiry; URLs live
-//! `upload_ttl`. A singlepart PUT must send exactly the planned `Content-Type` and
-//! `Content-Length` (both signed: 403 `SignatureDoesNotMatch`; no length: 411) and writes the
-//! object at once; a second PUT replaces it until a message takes it (then 403). A part PUT may
-//! be at most `part_size` bytes and counts as a chunk in flight while received.
+//! Signing (`crate::presign`): `?expires=<unix ms>&signature=<hex>`, the md5 of the emulator's
+//! secret, the upload name, the part number (0 for singlepart), the content type, the size and
+//! the expiry; URLs live `upload_ttl`. A singlepart PUT must send exactly the planned
+//! `Content-Type` and `Content-Length` (both signed: 403 `SignatureDoesNotMatch`; no length: 411)
+//! and writes the object at once; a second PUT replaces it until a message takes it (then 403).
+//! A part PUT may be at most `part_size` bytes and counts as a chunk in flight while received.
 //!
 //! *choices*: `part_size` is the larger of 10 MiB and a twentieth of the file rounded up to a
 //! MiB; complete joins the parts received, in part order, as S3 does when the server lists them
@@ -25,18 +25,19 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::attachments::{self, ReceiveError};
+use super::attachments;
 use super::auth::{Identity, Login};
 use super::names;
 use super::reply::{self, FieldError, Refused};
 use super::{
     FluxerState, InFlight, Loaded, MAX_ATTACHMENTS_PER_MESSAGE, OBJECTS_NS, base_url, ms, now_ms,
 };
+use crate::body::{self, ReceiveError};
 use crate::store::Store;
+use crate::{presign, s3_error};
 
 /// The store table holding one record per planned upload.
 const UPLOADS_TABLE: &str = "fluxer_presigned";
@@ -111,27 +112,29 @@ async fn forget(store: &Store, name: &str) -> io::Result<()> {
     store.delete_namespace(&parts_ns(name)).await
 }
 
+/// What a URL for `part` of `upload` (0 for singlepart) is signed with.
 fn signature(secret: &str, upload: &PresignedUpload, part: u32) -> String {
-    let text = format!(
-        "{secret}\n{}\n{part}\n{}\n{}\n{}",
-        upload.upload_filename, upload.content_type, upload.file_size, upload.expires_ms
-    );
-    Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    presign::signature(
+        secret,
+        &[
+            &upload.upload_filename,
+            &part,
+            &upload.content_type,
+            &upload.file_size,
+            &upload.expires_ms,
+        ],
+    )
 }
 
 fn url(base: &str, secret: &str, upload: &PresignedUpload, part: u32) -> String {
-    let sig = signature(secret, upload, part);
-    let expires = upload.expires_ms;
+    let signed = presign::query(upload.expires_ms, &signature(secret, upload, part));
     match &upload.upload_id {
         None => format!(
-            "{base}/_storage/presigned/{}?expires={expires}&signature={sig}",
+            "{base}/_storage/presigned/{}?{signed}",
             upload.upload_filename
         ),
         Some(id) => format!(
-            "{base}/_storage/presigned/{}/parts/{part}?upload_id={id}&expires={expires}&signature={sig}",
+            "{base}/_storage/presigned/{}/parts/{part}?upload_id={id}&{signed}",
             upload.upload_filename
         ),
     }
@@ -284,40 +287,23 @@ pub(super) async fn plan(
     reply::json(StatusCode::OK, &json!({ "attachments": answer }))
 }
 
-fn denied(code: &str, message: &str) -> Response {
-    reply::storage_error(StatusCode::FORBIDDEN, code, message)
-}
-
-/// Checks a storage URL's query against the plan it names: signature, then expiry.
+/// Checks a storage URL's query against the plan it names: signature (which binds the plan's
+/// expiry and upload id), then expiry.
 fn refusal(
     secret: &str,
     upload: &PresignedUpload,
     part: u32,
     query: &HashMap<String, String>,
 ) -> Option<Response> {
-    let sent = query.get("signature");
-    let expires = query.get("expires").and_then(|e| e.parse::<i64>().ok());
-    if sent.is_none() || expires.is_none() {
-        return Some(denied(
-            "AccessDenied",
-            "Query-string authentication requires the expires and signature parameters.",
-        ));
-    }
-    let upload_id_ok = upload.upload_id.as_ref() == query.get("upload_id");
-    if expires != Some(upload.expires_ms)
-        || !upload_id_ok
-        || sent != Some(&signature(secret, upload, part))
-    {
-        return Some(denied(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        ));
-    }
-    None
+    presign::refusal(query, now_ms(), |expires| {
+        let same_plan =
+            expires == upload.expires_ms && upload.upload_id.as_ref() == query.get("upload_id");
+        same_plan.then(|| signature(secret, upload, part))
+    })
 }
 
 fn no_such_upload() -> Response {
-    reply::storage_error(
+    s3_error::error(
         StatusCode::NOT_FOUND,
         "NoSuchUpload",
         "The specified upload does not exist.",
@@ -325,7 +311,7 @@ fn no_such_upload() -> Response {
 }
 
 fn incomplete_body() -> Response {
-    reply::storage_error(
+    s3_error::error(
         StatusCode::BAD_REQUEST,
         "IncompleteBody",
         "You did not provide the number of bytes specified by the Content-Length HTTP header.",
@@ -366,16 +352,13 @@ pub(super) async fn put_single(
         Err(res) => return res.into_response(),
     };
     if let Some(res) = refusal(&loaded.secret, &upload, 0, &query) {
-        return res.into_response();
-    }
-    if now_ms() >= upload.expires_ms {
-        return denied("AccessDenied", "Request has expired.");
+        return res;
     }
     if headers
         .get(header::CONTENT_TYPE)
         .is_none_or(|v| v != upload.content_type.as_str())
     {
-        return denied(
+        return s3_error::denied(
             "SignatureDoesNotMatch",
             "The signed Content-Type is missing or has another value.",
         );
@@ -384,14 +367,14 @@ pub(super) async fn put_single(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     else {
-        return reply::storage_error(
+        return s3_error::error(
             StatusCode::LENGTH_REQUIRED,
             "MissingContentLength",
             "You must provide the Content-Length HTTP header.",
         );
     };
     if length != upload.file_size {
-        return denied(
+        return s3_error::denied(
             "SignatureDoesNotMatch",
             &format!(
                 "The URL is signed for a body of exactly {} bytes.",
@@ -400,7 +383,7 @@ pub(super) async fn put_single(
         );
     }
     let store = &st.inner.store;
-    let received = attachments::receive(
+    let received = body::receive(
         store,
         OBJECTS_NS,
         &name,
@@ -410,7 +393,7 @@ pub(super) async fn put_single(
     .await;
     let received = match received {
         Ok(received) if received.size() == upload.file_size => received,
-        Ok(_) | Err(ReceiveError::TooLarge | ReceiveError::Interrupted) => {
+        Ok(_) | Err(ReceiveError::TooLarge | ReceiveError::Body(_)) => {
             return incomplete_body();
         }
         Err(ReceiveError::Io(err)) => return reply::internal_error("uploading", &err),
@@ -419,7 +402,7 @@ pub(super) async fn put_single(
     // cannot interleave with one.
     let messages = loaded.messages.lock().await;
     if messages.is_claimed(&name) {
-        return denied("AccessDenied", "This upload already belongs to a message.");
+        return s3_error::denied("AccessDenied", "This upload already belongs to a message.");
     }
     let etag = received.etag();
     if let Err(err) = received.writer.commit().await {
@@ -438,7 +421,7 @@ pub(super) async fn put_part(
 ) -> Response {
     // Parsed here, so a part number that is no number gets S3's XML error, not axum's text.
     let Ok(part) = part.parse::<u32>() else {
-        return reply::storage_error(
+        return s3_error::error(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "Part number must be an integer between 1 and 10000, inclusive.",
@@ -451,13 +434,10 @@ pub(super) async fn put_part(
         Err(res) => return res.into_response(),
     };
     if let Some(res) = refusal(&loaded.secret, &upload, part, &query) {
-        return res.into_response();
-    }
-    if now_ms() >= upload.expires_ms {
-        return denied("AccessDenied", "Request has expired.");
+        return res;
     }
     if !(1..=upload.part_count).contains(&part) {
-        return reply::storage_error(
+        return s3_error::error(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "Part number is out of range.",
@@ -465,7 +445,7 @@ pub(super) async fn put_part(
     }
     let store = &st.inner.store;
     let in_flight = InFlight::start(&st.inner.counters);
-    let received = attachments::receive(
+    let received = body::receive(
         store,
         &parts_ns(&name),
         &part.to_string(),
@@ -477,13 +457,13 @@ pub(super) async fn put_part(
     let received = match received {
         Ok(received) => received,
         Err(ReceiveError::TooLarge) => {
-            return reply::storage_error(
+            return s3_error::error(
                 StatusCode::BAD_REQUEST,
                 "EntityTooLarge",
                 "Your proposed upload exceeds the part size of this plan.",
             );
         }
-        Err(ReceiveError::Interrupted) => return incomplete_body(),
+        Err(ReceiveError::Body(_)) => return incomplete_body(),
         Err(ReceiveError::Io(err)) => return reply::internal_error("uploading a part", &err),
     };
     let mut uploads = loaded.presigned.lock().await;

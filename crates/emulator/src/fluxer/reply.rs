@@ -1,5 +1,6 @@
-//! Fluxer-shaped responses: JSON bodies, the `{"code", "message"}` error envelope (with
-//! `errors` for `INVALID_FORM_BODY`), and the S3-style XML errors of the presigned storage URLs.
+//! Fluxer-shaped responses: JSON bodies and the `{"code", "message"}` error envelope (with
+//! `errors` for `INVALID_FORM_BODY`). The presigned storage URLs answer S3-style XML errors
+//! (`crate::s3_error`).
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -119,17 +120,4 @@ pub(super) fn internal_error(operation: &str, err: &dyn std::fmt::Display) -> Re
         "internal error during {operation}: {err}"
     )));
     res
-}
-
-/// An S3-style XML error from the storage URLs, which is what a client of a real presigned URL
-/// sees (`AccessDenied`, `SignatureDoesNotMatch`, `NoSuchUpload`, ...).
-pub(super) fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let message = message
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    );
-    (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
 }

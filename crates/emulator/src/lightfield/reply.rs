@@ -1,5 +1,5 @@
 //! Lightfield-shaped responses: the `{"error": {...}}` envelope with `type`, `message` and, on
-//! 400, `code` and `param`; and the S3-style XML errors of the presigned storage URLs.
+//! 400, `code` and `param`. The storage URLs answer S3-style XML errors (`crate::s3_error`).
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -106,20 +106,4 @@ pub(super) fn internal_error(operation: &str, err: &dyn std::fmt::Display) -> Re
     );
     res.extensions_mut().insert(ErrorDetail(detail));
     res
-}
-
-/// An S3-style XML error from the storage URLs (`AccessDenied`, `SignatureDoesNotMatch`, ...),
-/// which is what a client of a real presigned URL sees.
-pub(super) fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message></Error>",
-        xml_escape(message)
-    );
-    (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -1,6 +1,6 @@
 //! The presigned storage URLs: `PUT /_storage/upload/{id}` and `GET /_storage/download/{id}`,
 //! both with `?expires=<unix ms>&signature=<hex>`, where the signature is the md5 of the
-//! emulator's secret, the operation, the id and the expiry. They stand in for the S3/GCS URLs the
+//! emulator's secret, the operation, the id and the expiry (`crate::presign`). They stand in for the S3/GCS URLs the
 //! real service hands out, so they take no Lightfield headers and answer S3-style XML errors.
 //!
 //! Upload rules: the signature and expiry must hold (403 `SignatureDoesNotMatch` /
@@ -19,10 +19,9 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::ranged;
+use crate::body::{self, ReceiveError};
+use crate::{presign, ranged, s3_error};
 use axum::response::Response;
-use futures::StreamExt;
-use md5::{Digest, Md5};
 
 use super::{BLOB_NS, LightfieldState, Status, Uploaded, now_ms, reply};
 
@@ -42,50 +41,27 @@ impl Op {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn signature(secret: &str, op: Op, id: &str, expires: i64) -> String {
-    hex(&Md5::digest(
-        format!("{secret}\n{}\n{id}\n{expires}", op.path()).as_bytes(),
-    ))
-}
-
 /// The URL under `base` that allows `op` on `id` until `expires` (unix ms).
 pub(super) fn presign(base: &str, secret: &str, op: Op, id: &str, expires: i64) -> String {
     let path_id: String =
         percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string();
     format!(
-        "{base}/_storage/{}/{path_id}?expires={expires}&signature={}",
+        "{base}/_storage/{}/{path_id}?{}",
         op.path(),
-        signature(secret, op, id, expires)
+        presign::query(expires, &signature(secret, op, id, expires))
     )
 }
 
-fn denied(code: &str, message: &str) -> Response {
-    reply::storage_error(StatusCode::FORBIDDEN, code, message)
+/// What a URL for `op` on `id` until `expires` is signed with.
+fn signature(secret: &str, op: Op, id: &str, expires: i64) -> String {
+    presign::signature(secret, &[&op.path(), &id, &expires])
 }
 
 /// Why a storage request's signature or expiry does not hold, if it does not.
 fn refusal(secret: &str, op: Op, id: &str, query: &HashMap<String, String>) -> Option<Response> {
-    let expires = query.get("expires").and_then(|e| e.parse::<i64>().ok());
-    let (Some(expires), Some(sent)) = (expires, query.get("signature")) else {
-        return Some(denied(
-            "AccessDenied",
-            "Query-string authentication requires the expires and signature parameters.",
-        ));
-    };
-    if *sent != signature(secret, op, id, expires) {
-        return Some(denied(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        ));
-    }
-    if now_ms() >= expires {
-        return Some(denied("AccessDenied", "Request has expired."));
-    }
-    None
+    presign::refusal(query, now_ms(), |expires| {
+        Some(signature(secret, op, id, expires))
+    })
 }
 
 /// `PUT` of the raw bytes to an `uploadUrl`.
@@ -105,9 +81,11 @@ pub(super) async fn upload(
     }
     let record = match loaded.files.lock().await.get(&id) {
         Some(record) if record.status_at(now_ms()) == Status::Pending => record.clone(),
-        Some(_) => return denied("AccessDenied", "The upload session is no longer open."),
+        Some(_) => {
+            return s3_error::denied("AccessDenied", "The upload session is no longer open.");
+        }
         None => {
-            return reply::storage_error(StatusCode::NOT_FOUND, "NoSuchUpload", "No such upload.");
+            return s3_error::error(StatusCode::NOT_FOUND, "NoSuchUpload", "No such upload.");
         }
     };
     for (name, value) in &record.upload_headers {
@@ -115,7 +93,7 @@ pub(super) async fn upload(
             .get(name.as_str())
             .is_none_or(|sent| sent != value.as_str())
         {
-            return denied(
+            return s3_error::denied(
                 "SignatureDoesNotMatch",
                 &format!("The signed header '{name}' is missing or has another value."),
             );
@@ -132,46 +110,35 @@ pub(super) async fn upload(
         return precondition_failed();
     }
 
-    let mut writer = match st.inner.store.create_blob(BLOB_NS, &id).await {
-        Ok(writer) => writer,
-        Err(err) => return reply::internal_error("uploading", &err),
-    };
-    let mut md5 = Md5::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            return reply::storage_error(
+    let stream = body.into_data_stream();
+    let limit = Some(record.size_bytes);
+    let received = match body::receive(&st.inner.store, BLOB_NS, &id, stream, limit).await {
+        Ok(received) if received.size() == record.size_bytes => received,
+        Ok(_) | Err(ReceiveError::TooLarge) => return wrong_length(record.size_bytes),
+        Err(ReceiveError::Body(_)) => {
+            return s3_error::error(
                 StatusCode::BAD_REQUEST,
                 "IncompleteBody",
                 "The request body ended early.",
             );
-        };
-        if writer.written() + chunk.len() as u64 > record.size_bytes {
-            return wrong_length(record.size_bytes);
         }
-        md5.update(&chunk);
-        if let Err(err) = writer.write(&chunk).await {
-            return reply::internal_error("uploading", &err);
-        }
-    }
-    if writer.written() != record.size_bytes {
-        return wrong_length(record.size_bytes);
-    }
+        Err(ReceiveError::Io(err)) => return reply::internal_error("uploading", &err),
+    };
     let uploaded = Uploaded {
-        size: writer.written(),
-        md5: hex(&md5.finalize()),
+        size: received.size(),
+        md5: received.md5,
     };
 
     // Commit and record under the files lock, re-checking that the session is still open.
     let mut files = loaded.files.lock().await;
     let mut record = match files.get(&id) {
         Some(record) if record.status_at(now_ms()) == Status::Pending => record.clone(),
-        _ => return denied("AccessDenied", "The upload session is no longer open."),
+        _ => return s3_error::denied("AccessDenied", "The upload session is no longer open."),
     };
     if conditional && body_exists(&st, &id).await {
         return precondition_failed();
     }
-    if let Err(err) = writer.commit().await {
+    if let Err(err) = received.writer.commit().await {
         return reply::internal_error("uploading", &err);
     }
     let etag = format!("\"{}\"", uploaded.md5);
@@ -192,14 +159,14 @@ async fn body_exists(st: &LightfieldState, id: &str) -> bool {
 }
 
 fn wrong_length(size: u64) -> Response {
-    denied(
+    s3_error::denied(
         "SignatureDoesNotMatch",
         &format!("The URL is signed for a body of exactly {size} bytes."),
     )
 }
 
 fn precondition_failed() -> Response {
-    reply::storage_error(
+    s3_error::error(
         StatusCode::PRECONDITION_FAILED,
         "PreconditionFailed",
         "At least one of the pre-conditions you specified did not hold.",
@@ -222,17 +189,17 @@ pub(super) async fn download(
     }
     let mime_type = match loaded.files.lock().await.get(&id) {
         Some(record) if record.status == Status::Completed => record.mime_type.clone(),
-        _ => return reply::storage_error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key."),
+        _ => return s3_error::error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key."),
     };
     let blob = match st.inner.store.open_blob(BLOB_NS, &id).await {
         Ok(Some(blob)) => blob,
         Ok(None) => {
-            return reply::storage_error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key.");
+            return s3_error::error(StatusCode::NOT_FOUND, "NoSuchKey", "No such key.");
         }
         Err(err) => return reply::internal_error("downloading", &err),
     };
     ranged::blob_response(blob, &headers, true, &mime_type, || {
-        reply::storage_error(
+        s3_error::error(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "InvalidRange",
             "The requested range is not satisfiable.",
