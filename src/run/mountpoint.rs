@@ -13,7 +13,6 @@ use fuser::{BackgroundSession, MountOption};
 use super::{RunError, mountinfo};
 use crate::fs::SessionFs;
 use crate::fs::fuse::FuseAdapter;
-use crate::remote::Remote;
 
 /// FUSE worker threads: enough that a cached `getattr` never waits behind a slow request.
 const FUSE_THREADS: usize = 4;
@@ -380,8 +379,8 @@ fn connected(device: &OwnedFd) -> bool {
 ///
 /// As root this is our own mount(2) over a /dev/fuse descriptor, so no part of fuser ever
 /// unmounts by path; without the right to mount (EPERM) fuser mounts through fusermount.
-pub fn mount<R: Remote + ?Sized>(
-    fs: Arc<SessionFs<R>>,
+pub fn mount(
+    fs: Arc<SessionFs>,
     runtime: tokio::runtime::Handle,
     mountpoint: &Path,
     options: &MountOptions,

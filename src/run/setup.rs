@@ -191,7 +191,7 @@ pub fn core_config(
 pub fn serve_status(
     runtime: &tokio::runtime::Runtime,
     info: MountInfo,
-    fs: Arc<SessionFs<dyn Remote>>,
+    fs: Arc<SessionFs>,
 ) -> Option<StatusServer> {
     let _runtime = runtime.enter();
     StatusServer::start(info, fs)

@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::RunError;
 use super::mountpoint::Mounted;
 use crate::fs::SessionFs;
-use crate::remote::Remote;
 use crate::status::server::StatusServer;
 
 /// Without a terminal, the drain's progress is logged this often.
@@ -51,8 +50,8 @@ pub async fn wait_for_stop(session: &Mounted, status: Option<&StatusServer>) -> 
 
 /// Uploads every pending file, for at most `timeout`; meanwhile the files and bytes left go
 /// to stderr every second when it is a terminal, else to the log every ten seconds.
-pub async fn drain<R: Remote + ?Sized>(
-    fs: &SessionFs<R>,
+pub async fn drain(
+    fs: &SessionFs,
     status: Option<&StatusServer>,
     timeout: Option<Duration>,
     staging_dir: &Path,
@@ -107,9 +106,9 @@ pub async fn drain<R: Remote + ?Sized>(
 /// pending (bounded by its `--timeout`) and unmounts our mount; after an unmount from outside,
 /// leaves the path alone (a new mount may be there already). A failed unmount is returned for
 /// the caller to report once what is pending is kept for the next mount.
-pub fn serve_until_stopped<R: Remote + ?Sized>(
+pub fn serve_until_stopped(
     runtime: &tokio::runtime::Runtime,
-    fs: &SessionFs<R>,
+    fs: &SessionFs,
     mounted: Mounted,
     status: Option<&StatusServer>,
     staging_dir: &Path,

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 pub struct TestMount {
     pub runtime: tokio::runtime::Runtime,
     pub emulator: Option<RunningEmulator>,
-    pub fs: Arc<SessionFs<dyn Remote>>,
+    pub fs: Arc<SessionFs>,
     /// Another client of the same service: a second instance of the backend's client, with
     /// its own connections and no share in the mount's caches.
     pub other: Arc<dyn Remote>,
@@ -405,7 +405,7 @@ impl TestMount {
 /// A second mount of a [`TestMount`]'s remote; uploads what is pending and unmounts on drop.
 pub struct SecondMount {
     handle: tokio::runtime::Handle,
-    fs: Arc<SessionFs<dyn Remote>>,
+    fs: Arc<SessionFs>,
     session: Option<run::Mounted>,
     mountpoint: TempDir,
     _staging: TempDir,
@@ -427,11 +427,7 @@ impl Drop for SecondMount {
 }
 
 /// Uploads what `fs` has pending, then unmounts `session` (lazily if it is busy).
-fn unmount(
-    handle: &tokio::runtime::Handle,
-    fs: &SessionFs<dyn Remote>,
-    session: run::Mounted,
-) {
+fn unmount(handle: &tokio::runtime::Handle, fs: &SessionFs, session: run::Mounted) {
     let _ = handle.block_on(fs.drain());
     if let Err(err) = session.unmount() {
         panic!("unmount at the end of a test: {err}");
@@ -440,7 +436,7 @@ fn unmount(
 
 /// Mounts `fs` on `mountpoint` through /dev/fuse, as `sessionfs mount` does.
 pub fn mount(
-    fs: &Arc<SessionFs<dyn Remote>>,
+    fs: &Arc<SessionFs>,
     runtime: &tokio::runtime::Runtime,
     mountpoint: &Path,
     allow_other: bool,

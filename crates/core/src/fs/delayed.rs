@@ -24,7 +24,6 @@ use tokio::time::Instant;
 
 use super::SessionFs;
 use super::tree::Ino;
-use sessionfs_remote::Remote;
 
 /// Delayed uploads in flight at once.
 pub const UPLOADS_IN_FLIGHT: usize = 8;
@@ -90,7 +89,7 @@ impl Delayed {
     }
 }
 
-impl<R: Remote + ?Sized + 'static> SessionFs<R> {
+impl SessionFs {
     /// Starts the worker that runs delayed uploads on `runtime`; does nothing without
     /// `--write-back`. Call once, after the filesystem is in its `Arc`.
     pub fn start_delayed_uploads(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
@@ -161,7 +160,7 @@ impl<R: Remote + ?Sized + 'static> SessionFs<R> {
     }
 }
 
-async fn run<R: Remote + ?Sized + 'static>(fs: Weak<SessionFs<R>>, delayed: Arc<Delayed>) {
+async fn run(fs: Weak<SessionFs>, delayed: Arc<Delayed>) {
     let slots = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT));
     loop {
         let (ready, next) = delayed.take_due(Instant::now());

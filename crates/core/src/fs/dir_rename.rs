@@ -93,7 +93,7 @@ struct Plan {
     target_marker: Option<ObjectMeta>,
 }
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// Renames directory `ino` to `new_name` in `new_parent` (replacing `target`, an empty
     /// directory, if given) by moving every object below it; see the module docs.
     pub(super) async fn rename_dir(

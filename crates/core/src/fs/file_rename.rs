@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use super::tree::{Content, Ino, Node};
 use super::{Error, Result, SessionFs};
-use sessionfs_remote::{Capabilities, ObjectMeta, Remote};
+use sessionfs_remote::{Capabilities, ObjectMeta};
 
 /// What the inode table says about a file rename, read once both content locks are held.
 #[derive(Clone, Debug)]
@@ -80,7 +80,7 @@ pub(super) fn plan(
     })
 }
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// Renames file `ino` from `name` in `parent` to `new_name` in `new_parent`, over `target`
     /// (the file there, if any); the caller has made every check that needs no content lock.
     pub(super) async fn rename_file(

@@ -10,13 +10,12 @@ use super::handles::{Handle, ReadState};
 use super::tree::{Content, Ino, Node};
 use super::{Error, Opened, Result, SessionFs};
 use crate::write::{QUEUE_BYTES, StreamingUpload};
-use sessionfs_remote::Remote;
 
 /// How long a write past `--max-staged` waits for other files' uploads to free room: as long
 /// as an upload keeps retrying by default.
 const STAGED_ROOM_WAIT: std::time::Duration = sessionfs_remote::http::DEFAULT_RETRY_DEADLINE;
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// Opens a file. Opening for writing stages the whole file locally first (unless it is
     /// being truncated), so random writes and appends work like on a local disk. `direct`: the
     /// caller asked for `O_DIRECT`, so the kernel will not cache what it reads.

@@ -22,7 +22,6 @@ use log::log;
 use super::error::Unsupported;
 use super::namespace::SetAttr;
 use super::{Attr, Caller, Error, FileKind, SessionFs};
-use sessionfs_remote::Remote;
 
 /// Largest readahead we ask the kernel for.
 const MAX_READAHEAD_BYTES: u32 = 16 << 20;
@@ -50,18 +49,18 @@ fn writer_flags(read_write: bool) -> FopenFlags {
 }
 
 /// Adapts [`SessionFs`] to `fuser::Filesystem`.
-pub struct FuseAdapter<R: Remote + ?Sized> {
-    fs: Arc<SessionFs<R>>,
+pub struct FuseAdapter {
+    fs: Arc<SessionFs>,
     runtime: tokio::runtime::Handle,
 }
 
-impl<R: Remote + ?Sized> FuseAdapter<R> {
+impl FuseAdapter {
     /// Serves `fs`, running its operations on `runtime`.
-    pub fn new(fs: Arc<SessionFs<R>>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(fs: Arc<SessionFs>, runtime: tokio::runtime::Handle) -> Self {
         Self { fs, runtime }
     }
 
-    fn spawn<F>(&self, task: impl FnOnce(Arc<SessionFs<R>>) -> F)
+    fn spawn<F>(&self, task: impl FnOnce(Arc<SessionFs>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -191,7 +190,7 @@ fn to_system_time(time: TimeOrNow) -> SystemTime {
     }
 }
 
-impl<R: Remote + ?Sized> Filesystem for FuseAdapter<R> {
+impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let wanted = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_DO_READDIRPLUS

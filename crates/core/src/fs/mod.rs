@@ -271,8 +271,8 @@ impl Caller {
 const CONTAINERS_KEY: &str = "\u{1}containers";
 
 /// The filesystem over one remote.
-pub struct SessionFs<R: Remote + ?Sized> {
-    remote: Arc<R>,
+pub struct SessionFs {
+    remote: Arc<dyn Remote>,
     config: FsConfig,
     staging: StagingArea,
     journal: Journal,
@@ -292,10 +292,10 @@ pub struct SessionFs<R: Remote + ?Sized> {
     delayed: Option<Arc<delayed::Delayed>>,
 }
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// A filesystem over `remote`. Fails if the staging or disk-cache directory cannot be
     /// made, or the memory limit is too small for the block size.
-    pub fn new(remote: Arc<R>, config: FsConfig) -> std::io::Result<Self> {
+    pub fn new(remote: Arc<dyn Remote>, config: FsConfig) -> std::io::Result<Self> {
         let staging = StagingArea::new(&config.staging_dir)?;
         let journal = Journal::open(&config.staging_dir)?;
         let renames = RenameLog::open(&config.staging_dir)?;

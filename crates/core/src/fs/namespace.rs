@@ -14,7 +14,7 @@ use super::tree::{
     Content, DirOrigin, FileNode, Ino, LocalMeta, Node, NodeKind, ROOT_INO, new_dir,
 };
 use super::{Attr, Caller, Entry, Error, FsStats, Opened, Result, SessionFs};
-use sessionfs_remote::{ErrorKind, ObjectMeta, Remote};
+use sessionfs_remote::{ErrorKind, ObjectMeta};
 
 /// Changes requested by `setattr`.
 #[derive(Clone, Debug, Default)]
@@ -36,7 +36,7 @@ pub struct SetAttr {
 /// Set-user-id and set-group-id bits.
 const SETID_BITS: u16 = 0o6000;
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     pub(super) fn check_name(name: &str) -> Result<()> {
         if name.len() > names::NAME_MAX_BYTES {
             return Err(Error::name_too_long(format!(

@@ -3,7 +3,7 @@
 
 use super::SessionFs;
 use super::tree::{Ino, ROOT_INO};
-use sessionfs_remote::{RateLimitState, Remote};
+use sessionfs_remote::RateLimitState;
 
 /// Bytes in use of a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,7 +28,7 @@ pub trait MountView: Send + Sync {
     fn rate_limit(&self) -> Option<RateLimitState>;
 }
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// The path of `ino` inside the mount, as a user would type it after the mount point.
     pub(super) fn mount_path(&self, mut ino: Ino) -> String {
         let tree = self.tree();
@@ -43,7 +43,7 @@ impl<R: Remote + ?Sized> SessionFs<R> {
     }
 }
 
-impl<R: Remote + ?Sized> MountView for SessionFs<R> {
+impl MountView for SessionFs {
     fn waiting_files(&self) -> Vec<(String, u64)> {
         let files = self.tree().files_below(ROOT_INO);
         files

@@ -52,7 +52,7 @@ impl Fetch for Replaced {
     }
 }
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// Reads from the staged copy if there is one, else from the remote through the cache.
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         let content = self.content_of(ino)?;

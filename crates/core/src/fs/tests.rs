@@ -16,7 +16,7 @@ use sessionfs_remote::{ErrorKind, ObjectMeta, Remote};
 struct Fixture {
     memory: Arc<MemoryRemote>,
     faulty: Arc<FaultyRemote>,
-    fs: Arc<SessionFs<dyn Remote>>,
+    fs: Arc<SessionFs>,
     session_id: String,
     session: Ino,
     staging: tempfile::TempDir,

@@ -25,7 +25,7 @@ pub(super) struct Target {
     pub(super) name: String,
 }
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// Uploads the empty object that keeps directory `ino` when it holds no file.
     pub(super) async fn store_marker(&self, ino: Ino) -> Result<ObjectMeta> {
         let (container, path) = {

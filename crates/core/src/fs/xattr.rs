@@ -8,12 +8,11 @@
 use super::error::Unsupported;
 use super::tree::{DirOrigin, Ino, NodeKind};
 use super::{Error, Result, SessionFs};
-use sessionfs_remote::Remote;
 
 /// Prefix of every attribute we expose.
 const PREFIX: &str = "user.sessionfs.";
 
-impl<R: Remote + ?Sized> SessionFs<R> {
+impl SessionFs {
     /// `(name, value)` of every attribute `ino` has.
     fn xattrs(&self, ino: Ino) -> Result<Vec<(String, String)>> {
         if !self.config.xattrs {

@@ -52,7 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// A mount of the shared remote: the core, the directory the run works in, its staging.
 struct Mounted {
-    fs: Arc<SessionFs<dyn Remote>>,
+    fs: Arc<SessionFs>,
     dir: Ino,
     _staging: tempfile::TempDir,
 }
@@ -107,7 +107,7 @@ impl Run {
         }
     }
 
-    fn fs(&self) -> &SessionFs<dyn Remote> {
+    fn fs(&self) -> &SessionFs {
         &self.mounted.fs
     }
 
