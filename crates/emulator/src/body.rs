@@ -23,8 +23,13 @@ use crate::store::{BlobWriter, Store};
 /// Why a body could not be received.
 #[derive(Debug)]
 pub(crate) enum ReceiveError<E> {
-    /// It grew past the limit the caller gave; nothing past the limit was written.
-    TooLarge,
+    /// It grew past the limit the caller gave, to `reached` bytes with the chunk that crossed
+    /// it (for callers with several limits, who answer by the one crossed); nothing past the
+    /// limit was written.
+    TooLarge {
+        /// The length the body reached with the refused chunk.
+        reached: u64,
+    },
     /// The body's stream failed (the client broke off, a malformed multipart field), with the
     /// stream's own error for callers that answer with it.
     Body(E),
@@ -65,8 +70,9 @@ pub(crate) async fn receive<E>(
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(ReceiveError::Body)?;
-        if limit.is_some_and(|limit| writer.written() + chunk.len() as u64 > limit) {
-            return Err(ReceiveError::TooLarge);
+        let reached = writer.written() + chunk.len() as u64;
+        if limit.is_some_and(|limit| reached > limit) {
+            return Err(ReceiveError::TooLarge { reached });
         }
         md5.update(&chunk);
         writer.write(&chunk).await.map_err(ReceiveError::Io)?;
@@ -95,7 +101,7 @@ mod tests {
         got.writer.commit().await.unwrap();
 
         let refused = receive(&store, "ns", "b", chunks(&["abc", "defg"]), Some(6)).await;
-        assert!(matches!(refused, Err(ReceiveError::TooLarge)));
+        assert!(matches!(refused, Err(ReceiveError::TooLarge { .. })));
         assert!(store.open_blob("ns", "b").await.unwrap().is_none());
     }
 

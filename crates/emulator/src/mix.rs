@@ -461,7 +461,7 @@ async fn upload_file(
         let writer = match body::receive(&st.store, &id, &name, field, limit).await {
             Ok(received) => received.writer,
             // Only a limit makes a body too large.
-            Err(ReceiveError::TooLarge) => return too_large(limit.unwrap_or_default()),
+            Err(ReceiveError::TooLarge { .. }) => return too_large(limit.unwrap_or_default()),
             Err(ReceiveError::Body(err)) => return form_error(err),
             Err(ReceiveError::Io(err)) => return reply::internal_error("uploading file", &err),
         };

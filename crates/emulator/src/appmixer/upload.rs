@@ -25,6 +25,7 @@ use super::auth::Caller;
 use super::files::{Assembly, FileRecord, Files, namespace};
 use super::query::Projection;
 use super::{AppmixerState, Loaded, reply};
+use crate::body::{self, ReceiveError};
 use crate::store::{BlobWriter, Store};
 
 /// The most chunks one file may have (*choice*: 100 000 chunks of 8 MiB is 780 GiB).
@@ -211,7 +212,7 @@ async fn receive(
 ) -> Result<Received, Response> {
     let mut received = None;
     loop {
-        let mut field = match multipart.next_field().await {
+        let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(_) => return Err(bad_multipart()),
@@ -229,27 +230,25 @@ async fn receive(
         }
         let content_type = field.content_type().map(str::to_owned);
         let key = chunk.number.to_string();
-        let mut writer = match st.inner.store.create_blob(&namespace(file_id), &key).await {
-            Ok(writer) => writer,
-            Err(err) => return Err(reply::internal_error("uploading", &err)),
-        };
-        loop {
-            let bytes = match field.chunk().await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => break,
-                Err(_) => return Err(bad_multipart()),
+        let most = st.inner.max_upload_bytes;
+        // Both limits at once; a chunk that crosses both answers the 413, as it is checked first.
+        let limit = [most, chunk.size].into_iter().flatten().min();
+        let body = field.map(|bytes| bytes.map_err(drop));
+        let writer =
+            match body::receive(&st.inner.store, &namespace(file_id), &key, body, limit).await {
+                Ok(received) => received.writer,
+                Err(ReceiveError::TooLarge { reached }) => {
+                    let declared = chunk
+                        .size
+                        .filter(|_| most.is_none_or(|most| reached <= most));
+                    return Err(match declared {
+                        Some(declared) => wrong_size(declared, "is longer"),
+                        None => too_large(most.unwrap_or(reached)),
+                    });
+                }
+                Err(ReceiveError::Body(())) => return Err(bad_multipart()),
+                Err(ReceiveError::Io(err)) => return Err(reply::internal_error("uploading", &err)),
             };
-            let after = writer.written() + bytes.len() as u64;
-            if let Some(limit) = st.inner.max_upload_bytes.filter(|&l| after > l) {
-                return Err(too_large(limit));
-            }
-            if let Some(declared) = chunk.size.filter(|&d| after > d) {
-                return Err(wrong_size(declared, "is longer"));
-            }
-            if let Err(err) = writer.write(&bytes).await {
-                return Err(reply::internal_error("uploading", &err));
-            }
-        }
         received = Some(Received {
             writer,
             name,

@@ -605,7 +605,7 @@ async fn read_multipart(
         let received = body::receive(store, OBJECTS_NS, &object, field, Some(max_file))
             .await
             .map_err(|err| match err {
-                ReceiveError::TooLarge => reply::file_too_large(max_file),
+                ReceiveError::TooLarge { .. } => reply::file_too_large(max_file),
                 ReceiveError::Body(_) => bad_form(),
                 ReceiveError::Io(err) => reply::internal_error("storing a file", &err),
             })?;

@@ -393,7 +393,7 @@ pub(super) async fn put_single(
     .await;
     let received = match received {
         Ok(received) if received.size() == upload.file_size => received,
-        Ok(_) | Err(ReceiveError::TooLarge | ReceiveError::Body(_)) => {
+        Ok(_) | Err(ReceiveError::TooLarge { .. } | ReceiveError::Body(_)) => {
             return incomplete_body();
         }
         Err(ReceiveError::Io(err)) => return reply::internal_error("uploading", &err),
@@ -456,7 +456,7 @@ pub(super) async fn put_part(
     drop(in_flight);
     let received = match received {
         Ok(received) => received,
-        Err(ReceiveError::TooLarge) => {
+        Err(ReceiveError::TooLarge { .. }) => {
             return s3_error::error(
                 StatusCode::BAD_REQUEST,
                 "EntityTooLarge",

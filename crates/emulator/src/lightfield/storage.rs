@@ -114,7 +114,7 @@ pub(super) async fn upload(
     let limit = Some(record.size_bytes);
     let received = match body::receive(&st.inner.store, BLOB_NS, &id, stream, limit).await {
         Ok(received) if received.size() == record.size_bytes => received,
-        Ok(_) | Err(ReceiveError::TooLarge) => return wrong_length(record.size_bytes),
+        Ok(_) | Err(ReceiveError::TooLarge { .. }) => return wrong_length(record.size_bytes),
         Err(ReceiveError::Body(_)) => {
             return s3_error::error(
                 StatusCode::BAD_REQUEST,
