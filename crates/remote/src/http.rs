@@ -214,45 +214,6 @@ impl HttpClient {
         &self.client
     }
 
-    /// Sends the request that `build` makes (called again for each attempt, so streamed bodies
-    /// are reopened) and returns the response once its status is a success. Temporary failures
-    /// are retried; the final error names `what` and the endpoint.
-    pub async fn send<F, Fut>(&self, what: &str, build: F) -> RemoteResult<Response>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
-    {
-        self.send_retrying_also(what, build, |_| false).await
-    }
-
-    /// [`Self::send`] that also retries the refusals `transient` picks out: answers an API
-    /// gives when a request arrived damaged rather than when it was wrong.
-    pub async fn send_retrying_also<F, Fut>(
-        &self,
-        what: &str,
-        build: F,
-        transient: impl Fn(&RemoteError) -> bool,
-    ) -> RemoteResult<Response>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
-    {
-        self.retrying(|| async {
-            let request = build().await?;
-            let response = request
-                .send()
-                .await
-                .map_err(|err| self.transport_error(what, &err))?;
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            let mut err = self.status_error(what, response).await;
-            err.temporary |= transient(&err);
-            Err(err)
-        })
-        .await
-    }
-
     /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out. Used by
     /// [`Self::call`] and by callers whose attempt also reads the body.
     pub async fn retrying<T, F, Fut>(&self, attempt: F) -> RemoteResult<T>
