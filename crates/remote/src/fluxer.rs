@@ -14,7 +14,7 @@
 //! message that finishes either).
 //!
 //! Choices:
-//! - Every `/v1` call goes out under the [`Paced`] request policy: the pacer first, then one
+//! - Every `/v1` call goes out under the `Paced` request policy: the pacer first, then one
 //!   attempt, whose answer's rate-limit headers the pacer learns from; [`HttpClient::call`]
 //!   retries around it for calls the driver does not retry itself.
 //! - Writing over a file posts the new message first and then deletes the message (or only the
