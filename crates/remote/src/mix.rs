@@ -590,3 +590,32 @@ impl RequestPolicy for FormCutAgain {
         err
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_form_cut_on_the_way_is_sent_again() {
+        let refused = |message: &str| RemoteError::new(ErrorKind::InvalidInput, message);
+        let cut = refused(
+            "upload: server answered 400 Bad Request: Validation error for field 'form': failed \
+             to parse multipart form",
+        );
+        let refined = FormCutAgain.refine(StatusCode::BAD_REQUEST, cut);
+        assert!(refined.temporary);
+        assert_eq!(refined.kind, ErrorKind::InvalidInput);
+        let other = refused("upload: server answered 400 Bad Request: bad name");
+        assert!(
+            !FormCutAgain
+                .refine(StatusCode::BAD_REQUEST, other)
+                .temporary
+        );
+        let conflict = RemoteError::new(ErrorKind::Conflict, "failed to parse multipart form");
+        assert!(
+            !FormCutAgain
+                .refine(StatusCode::CONFLICT, conflict)
+                .temporary
+        );
+    }
+}
