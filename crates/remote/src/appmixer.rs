@@ -10,7 +10,8 @@
 //!   as given. When the token's `exp` claim has passed, or a call answers 401, the client signs
 //!   in again (at most once per call, and once for all the calls that failed together: the
 //!   sign-in lock) and sends that call again; without a password the 401 is returned with a hint.
-//!   The token and the sign-in live in the private part `auth`.
+//!   The token, the sign-in and the calls' [`RequestPolicy`](super::http::RequestPolicy) live in
+//!   the private part `auth`.
 //! - **Listing**: `GET /files?limit=&offset=&sort=uploadDate:1,fileId:1` through the shared
 //!   [`paging`](super::paging) driver (oldest first, so files created while we page land after
 //!   the rows still to come), then `GET /files/count`: when a delete shifted the rows and the
@@ -35,8 +36,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
-use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -180,77 +181,17 @@ impl AppmixerRemote {
         })
     }
 
-    /// Sends the request `build` makes once with the current token, whatever the answer's
-    /// status; when it is 401 and we can sign in, signs in again and sends it once more.
-    async fn send_signed<F>(&self, what: &str, build: &F) -> RemoteResult<Response>
-    where
-        F: Fn() -> RemoteResult<RequestBuilder> + Sync,
-    {
-        let token = self.auth.token(&self.http).await?;
-        let response = self.send_with(what, build, &token).await?;
-        if response.status() != StatusCode::UNAUTHORIZED || self.auth.login.is_none() {
-            return Ok(response);
-        }
-        log::info!("{what}: appmixer refused the session token; signing in again");
-        let token = self.auth.renew(&self.http, Some(token)).await?;
-        self.send_with(what, build, &token).await
-    }
-
-    async fn send_with<F>(&self, what: &str, build: &F, token: &str) -> RemoteResult<Response>
-    where
-        F: Fn() -> RemoteResult<RequestBuilder>,
-    {
-        build()?
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|err| self.http.transport_error(what, &err))
-    }
-
-    /// One signed attempt that must succeed: a failure status becomes the error (a 401 with
-    /// a hint on what to fix).
-    async fn call_once<F>(&self, what: &str, build: &F) -> RemoteResult<Response>
-    where
-        F: Fn() -> RemoteResult<RequestBuilder> + Sync,
-    {
-        let response = self.send_signed(what, build).await?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(self.refused(what, response).await)
-    }
-
-    async fn refused(&self, what: &str, response: Response) -> RemoteError {
-        let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
-        let mut err = self.http.status_error(what, response).await;
-        if unauthorized {
-            err.message.push_str("; ");
-            err.message.push_str(CREDENTIALS_HINT);
-        }
-        err
-    }
-
-    /// A signed call with the shared retries, its JSON answer decoded.
-    async fn call<T, F>(&self, what: &str, build: F) -> RemoteResult<T>
-    where
-        T: DeserializeOwned,
-        F: Fn() -> RemoteResult<RequestBuilder> + Sync,
-    {
-        let response = self.http.retrying(|| self.call_once(what, &build)).await?;
-        self.http.json(what, response).await
-    }
-
     /// A signed GET of `path_and_query`, its JSON answer decoded.
     async fn get<T: DeserializeOwned>(&self, what: &str, path_and_query: &str) -> RemoteResult<T> {
         let url = self.http.url(path_and_query);
-        self.call(what, || {
+        let build = || async {
             Ok(self
                 .http
                 .client()
                 .get(&url)
                 .header("Accept", "application/json"))
-        })
-        .await
+        };
+        self.http.call_json(what, &self.auth, build).await
     }
 
     /// Pages through every complete file once (rows may repeat if the listing shifted).
@@ -361,8 +302,8 @@ impl PartUploader for Uploads<'_> {
         source: &UploadSource,
     ) -> RemoteResult<FileData> {
         let what = format!("{} (chunk {} of {})", session.what, part.number, part.count);
-        let build = || self.0.chunk_request(session, part, source);
-        let response = self.0.call_once(&what, &build).await?;
+        let build = || async { self.0.chunk_request(session, part, source) };
+        let response = self.0.http.attempt(&what, &self.0.auth, &build).await?;
         let file: FileData = self.0.http.json(&what, response).await?;
         if part.number == 1 {
             // A retried chunk 1 whose first attempt was stored leaves that incomplete file
@@ -413,13 +354,20 @@ impl PartUploader for Uploads<'_> {
 }
 
 impl AppmixerRemote {
+    /// Deletes the file `id` (its answer is JSON, read and dropped).
+    async fn delete_file(&self, what: &str, id: &str) -> RemoteResult<()> {
+        let url = self.http.url(&file_path("/files/", id));
+        let build = || async { Ok(self.http.client().delete(&url)) };
+        self.http
+            .call_json::<serde_json::Value, _, _, _>(what, &self.auth, build)
+            .await
+            .map(drop)
+    }
+
     /// Deletes the partial file `id` of the upload `what` (a failed or interrupted one).
     async fn delete_partial(&self, what: &str, id: &str) -> RemoteResult<()> {
         let what = format!("delete the partial file of the unfinished {what} ({id})");
-        let url = self.http.url(&file_path("/files/", id));
-        self.call::<serde_json::Value, _>(&what, || Ok(self.http.client().delete(&url)))
-            .await
-            .map(drop)
+        self.delete_file(&what, id).await
     }
 }
 
@@ -481,7 +429,7 @@ impl Remote for AppmixerRemote {
         }
         let what = format!("read {:?} ({})", object.name, object.id);
         let url = self.http.url(&file_path("/files/", &object.id));
-        let build = || {
+        let build = || async {
             let bytes = format!("bytes={}-{}", range.start, range.end - 1);
             Ok(self.http.client().get(&url).header("Range", bytes))
         };
@@ -489,8 +437,8 @@ impl Remote for AppmixerRemote {
             .read_range(
                 &what,
                 &range,
-                || self.send_signed(&what, &build),
-                |response| self.refused(&what, response),
+                || self.http.signed(&what, &self.auth, &build),
+                |response| self.http.refused(&what, &self.auth, response),
             )
             .await
     }
@@ -506,10 +454,7 @@ impl Remote for AppmixerRemote {
 
     async fn delete(&self, _container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()> {
         let what = format!("delete {:?} ({})", object.name, object.id);
-        let url = self.http.url(&file_path("/files/", &object.id));
-        self.call::<serde_json::Value, _>(&what, || Ok(self.http.client().delete(&url)))
-            .await
-            .map(drop)
+        self.delete_file(&what, &object.id).await
     }
 }
 

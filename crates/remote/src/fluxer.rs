@@ -14,9 +14,9 @@
 //! message that finishes either).
 //!
 //! Choices:
-//! - Every `/v1` call goes through [`FluxerRemote::send_paced`]: the pacer first, then one
-//!   attempt, whose answer's rate-limit headers the pacer learns from; [`HttpClient::retrying`]
-//!   around it for calls the driver does not retry itself.
+//! - Every `/v1` call goes out under the `Paced` request policy: the pacer first, then one
+//!   attempt, whose answer's rate-limit headers the pacer learns from; [`HttpClient::call`]
+//!   retries around it for calls the driver does not retry itself.
 //! - Writing over a file posts the new message first and then deletes the message (or only the
 //!   attachment, when its message carries others) that this client last saw under the same
 //!   name, the newest if several; the old bytes stay readable until the new message exists.
@@ -35,10 +35,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
-use reqwest::{Method, Response};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::http::HttpClient;
+use super::http::{HttpClient, RequestPolicy};
 use super::url_cache::{self, UrlCache};
 use super::{
     Capabilities, Container, ContainerGroup, ContainerRef, ErrorKind, NameRules, ObjectMeta,
@@ -144,28 +144,35 @@ impl FluxerRemote {
         })
     }
 
-    /// One attempt of an API request in bucket `route` of `channel`, after the pacer allows
-    /// it; the answer's rate-limit headers are learnt whatever its status.
-    async fn send_paced(
-        &self,
-        what: &str,
-        route: &'static str,
-        channel: &str,
-        request: reqwest::RequestBuilder,
-    ) -> RemoteResult<Response> {
-        let permit = self.pacer.acquire(route, channel).await;
-        let response = request
-            .header(reqwest::header::AUTHORIZATION, self.auth.clone())
-            .send()
-            .await
-            .map_err(|err| self.http.transport_error(what, &err))?;
-        self.pacer
-            .observe(&permit, response.status(), response.headers());
-        drop(permit);
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(api::refine(self.http.status_error(what, response).await))
+    /// How a request in bucket `route` of `channel` goes out.
+    fn paced<'a>(&'a self, route: &'static str, channel: &'a str) -> Paced<'a> {
+        Paced {
+            remote: self,
+            route,
+            channel,
+        }
+    }
+
+    /// The request of an API call: `method` on `url`, with `payload`.
+    fn request(&self, method: &Method, url: &str, payload: &Payload<'_>) -> RequestBuilder {
+        let request = self
+            .http
+            .client()
+            .request(method.clone(), url)
+            .header("Accept", "application/json");
+        match payload {
+            Payload::None => request,
+            Payload::Json(body) => request.json(body),
+            Payload::Form(body, inline) => {
+                let mut form =
+                    reqwest::multipart::Form::new().text("payload_json", body.to_string());
+                if let Some(filename) = inline {
+                    let part =
+                        reqwest::multipart::Part::bytes(Vec::new()).file_name(filename.to_string());
+                    form = form.part("files[0]", part);
+                }
+                request.multipart(form)
+            }
         }
     }
 
@@ -180,29 +187,9 @@ impl FluxerRemote {
         payload: Payload<'_>,
     ) -> RemoteResult<Response> {
         let url = self.http.url(path);
+        let build = || async { Ok(self.request(&method, &url, &payload)) };
         self.http
-            .retrying(|| async {
-                let mut request = self
-                    .http
-                    .client()
-                    .request(method.clone(), &url)
-                    .header("Accept", "application/json");
-                request = match &payload {
-                    Payload::None => request,
-                    Payload::Json(body) => request.json(body),
-                    Payload::Form(body, inline) => {
-                        let mut form =
-                            reqwest::multipart::Form::new().text("payload_json", body.to_string());
-                        if let Some(filename) = inline {
-                            let part = reqwest::multipart::Part::bytes(Vec::new())
-                                .file_name(filename.to_string());
-                            form = form.part("files[0]", part);
-                        }
-                        request.multipart(form)
-                    }
-                };
-                self.send_paced(what, route, channel, request).await
-            })
+            .call(what, &self.paced(route, channel), build)
             .await
     }
 
@@ -363,6 +350,42 @@ impl FluxerRemote {
             self.urls.forget(&known.attachment_id);
         }
         result
+    }
+}
+
+/// Fluxer's API calls in bucket `route` of `channel`: the token in `Authorization` (marked
+/// sensitive), the pacer's leave before each attempt and the answer's rate-limit headers learnt
+/// whatever its status, a refusal refined by its `{code, message}` envelope ([`api::refine`]).
+struct Paced<'a> {
+    remote: &'a FluxerRemote,
+    route: &'static str,
+    channel: &'a str,
+}
+
+#[async_trait]
+impl RequestPolicy for Paced<'_> {
+    type Credential = ();
+
+    fn authorize(&self, request: RequestBuilder, _credential: &()) -> RequestBuilder {
+        request.header(reqwest::header::AUTHORIZATION, self.remote.auth.clone())
+    }
+
+    async fn exchange(
+        &self,
+        http: &HttpClient,
+        what: &str,
+        request: RequestBuilder,
+    ) -> RemoteResult<Response> {
+        let permit = self.remote.pacer.acquire(self.route, self.channel).await;
+        let response = http.transmit(what, request).await?;
+        self.remote
+            .pacer
+            .observe(&permit, response.status(), response.headers());
+        Ok(response)
+    }
+
+    fn refine(&self, _status: StatusCode, err: RemoteError) -> RemoteError {
+        api::refine(err)
     }
 }
 

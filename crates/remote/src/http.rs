@@ -3,8 +3,9 @@
 //! It owns what all APIs share: connection pooling, timeouts, retries of temporary failures
 //! (connection errors, 408, 429, 5xx) with exponential backoff, equal jitter and the server's
 //! `Retry-After`, the mapping of HTTP status to [`ErrorKind`], and redaction (log lines carry the
-//! path, never a query string or a token). A backend supplies only how to read its own error
-//! envelope ([`EnvelopeParser`]).
+//! path, never a query string or a token). A backend supplies how to read its own error
+//! envelope ([`EnvelopeParser`]) and how its calls are authorized, sent and refined
+//! ([`RequestPolicy`], in the private part `policy` with the call wrapper).
 
 use std::future::Future;
 use std::ops::Range;
@@ -19,6 +20,10 @@ use serde::de::DeserializeOwned;
 
 use super::observe::RequestStats;
 use super::{ErrorKind, RemoteError, RemoteResult};
+
+mod policy;
+
+pub use policy::{Plain, RequestPolicy};
 
 /// Extracts the human message from an API's error body, if it has the API's envelope.
 pub type EnvelopeParser = fn(&[u8]) -> Option<String>;
@@ -209,47 +214,8 @@ impl HttpClient {
         &self.client
     }
 
-    /// Sends the request that `build` makes (called again for each attempt, so streamed bodies
-    /// are reopened) and returns the response once its status is a success. Temporary failures
-    /// are retried; the final error names `what` and the endpoint.
-    pub async fn send<F, Fut>(&self, what: &str, build: F) -> RemoteResult<Response>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
-    {
-        self.send_retrying_also(what, build, |_| false).await
-    }
-
-    /// [`Self::send`] that also retries the refusals `transient` picks out: answers an API
-    /// gives when a request arrived damaged rather than when it was wrong.
-    pub async fn send_retrying_also<F, Fut>(
-        &self,
-        what: &str,
-        build: F,
-        transient: impl Fn(&RemoteError) -> bool,
-    ) -> RemoteResult<Response>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = RemoteResult<reqwest::RequestBuilder>>,
-    {
-        self.retrying(|| async {
-            let request = build().await?;
-            let response = request
-                .send()
-                .await
-                .map_err(|err| self.transport_error(what, &err))?;
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            let mut err = self.status_error(what, response).await;
-            err.temporary |= transient(&err);
-            Err(err)
-        })
-        .await
-    }
-
     /// Runs `attempt` until it succeeds, fails permanently, or the attempts run out. Used by
-    /// [`Self::send`] and by callers whose attempt also reads the body.
+    /// [`Self::call`] and by callers whose attempt also reads the body.
     pub async fn retrying<T, F, Fut>(&self, attempt: F) -> RemoteResult<T>
     where
         F: Fn() -> Fut,
@@ -263,6 +229,19 @@ impl HttpClient {
         &self.retry
     }
 
+    /// Sends `request` once and returns the answer whatever its status; no answer at all is a
+    /// [`Self::transport_error`].
+    pub async fn transmit(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> RemoteResult<Response> {
+        request
+            .send()
+            .await
+            .map_err(|err| self.transport_error(what, &err))
+    }
+
     /// Sends `request` once and returns the response if its status is a success. For steps
     /// that a driver retries itself (upload parts), so they are not retried twice.
     pub async fn send_once(
@@ -270,10 +249,7 @@ impl HttpClient {
         what: &str,
         request: reqwest::RequestBuilder,
     ) -> RemoteResult<Response> {
-        let response = request
-            .send()
-            .await
-            .map_err(|err| self.transport_error(what, &err))?;
+        let response = self.transmit(what, request).await?;
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -376,12 +352,9 @@ impl HttpClient {
         url: &str,
         range: &Range<u64>,
     ) -> RemoteResult<Response> {
-        self.client
-            .get(url)
-            .header("Range", format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
+        let bytes = format!("bytes={}-{}", range.start, range.end - 1);
+        self.transmit(what, self.client.get(url).header("Range", bytes))
             .await
-            .map_err(|err| self.transport_error(what, &err))
     }
 
     /// Classifies a failure to get any response (refused, reset, timed out).

@@ -20,11 +20,11 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::Method;
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::http::{self, HttpClient};
+use super::http::{self, HttpClient, RequestPolicy};
 use super::multipart::{self, Part, PartLayout, PartPolicy, PartUploader};
 use super::paging::collect_pages;
 use super::url_cache::{self, UrlCache};
@@ -47,11 +47,35 @@ const URL_CACHE_ENTRIES: usize = 1024;
 /// A Lightfield server.
 pub struct LightfieldRemote {
     http: HttpClient,
-    /// Sent only in the `Authorization` header of API calls.
-    token: String,
+    key: ApiKey,
     capabilities: Capabilities,
     /// Download URL and its expiry per file id.
     urls: UrlCache,
+}
+
+/// How API calls are made: the key in `Authorization` (and `Lightfield-Version`), a refused key
+/// with a hint on what to fix. Presigned storage URLs take neither.
+struct ApiKey {
+    /// Sent only in the `Authorization` header of API calls.
+    token: String,
+}
+
+impl RequestPolicy for ApiKey {
+    type Credential = ();
+
+    fn authorize(&self, request: RequestBuilder, _credential: &()) -> RequestBuilder {
+        request
+            .bearer_auth(&self.token)
+            .header("Lightfield-Version", API_VERSION)
+    }
+
+    fn refine(&self, _status: StatusCode, mut err: RemoteError) -> RemoteError {
+        if err.kind == ErrorKind::PermissionDenied {
+            err.message
+                .push_str("; pass a valid lightfield API key with --token or SESSIONFS_TOKEN");
+        }
+        err
+    }
 }
 
 /// The API's `File` object (the fields we use).
@@ -113,7 +137,7 @@ impl LightfieldRemote {
         Ok(Self {
             http: HttpClient::new(&config.endpoint, http::error_envelope_message)?
                 .with_retry(config.retry.clone()),
-            token,
+            key: ApiKey { token },
             capabilities: Capabilities {
                 containers: false,
                 delete: false,
@@ -142,31 +166,18 @@ impl LightfieldRemote {
         body: Option<serde_json::Value>,
     ) -> RemoteResult<T> {
         let url = self.http.url(path_and_query);
-        let response = self
-            .http
-            .send(what, || async {
-                let mut request = self
-                    .http
-                    .client()
-                    .request(method.clone(), &url)
-                    .bearer_auth(&self.token)
-                    .header("Lightfield-Version", API_VERSION)
-                    .header("Accept", "application/json");
-                if let Some(body) = &body {
-                    request = request.json(body);
-                }
-                Ok(request)
+        let build = || async {
+            let request = self
+                .http
+                .client()
+                .request(method.clone(), &url)
+                .header("Accept", "application/json");
+            Ok(match &body {
+                Some(body) => request.json(body),
+                None => request,
             })
-            .await
-            .map_err(|mut err| {
-                if err.kind == ErrorKind::PermissionDenied {
-                    err.message.push_str(
-                        "; pass a valid lightfield API key with --token or SESSIONFS_TOKEN",
-                    );
-                }
-                err
-            })?;
-        self.http.json(what, response).await
+        };
+        self.http.call_json(what, &self.key, build).await
     }
 
     fn to_object(file: FileData) -> ObjectMeta {

@@ -14,7 +14,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::http::{self, HttpClient};
+use super::http::{self, HttpClient, Plain, RequestPolicy};
 use super::turns::{OrderedTurns, Turn};
 use super::{
     ByteStream, Capabilities, Container, ContainerRef, ErrorKind, NameRules, ObjectMeta, Remote,
@@ -317,6 +317,22 @@ impl MixRemote {
         }
     }
 
+    /// A GET of `url` whose answer is JSON of type `T`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &str,
+    ) -> RemoteResult<T> {
+        let build = || async {
+            Ok(self
+                .http
+                .client()
+                .get(url)
+                .header("Accept", "application/json"))
+        };
+        self.http.call_json(what, &Plain, build).await
+    }
+
     fn session_path(id: &str) -> String {
         format!("/api/sessions/{}", utf8_percent_encode(id, SEGMENT))
     }
@@ -403,18 +419,8 @@ impl Remote for MixRemote {
     async fn list_containers(&self) -> RemoteResult<Vec<Container>> {
         let what = "list sessions";
         let url = self.http.url("/api/sessions?includeSubagents=false");
-        let response = self
-            .http
-            .send(what, || async {
-                Ok(self
-                    .http
-                    .client()
-                    .get(&url)
-                    .header("Accept", "application/json"))
-            })
-            .await?;
         // An older server generation answers `null` for no sessions.
-        let sessions: Option<Vec<SessionData>> = self.http.json(what, response).await?;
+        let sessions: Option<Vec<SessionData>> = self.get_json(what, &url).await?;
         Ok(sessions
             .unwrap_or_default()
             .into_iter()
@@ -462,8 +468,9 @@ impl Remote for MixRemote {
 
     async fn remove_container(&self, id: &str) -> RemoteResult<()> {
         let url = self.http.url(&Self::session_path(id));
+        let what = format!("delete session {id}");
         self.http
-            .send(&format!("delete session {id}"), || async {
+            .call(&what, &Plain, || async {
                 Ok(self.http.client().delete(&url))
             })
             .await?;
@@ -476,17 +483,7 @@ impl Remote for MixRemote {
         let url = self
             .http
             .url(&format!("{}/files", Self::session_path(session)));
-        let response = self
-            .http
-            .send(&what, || async {
-                Ok(self
-                    .http
-                    .client()
-                    .get(&url)
-                    .header("Accept", "application/json"))
-            })
-            .await?;
-        let files: Option<Vec<FileInfo>> = self.http.json(&what, response).await?;
+        let files: Option<Vec<FileInfo>> = self.get_json(&what, &url).await?;
         Ok(files
             .unwrap_or_default()
             .into_iter()
@@ -540,11 +537,7 @@ impl Remote for MixRemote {
             let part = reqwest::multipart::Part::stream_with_length(body, source.size);
             self.upload_request(&url, name, part)
         };
-        let response = self
-            .http
-            .send_retrying_also(&what, build, form_cut_on_the_way)
-            .await?;
-        let file: FileInfo = self.http.json(&what, response).await?;
+        let file: FileInfo = self.http.call_json(&what, &FormCutAgain, build).await?;
         Ok(Self::to_object(file))
     }
 
@@ -560,11 +553,8 @@ impl Remote for MixRemote {
             .http
             .url(&format!("{}/files/upload", Self::session_path(session)));
         let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body));
-        let response = self
-            .upload_request(&url, name, part)?
-            .send()
-            .await
-            .map_err(|err| self.http.transport_error(&what, &err))?;
+        let request = self.upload_request(&url, name, part)?;
+        let response = self.http.transmit(&what, request).await?;
         if response.status() != StatusCode::CREATED {
             return Err(self.http.status_error(&what, response).await);
         }
@@ -575,19 +565,57 @@ impl Remote for MixRemote {
     async fn delete(&self, container: ContainerRef<'_>, object: &ObjectMeta) -> RemoteResult<()> {
         let session = Self::container(container)?;
         let url = self.http.url(&Self::file_path(session, &object.name));
+        let what = format!("delete {:?} in session {session}", object.name);
         self.http
-            .send(
-                &format!("delete {:?} in session {session}", object.name),
-                || async { Ok(self.http.client().delete(&url)) },
-            )
+            .call(&what, &Plain, || async {
+                Ok(self.http.client().delete(&url))
+            })
             .await?;
         Ok(())
     }
 }
 
-/// Whether `err` is the server's 400 for a form that ended early ("failed to parse multipart
-/// form", Go's `ParseMultipartForm` failing): the body was cut on the way, so the upload (which
-/// replaces the file whole) is sent again like any transient failure. Seen on the wan profile.
-fn form_cut_on_the_way(err: &RemoteError) -> bool {
-    err.kind == ErrorKind::InvalidInput && err.message.contains("failed to parse multipart form")
+/// Uploads: [`Plain`], and the server's 400 for a form that ended early ("failed to parse
+/// multipart form", Go's `ParseMultipartForm` failing) is retried: the body was cut on the way,
+/// so the upload (which replaces the file whole) is sent again like any transient failure. Seen
+/// on the wan profile.
+struct FormCutAgain;
+
+impl RequestPolicy for FormCutAgain {
+    type Credential = ();
+
+    fn refine(&self, _status: StatusCode, mut err: RemoteError) -> RemoteError {
+        err.temporary |= err.kind == ErrorKind::InvalidInput
+            && err.message.contains("failed to parse multipart form");
+        err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_form_cut_on_the_way_is_sent_again() {
+        let refused = |message: &str| RemoteError::new(ErrorKind::InvalidInput, message);
+        let cut = refused(
+            "upload: server answered 400 Bad Request: Validation error for field 'form': failed \
+             to parse multipart form",
+        );
+        let refined = FormCutAgain.refine(StatusCode::BAD_REQUEST, cut);
+        assert!(refined.temporary);
+        assert_eq!(refined.kind, ErrorKind::InvalidInput);
+        let other = refused("upload: server answered 400 Bad Request: bad name");
+        assert!(
+            !FormCutAgain
+                .refine(StatusCode::BAD_REQUEST, other)
+                .temporary
+        );
+        let conflict = RemoteError::new(ErrorKind::Conflict, "failed to parse multipart form");
+        assert!(
+            !FormCutAgain
+                .refine(StatusCode::CONFLICT, conflict)
+                .temporary
+        );
+    }
 }

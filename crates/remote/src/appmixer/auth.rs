@@ -1,4 +1,5 @@
-//! Signing in to Appmixer: the session token, when it expires, and signing in again.
+//! Signing in to Appmixer: the session token, when it expires, and signing in again; the
+//! [`RequestPolicy`] of its API calls (the token on each, a sign-in again after a 401).
 //!
 //! Invariants: at most one sign-in runs at a time (`Auth::signing_in`), and a call that finds
 //! its token already replaced uses the new one instead of signing in again; the password and
@@ -8,9 +9,11 @@ use sessionfs_io::lock::ReadWriteLocked;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
 
-use crate::http::HttpClient;
+use crate::http::{HttpClient, RequestPolicy};
 use crate::{ErrorKind, RemoteError, RemoteResult};
 
 /// What to do about refused credentials, appended to a 401's message.
@@ -108,26 +111,72 @@ impl Auth {
         let what = format!("sign in to appmixer as {}", login.email);
         let url = http.url("/user/auth");
         let body = serde_json::json!({ "email": login.email, "password": login.password });
-        let response = http
-            .send(&what, || async { Ok(http.client().post(&url).json(&body)) })
-            .await
-            .map_err(|mut err| {
-                if err.kind == ErrorKind::PermissionDenied {
-                    err.message.push_str(
-                        "; check --user and its password (--password-file or SESSIONFS_PASSWORD)",
-                    );
-                }
-                err
-            })?;
         #[derive(Deserialize)]
         struct SignedIn {
             token: String,
         }
-        let signed: SignedIn = http.json(&what, response).await?;
+        let signed: SignedIn = http
+            .call_json(&what, &SignIn, || async {
+                Ok(http.client().post(&url).json(&body))
+            })
+            .await?;
         let token = Token::new(&signed.token);
         log::debug!("signed in to appmixer as {}", login.email);
         *self.token.write_locked() = Some(token.clone());
         Ok(token.jwt)
+    }
+}
+
+/// Every API call but the sign-in: the current token as a bearer; after a 401, a sign-in again
+/// (when there is a password) and the call sent once more; a 401 returned gets
+/// [`CREDENTIALS_HINT`].
+#[async_trait]
+impl RequestPolicy for Auth {
+    type Credential = Arc<str>;
+
+    async fn credential(&self, http: &HttpClient) -> RemoteResult<Arc<str>> {
+        self.token(http).await
+    }
+
+    fn authorize(&self, request: RequestBuilder, token: &Arc<str>) -> RequestBuilder {
+        request.bearer_auth(token)
+    }
+
+    async fn renew_on_401(
+        &self,
+        http: &HttpClient,
+        what: &str,
+        refused: Arc<str>,
+    ) -> RemoteResult<Option<Arc<str>>> {
+        if self.login.is_none() {
+            return Ok(None);
+        }
+        log::info!("{what}: appmixer refused the session token; signing in again");
+        self.renew(http, Some(refused)).await.map(Some)
+    }
+
+    fn refine(&self, status: StatusCode, mut err: RemoteError) -> RemoteError {
+        if status == StatusCode::UNAUTHORIZED {
+            err.message.push_str("; ");
+            err.message.push_str(CREDENTIALS_HINT);
+        }
+        err
+    }
+}
+
+/// The sign-in itself: no token, and refused credentials with a hint on what to fix.
+struct SignIn;
+
+impl RequestPolicy for SignIn {
+    type Credential = ();
+
+    fn refine(&self, _status: StatusCode, mut err: RemoteError) -> RemoteError {
+        if err.kind == ErrorKind::PermissionDenied {
+            err.message.push_str(
+                "; check --user and its password (--password-file or SESSIONFS_PASSWORD)",
+            );
+        }
+        err
     }
 }
 

@@ -464,17 +464,18 @@ impl PartUploader for Chunked<'_> {
             "/channels/{channel}/chunked-uploads/{}/chunks/{}",
             session.created.upload_id, part.number
         ));
-        let body = reqwest::Body::wrap_stream(source.part_body(&what, part.range.clone())?);
-        let request = remote
-            .http
-            .client()
-            .put(url)
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Length", part.range.end - part.range.start)
-            .body(body);
-        let response = remote
-            .send_paced(&what, "chunk_put", channel, request)
-            .await?;
+        let build = || async {
+            let body = reqwest::Body::wrap_stream(source.part_body(&what, part.range.clone())?);
+            Ok(remote
+                .http
+                .client()
+                .put(&url)
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", part.range.end - part.range.start)
+                .body(body))
+        };
+        let paced = remote.paced("chunk_put", channel);
+        let response = remote.http.attempt(&what, &paced, &build).await?;
         let sent: ChunkSent = remote.http.json(&what, response).await?;
         Ok(sent.etag)
     }
