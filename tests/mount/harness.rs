@@ -223,6 +223,12 @@ impl TestMount {
         &self.endpoint
     }
 
+    /// Requests the mount's client has sent so far (retries included), for tests that check
+    /// that an answer came without asking the server.
+    pub fn requests_sent(&self) -> u64 {
+        self.remote_config.retry.requests.snapshot().requests
+    }
+
     /// `path()/name`.
     pub fn join(&self, name: &str) -> PathBuf {
         self.path().join(name)

@@ -4,13 +4,12 @@
 //! later in 3 tries of 3, and later writes landed in the bare directory.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{Mounted, q, sessionfs_command, sh, start_with_endpoint};
 
-/// How many restarts, and the most time they may take together.
+/// How many restarts.
 const RESTARTS: usize = 3;
-const RESTARTS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Longer than the old process's drain and its 200 ms poll for the end of its session.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -57,14 +56,8 @@ fn umount_then_mount_at_once_keeps_the_new_mount() {
     };
     let mut current = mount();
     sh(&format!("mkdir {}/s", q(mnt.path())));
-    let started = Instant::now();
     let mut old_processes = Vec::new();
     for round in 0..RESTARTS {
-        assert!(
-            started.elapsed() < RESTARTS_DEADLINE,
-            "{round} restarts took {:?}",
-            started.elapsed()
-        );
         // A plain umount, and the new mount at once; the old process ends by itself.
         sh(&format!("umount {}", q(mnt.path())));
         old_processes.push(current);

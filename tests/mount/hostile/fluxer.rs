@@ -288,6 +288,7 @@ fn hostile_fluxer_answers_get_clear_errors_and_never_hang() {
     let expiring = Arc::new(pseudo_random(EXPIRING_BYTES, 17));
     let expiry = Expiry::default();
     let storm = Arc::new(AtomicUsize::new(0));
+    let repeated_pages = Arc::new(AtomicUsize::new(0));
     let listed_urls_expire = Arc::new(AtomicBool::new(false));
     let endpoint = serve(&runtime, |endpoint| {
         router(Server {
@@ -297,7 +298,7 @@ fn hostile_fluxer_answers_get_clear_errors_and_never_hang() {
             answers: Arc::default(),
             storm: storm.clone(),
             listed_urls_expire: listed_urls_expire.clone(),
-            repeated: Arc::default(),
+            repeated: repeated_pages.clone(),
         })
     });
     let mount = BinaryMount::start("fluxer", &endpoint, &["--token", "hostile-token"], &[]);
@@ -356,18 +357,18 @@ fn hostile_fluxer_answers_get_clear_errors_and_never_hang() {
     listed_urls_expire.store(true, Ordering::SeqCst);
     expiry.check_read_after_expiry(&m("expiring/expiring.bin"), &expiring);
 
-    // Cursor pages that come round again: the listing stops at once with EIO.
-    let started = std::time::Instant::now();
+    // Cursor pages that come round again: the listing stops at once with EIO, after the
+    // pages that brought something new and the first that did not (not 100 000 of them).
     fails_with_eio(&format!("ls {}", m("repeat")));
     let repeated = mount.log();
-    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    let pages = repeated_pages.load(Ordering::SeqCst);
+    assert!(pages <= 4, "{pages} pages asked for");
 
     // Global 429s with Retry-After `1e400` and a reset no clock holds: the listing waits a
-    // moment, not for ever.
+    // moment, not for ever (`works` gives up after its watchdog, long before the 300 s a
+    // clamped hold would take).
     storm.store(2, Ordering::SeqCst);
-    let started = std::time::Instant::now();
     assert_eq!(works(&format!("ls {}", m("storm"))).stdout, b"ok.txt\n");
-    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
     assert_eq!(storm.load(Ordering::SeqCst), 0, "the storm was met");
 
     // Error envelopes that are not `{code, message}`: the errno their status means.
