@@ -87,6 +87,16 @@ pub struct Capabilities {
     pub streaming_upload: bool,
 }
 
+impl Capabilities {
+    /// Whether the object an upload replaces (by a write or a rename over it) is deleted once
+    /// the new one is stored: on id-keyed APIs the old object stays beside the new one, and
+    /// the client removes it where the API can delete; without delete (Lightfield) it stays,
+    /// shown with its `~id`.
+    pub fn deletes_superseded(&self) -> bool {
+        !self.overwrite_by_name && self.delete
+    }
+}
+
 /// A remote container (a Mix session, a Fluxer channel): one directory under the mount root, or
 /// under its group's directory.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -73,10 +73,9 @@ pub(super) fn plan(
         to_local: facts.to_local,
         delayed,
         delete_old: facts.old.clone().filter(|_| !facts.was_local),
-        // Without delete (Lightfield) the displaced object stays, older than ours, as after
-        // an overwrite by a write: the plain name shows ours and it shows with its `~id`.
-        delete_displaced: (facts.displaced.clone())
-            .filter(|_| !caps.overwrite_by_name && caps.delete),
+        // As after an overwrite by a write: without delete (Lightfield) the displaced object
+        // stays, older than ours, and shows with its `~id`.
+        delete_displaced: (facts.displaced.clone()).filter(|_| caps.deletes_superseded()),
     })
 }
 

@@ -116,7 +116,7 @@ pub(super) fn plan(ino: Ino, facts: &UploadFacts, caps: &Capabilities) -> Result
         from,
         record: node.record.clone(),
         md5: caps.upload_md5,
-        delete_superseded: !caps.overwrite_by_name && caps.delete,
+        delete_superseded: caps.deletes_superseded(),
     }))
 }
 
