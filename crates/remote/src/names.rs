@@ -21,9 +21,9 @@ use std::time::SystemTime;
 use super::NameRules;
 
 /// Escape that marks the next character as literal, or starts a `‛XXXX` code point.
-const ESCAPE: char = '\u{201B}';
+pub(crate) const ESCAPE: char = '\u{201B}';
 /// Substitute for `/`, the separator of nested paths inside one flat remote namespace.
-const SLASH: char = '\u{FF0F}';
+pub(crate) const SLASH: char = '\u{FF0F}';
 const QUOTE: char = '\u{FF02}';
 const BACKSLASH: char = '\u{FF3C}';
 const SPACE: char = '\u{2420}';

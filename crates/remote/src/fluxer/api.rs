@@ -10,15 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::names::{ESCAPE, SLASH};
 use crate::{ErrorKind, RemoteError};
 
 /// Fluxer's epoch (2015-01-01T00:00:00Z) in unix milliseconds.
 const FLUXER_EPOCH_MS: u64 = 1_420_070_400_000;
 /// The content line that names a file's path.
 pub(super) const CONTENT_PREFIX: &str = "sessionfs: ";
-/// The core's substitute for `/` in stored names, and its escape (see `remote::names`).
-const CORE_SLASH: char = '\u{FF0F}';
-const CORE_ESCAPE: char = '\u{201B}';
 
 #[derive(Deserialize)]
 pub(super) struct Guild {
@@ -252,7 +250,7 @@ pub(super) fn parse_time(text: &str) -> Option<SystemTime> {
 
 /// The content of the message that carries the file stored as `name`.
 pub(super) fn content_for(name: &str) -> String {
-    format!("{CONTENT_PREFIX}{}", map_slashes(name, CORE_SLASH, '/'))
+    format!("{CONTENT_PREFIX}{}", map_slashes(name, SLASH, '/'))
 }
 
 /// The stored name a message's content gives its file, if it has a `sessionfs:` line.
@@ -260,7 +258,7 @@ pub(super) fn name_in(content: &str) -> Option<String> {
     let path = content
         .lines()
         .find_map(|line| line.strip_prefix(CONTENT_PREFIX))?;
-    (!path.is_empty()).then(|| map_slashes(path, '/', CORE_SLASH))
+    (!path.is_empty()).then(|| map_slashes(path, '/', SLASH))
 }
 
 /// Replaces every unescaped `from` with `to`; an escape and the character after it are kept.
@@ -268,7 +266,7 @@ fn map_slashes(text: &str, from: char, to: char) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
-        if c == CORE_ESCAPE {
+        if c == ESCAPE {
             out.push(c);
             if let Some(next) = chars.next() {
                 out.push(next);
@@ -283,7 +281,7 @@ fn map_slashes(text: &str, from: char, to: char) -> String {
 /// The attachment filename for the file stored as `name`: its last path component (the server
 /// normalises it; people see it, the content line keeps the exact path).
 pub(super) fn attachment_filename(name: &str) -> String {
-    let path = map_slashes(name, CORE_SLASH, '/');
+    let path = map_slashes(name, SLASH, '/');
     path.split('/')
         .rfind(|part| !part.is_empty())
         .map(|part| part.trim_end_matches('\u{21AA}').to_owned())
