@@ -58,13 +58,21 @@ fn ask_status(socket: &Path) -> std::io::Result<Report> {
     serde_json::from_str(&line).map_err(std::io::Error::other)
 }
 
-/// The mount at `mountpoint`, or an error saying there is none.
+/// The mount at `mountpoint`, or an error saying there is none. Right after `umount` and a
+/// new mount on the same path, the old process still answers while it finishes: the mount
+/// serving the path is one not draining, the newest of them (its socket made last).
 fn mount_at(mountpoint: &Path) -> Result<Found, String> {
     let wanted = std::fs::canonicalize(mountpoint)
         .map_err(|err| format!("{}: {err}", mountpoint.display()))?;
+    let made = |found: &Found| {
+        std::fs::metadata(&found.socket)
+            .and_then(|m| m.modified())
+            .ok()
+    };
     running_mounts()
         .into_iter()
-        .find(|found| Path::new(&found.report.mountpoint) == wanted)
+        .filter(|found| Path::new(&found.report.mountpoint) == wanted)
+        .min_by_key(|found| (found.report.draining, std::cmp::Reverse(made(found))))
         .ok_or_else(|| {
             format!(
                 "no running sessionfs mount of this user at {} (its socket would be in {})",

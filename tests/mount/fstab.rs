@@ -243,4 +243,6 @@ fn generic_options_reach_the_kernel_the_source_names_the_remote_and_remount_chan
         .output()
         .unwrap();
     assert!(unmount.status.success(), "{unmount:?}");
+    // The mount asked was the one on the path, not the earlier process still finishing.
+    assert!(mountinfo_of(mnt.path()).is_none(), "the new mount is gone");
 }
